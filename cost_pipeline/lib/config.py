@@ -1,0 +1,260 @@
+"""The one configuration file: tenants, tiers, budgets, source mappings, price overrides, alerts.
+
+`load_config()` reads `COST_PIPELINE_CONFIG` (or the packaged demo configuration) and validates
+it completely at load time. An invalid file raises `ConfigError` naming the file, the key path
+and the reason, so a typo fails when the code location loads, not inside a 3 a.m. run.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from decimal import Decimal
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "COST_PIPELINE_CONFIG"
+DEMO_CONFIG = "demo_config.yaml"
+
+Percent = Annotated[float, Field(gt=0, le=1000)]
+Money = Annotated[Decimal, Field(ge=0)]
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Overage(_Model):
+    """How usage beyond a tier's allowance is billed."""
+
+    unit: Literal["usd", "tokens"] = "usd"
+    # usd: amount = overage cost x (1 + markup); tokens: amount = overage Mtok x unit price.
+    markup: Annotated[float, Field(ge=0)] = 0.0
+    unit_price_usd: Money | None = None
+
+    @model_validator(mode="after")
+    def _unit_price_for_tokens(self) -> Overage:
+        if self.unit == "tokens" and self.unit_price_usd is None:
+            raise ValueError("unit 'tokens' needs unit_price_usd (USD per million tokens)")
+        return self
+
+
+class Tier(_Model):
+    name: str
+    monthly_price_usd: Money = Decimal(0)
+    included_usage_usd: Money | None = None
+    included_tokens: Annotated[int, Field(ge=0)] | None = None
+    hard_cap_usd: Money | None = None
+    overage: Overage | None = None
+
+    @model_validator(mode="after")
+    def _cap_or_overage(self) -> Tier:
+        if self.hard_cap_usd is not None and self.overage is not None:
+            raise ValueError("a tier has either a hard cap or overage billing, not both")
+        return self
+
+
+class Budget(_Model):
+    monthly_usd: Money | None = None
+    daily_usd: Money | None = None
+    thresholds: list[Percent] | None = None
+
+
+class Mappings(_Model):
+    """How source records are attributed to a tenant."""
+
+    openai_project_ids: list[str] = []
+    openai_api_key_ids: list[str] = []
+    anthropic_workspace_ids: list[str] = []
+    anthropic_api_key_ids: list[str] = []
+    k8s_namespaces: list[str] = []
+    k8s_labels: dict[str, str] = {}
+    cloud_tags: dict[str, str] = {}
+    cloud_sub_account_ids: list[str] = []
+    cloud_resource_ids: list[str] = []
+
+
+class Tenant(_Model):
+    id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    name: str
+    tier: str
+    timezone: str = "UTC"
+    stripe_customer_id: str | None = None
+    slack_channel: str | None = None
+    contract_overage: Overage | None = None
+    budget: Budget = Budget()
+    mappings: Mappings = Mappings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class PriceOverride(_Model):
+    """A negotiated discount on list prices, or the whole price of a custom model."""
+
+    provider: str
+    model: str = "*"
+    effective_from: date | None = None
+    effective_to: date | None = None
+    discount_pct: Annotated[float, Field(ge=0, lt=100)] | None = None
+    input_mtok: Money | None = None
+    cache_read_mtok: Money | None = None
+    cache_write_mtok: Money | None = None
+    output_mtok: Money | None = None
+
+    @model_validator(mode="after")
+    def _discount_or_prices(self) -> PriceOverride:
+        has_prices = self.input_mtok is not None or self.output_mtok is not None
+        if (self.discount_pct is None) == (not has_prices):
+            raise ValueError("give either discount_pct or explicit prices (input_mtok, ...)")
+        if has_prices and (self.input_mtok is None or self.output_mtok is None):
+            raise ValueError("explicit prices need at least input_mtok and output_mtok")
+        return self
+
+
+class Alerts(_Model):
+    default_channel: str = "#cost-alerts"
+    digest_after: Annotated[int, Field(ge=1)] = 10
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+
+
+class Reconciliation(_Model):
+    drift_warn_pct: Annotated[float, Field(gt=0)] = 2.0
+    drift_fail_pct: Annotated[float, Field(gt=0)] = 10.0
+
+
+class Allocation(_Model):
+    rule: Literal["proportional", "even", "tenant"] = "proportional"
+    tenant: str | None = None
+    k8s_tenant_label: str = "tenant"
+    cloud_tenant_tag: str = "tenant"
+
+    @model_validator(mode="after")
+    def _tenant_rule(self) -> Allocation:
+        if self.rule == "tenant" and not self.tenant:
+            raise ValueError("rule 'tenant' needs the receiving tenant id in 'tenant'")
+        return self
+
+
+class Demo(_Model):
+    enabled: bool = False
+    seed: int = 7
+    start_date: date = date(2026, 9, 1)
+    days: Annotated[int, Field(ge=1)] = 60
+    events_per_day: Annotated[int, Field(ge=1)] = 6000
+
+
+class CostConfig(_Model):
+    organization: str = "Example Co"
+    currency: Literal["USD"] = "USD"
+    tiers: dict[str, Tier]
+    tenants: list[Tenant]
+    company_budget: Budget = Budget()
+    default_thresholds: list[Percent] = [50, 75, 90, 100]
+    price_overrides: list[PriceOverride] = []
+    alerts: Alerts = Alerts()
+    reconciliation: Reconciliation = Reconciliation()
+    allocation: Allocation = Allocation()
+    demo: Demo = Demo()
+
+    @model_validator(mode="after")
+    def _references(self) -> CostConfig:
+        seen: set[str] = set()
+        for i, tenant in enumerate(self.tenants):
+            if tenant.id in seen:
+                raise ValueError(f"tenants[{i}].id: duplicate tenant id {tenant.id!r}")
+            seen.add(tenant.id)
+            if tenant.tier not in self.tiers:
+                raise ValueError(
+                    f"tenants[{i}].tier: unknown tier {tenant.tier!r} "
+                    f"(known: {', '.join(sorted(self.tiers))})"
+                )
+        owners: dict[tuple[str, str], str] = {}
+        for tenant in self.tenants:
+            for kind, ids in tenant.mappings.model_dump().items():
+                values = ids.items() if isinstance(ids, dict) else ids
+                for value in values:
+                    key = (kind, str(value))
+                    if key in owners and owners[key] != tenant.id:
+                        raise ValueError(
+                            f"mappings.{kind}: {value!r} is mapped to both "
+                            f"{owners[key]!r} and {tenant.id!r}"
+                        )
+                    owners[key] = tenant.id
+        if self.allocation.rule == "tenant" and self.allocation.tenant not in seen:
+            raise ValueError(f"allocation.tenant: unknown tenant {self.allocation.tenant!r}")
+        return self
+
+    @cached_property
+    def tenants_by_id(self) -> dict[str, Tenant]:
+        return {t.id: t for t in self.tenants}
+
+    def tier_of(self, tenant_id: str) -> Tier:
+        return self.tiers[self.tenants_by_id[tenant_id].tier]
+
+    def thresholds_for(self, tenant_id: str | None) -> list[float]:
+        tenant = self.tenants_by_id.get(tenant_id or "")
+        if tenant is not None and tenant.budget.thresholds:
+            return sorted(tenant.budget.thresholds)
+        return sorted(self.default_thresholds)
+
+    def mapping(self, kind: str) -> dict[str, str]:
+        """Source id -> tenant id for one mapping kind, e.g. `openai_project_ids`."""
+        out: dict[str, str] = {}
+        for tenant in self.tenants:
+            ids = getattr(tenant.mappings, kind)
+            for value in ids.items() if isinstance(ids, dict) else ids:
+                out["=".join(value) if isinstance(value, tuple) else value] = tenant.id
+        return out
+
+
+def config_path() -> Path:
+    """The configured file, or the packaged demo configuration."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(str(resources.files("cost_pipeline.demo").joinpath(DEMO_CONFIG)))
+
+
+def load_config(path: str | Path | None = None) -> CostConfig:
+    """Read and validate the configuration; raise `ConfigError` naming file, key and reason."""
+    file = Path(path) if path is not None else config_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read configuration ({exc.strerror or exc})") from exc
+    try:
+        raw: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of keys to values")
+    return parse_config(raw, source=str(file))
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> CostConfig:
+    try:
+        return CostConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}: {key}: {msg}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

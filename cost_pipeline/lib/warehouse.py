@@ -1,0 +1,284 @@
+"""The cost warehouse: tables made from `lib.schemas`, atomic partition replacement, bulk writes.
+
+One class, two engines. SQLite is the laptop default; PostgreSQL is production. Every write of a
+partition happens in one transaction that first takes a lock on (table, partition), deletes the
+partition's rows and then bulk-loads the new ones, so re-running a day any number of times — even
+twice at once — leaves exactly one copy. Postgres loads use `COPY ... FROM STDIN`; SQLite uses
+`executemany` on plain tuples.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from cost_pipeline.lib.schemas import TABLES, Column, TableSchema
+
+WRITE_CHUNK_ROWS = 200_000
+
+_SA_TYPES: dict[str, Any] = {
+    "str": sa.Text,
+    "json": sa.Text,
+    "int": sa.BigInteger,
+    "float": lambda: sa.Float(precision=53),
+    "money": lambda: sa.Numeric(20, 9, asdecimal=False),
+    "bool": sa.Boolean,
+    "date": sa.Date,
+    "datetime": lambda: sa.DateTime(timezone=True),
+}
+
+
+def _sa_column(c: Column) -> sa.Column:
+    return sa.Column(c.name, _SA_TYPES[c.kind](), nullable=c.nullable)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked, for logs and metadata."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+class Warehouse:
+    """Read and write warehouse tables through one SQLAlchemy engine."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        self.engine: Engine = sa.create_engine(url, echo=echo, future=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.metadata = sa.MetaData()
+        self._tables: dict[str, sa.Table] = {}
+        self._created: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"Warehouse({redact_url(self.url)})"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- tables --------------------------------------------------------------------------------
+
+    def table(self, schema: TableSchema | str) -> sa.Table:
+        schema = TABLES[schema] if isinstance(schema, str) else schema
+        if schema.name not in self._tables:
+            table = sa.Table(schema.name, self.metadata, *(_sa_column(c) for c in schema.columns))
+            if schema.unique:
+                table.append_constraint(
+                    sa.UniqueConstraint(*schema.unique, name=f"uq_{schema.name}")
+                )
+            for cols in schema.indexes:
+                sa.Index(f"ix_{schema.name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
+            self._tables[schema.name] = table
+        table = self._tables[schema.name]
+        if schema.name not in self._created:
+            table.create(self.engine, checkfirst=True)
+            self._created.add(schema.name)
+        return table
+
+    def ensure_tables(self, schemas: Iterable[TableSchema] | None = None) -> None:
+        for schema in schemas if schemas is not None else list(TABLES.values()):
+            self.table(schema)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def replace_partition(
+        self, schema: TableSchema, partition: date | Sequence[date], df: pd.DataFrame
+    ) -> int:
+        """Replace the rows of one day (or several) with `df`, atomically. Returns rows written."""
+        days = [partition] if isinstance(partition, date) else list(partition)
+        if schema.partition_column is None:
+            raise ValueError(f"{schema.name} is not partitioned")
+        frame = schema.conform(df)
+        outside = ~frame[schema.partition_column].isin(days)
+        if outside.any():
+            raise ValueError(
+                f"{schema.name}: {int(outside.sum())} row(s) fall outside partition(s) "
+                f"{', '.join(str(d) for d in days)}, e.g. {frame.loc[outside].iloc[0].to_dict()}"
+            )
+        where = {schema.partition_column: days}
+        return self.replace_where(schema, where, frame, conformed=True)
+
+    def replace_where(
+        self,
+        schema: TableSchema,
+        where: dict[str, Sequence[Any]],
+        df: pd.DataFrame,
+        *,
+        conformed: bool = False,
+    ) -> int:
+        """Delete the rows matching `where` (column -> allowed values) and insert `df`, atomically."""
+        table = self.table(schema)
+        frame = df if conformed else schema.conform(df)
+        lock_key = f"{schema.name}:" + ";".join(
+            f"{k}={sorted(map(str, v))}" for k, v in sorted(where.items())
+        )
+        with self.engine.begin() as conn:
+            self._lock(conn, lock_key)
+            condition = sa.and_(*(table.c[k].in_(list(v)) for k, v in where.items()))
+            conn.execute(table.delete().where(condition))
+            self._bulk_insert(conn, schema, frame)
+        return len(frame)
+
+    def append(
+        self, schema: TableSchema, df: pd.DataFrame, *, conn: Connection | None = None
+    ) -> int:
+        """Insert rows; inside `conn`'s transaction when given."""
+        self.table(schema)
+        frame = schema.conform(df)
+        if conn is not None:
+            self._bulk_insert(conn, schema, frame)
+        else:
+            with self.engine.begin() as own:
+                self._bulk_insert(own, schema, frame)
+        return len(frame)
+
+    def transaction(self, lock_key: str | None = None):
+        """A write transaction, optionally holding a named lock for its duration."""
+        return _Transaction(self, lock_key)
+
+    def _lock(self, conn: Connection, key: str) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
+        elif self.dialect == "sqlite":
+            # Take SQLite's write lock now, not at the first write, so two writers queue on
+            # busy_timeout instead of one failing when it upgrades a read lock.
+            conn.exec_driver_sql("UPDATE sqlite_master SET type = type WHERE 0")
+
+    def _bulk_insert(self, conn: Connection, schema: TableSchema, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        for start in range(0, len(frame), WRITE_CHUNK_ROWS):
+            chunk = frame.iloc[start : start + WRITE_CHUNK_ROWS]
+            if self.dialect == "postgresql":
+                _copy_postgres(conn, schema, chunk)
+            else:
+                table = self.table(schema)
+                conn.execute(table.insert(), _records(schema, chunk))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def read(
+        self,
+        schema: TableSchema,
+        *,
+        days: Sequence[date] | None = None,
+        where: dict[str, Sequence[Any]] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Rows of a table, filtered by partition days and/or column values, as a conformed frame."""
+        frames = list(self.read_chunks(schema, days=days, where=where, columns=columns))
+        if not frames:
+            return _subset(schema, columns).empty_frame()
+        return pd.concat(frames, ignore_index=True)
+
+    def read_chunks(
+        self,
+        schema: TableSchema,
+        *,
+        days: Sequence[date] | None = None,
+        where: dict[str, Sequence[Any]] | None = None,
+        columns: Sequence[str] | None = None,
+        chunk_rows: int = 500_000,
+    ) -> Iterator[pd.DataFrame]:
+        """Stream a table in chunks of at most `chunk_rows`, each conformed to the schema."""
+        table = self.table(schema)
+        sub = _subset(schema, columns)
+        stmt = sa.select(*(table.c[c] for c in sub.column_names))
+        filters = dict(where or {})
+        if days is not None:
+            filters[schema.partition_column or "day"] = list(days)
+        for k, v in filters.items():
+            stmt = stmt.where(table.c[k].in_(list(v)))
+        with self.engine.connect().execution_options(stream_results=True) as conn:
+            for chunk in pd.read_sql(stmt, conn, chunksize=chunk_rows):
+                yield sub.conform(chunk)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.read_sql(sa.text(sql), conn, params=params or {})
+
+    def count(self, schema: TableSchema, *, days: Sequence[date] | None = None) -> int:
+        table = self.table(schema)
+        stmt = sa.select(sa.func.count()).select_from(table)
+        if days is not None:
+            stmt = stmt.where(table.c[schema.partition_column or "day"].in_(list(days)))
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+
+class _Transaction:
+    def __init__(self, warehouse: Warehouse, lock_key: str | None) -> None:
+        self.warehouse = warehouse
+        self.lock_key = lock_key
+        self._ctx = warehouse.engine.begin()
+
+    def __enter__(self) -> Connection:
+        conn = self._ctx.__enter__()
+        if self.lock_key is not None:
+            self.warehouse._lock(conn, self.lock_key)
+        return conn
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def _subset(schema: TableSchema, columns: Sequence[str] | None) -> TableSchema:
+    if columns is None:
+        return schema
+    return TableSchema(
+        name=schema.name,
+        columns=tuple(schema.column(c) for c in columns),
+        partition_column=schema.partition_column,
+    )
+
+
+def _lock_id(key: str) -> int:
+    # pg advisory locks take a signed 64-bit key; crc32 is stable across processes.
+    return zlib.crc32(key.encode())
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _records(schema: TableSchema, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    obj = frame.astype(object).where(frame.notna(), None)
+    for c in schema.columns:
+        if c.kind == "datetime":
+            obj[c.name] = [None if v is None else v.to_pydatetime() for v in obj[c.name]]
+    return obj.to_dict("records")
+
+
+def _copy_postgres(conn: Connection, schema: TableSchema, frame: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    out = frame.copy()
+    for c in schema.columns:
+        if c.kind == "datetime":
+            out[c.name] = out[c.name].dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    out.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
+    buf.seek(0)
+    cols = ", ".join(f'"{c}"' for c in schema.column_names)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(
+            f"COPY {schema.name} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
+        )
+    finally:
+        cursor.close()
