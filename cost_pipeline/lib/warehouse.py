@@ -119,7 +119,7 @@ class Warehouse:
         *,
         conformed: bool = False,
     ) -> int:
-        """Delete the rows matching `where` (column -> allowed values) and insert `df`, atomically."""
+        """Delete the rows matching `where` (column -> values) and insert `df`, atomically."""
         table = self.table(schema)
         frame = df if conformed else schema.conform(df)
         lock_key = f"{schema.name}:" + ";".join(
@@ -131,6 +131,78 @@ class Warehouse:
             conn.execute(table.delete().where(condition))
             self._bulk_insert(conn, schema, frame)
         return len(frame)
+
+    def replace_partition_chunks(
+        self, schema: TableSchema, partition: date, chunks: Iterable[pd.DataFrame]
+    ) -> int:
+        """Like `replace_partition`, for a day too large for one frame: one transaction."""
+        table = self.table(schema)
+        column = schema.partition_column or "day"
+        written = 0
+        with self.engine.begin() as conn:
+            self._lock(conn, f"{schema.name}:{column}={[str(partition)]}")
+            conn.execute(table.delete().where(table.c[column] == partition))
+            for chunk in chunks:
+                frame = schema.conform(chunk)
+                if not frame[column].eq(partition).all():
+                    raise ValueError(f"{schema.name}: chunk has rows outside {partition}")
+                self._bulk_insert(conn, schema, frame)
+                written += len(frame)
+        return written
+
+    def replace_table(self, schema: TableSchema, df: pd.DataFrame) -> int:
+        """Replace a whole (reference) table atomically."""
+        table = self.table(schema)
+        frame = schema.conform(df)
+        with self.engine.begin() as conn:
+            self._lock(conn, f"{schema.name}:*")
+            conn.execute(table.delete())
+            self._bulk_insert(conn, schema, frame)
+        return len(frame)
+
+    def insert_new(
+        self, conn: Connection, schema: TableSchema, frames: Iterable[pd.DataFrame]
+    ) -> dict[str, int]:
+        """Insert rows whose unique key is not yet stored; return new rows per partition day.
+
+        Rows are bulk-loaded into a temporary staging table first, then moved with the
+        database's insert-or-ignore, so memory stays bounded and a re-delivered row adds nothing.
+        """
+        if not schema.unique:
+            raise ValueError(f"{schema.name} has no unique key")
+        table = self.table(schema)
+        stage = f"stage_{schema.name}"
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} (LIKE {table.name})")
+        else:
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT * FROM {table.name} WHERE 0")
+        stage_schema = TableSchema(name=stage, columns=schema.columns, partition_column=None)
+        stage_table = sa.Table(stage, sa.MetaData(), *(_sa_column(c) for c in schema.columns))
+        for frame in frames:
+            if not frame.empty:
+                self._insert_frame(conn, stage_schema, stage_table, schema.conform(frame))
+        key = schema.unique
+        part = schema.partition_column or "day"
+        # Dedupe within the staged batch first (first occurrence wins), then against the table.
+        join = " AND ".join(f"t.{k} = s.{k}" for k in key)
+        keys = ", ".join(key)
+        new_by_day = conn.exec_driver_sql(
+            f"SELECT s.{part}, COUNT(DISTINCT {' || '.join('s.' + k for k in key)}) FROM {stage} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {join}) GROUP BY s.{part}"
+        ).all()
+        cols = ", ".join(schema.column_names)
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(
+                f"INSERT INTO {table.name} ({cols}) SELECT DISTINCT ON ({keys}) {cols} "
+                f"FROM {stage} ORDER BY {keys} ON CONFLICT ({keys}) DO NOTHING"
+            )
+        else:
+            conn.exec_driver_sql(
+                f"INSERT OR IGNORE INTO {table.name} ({cols}) SELECT {cols} FROM {stage}"
+            )
+        conn.exec_driver_sql(f"DROP TABLE {stage}")
+        return {str(day): int(n) for day, n in new_by_day}
 
     def append(
         self, schema: TableSchema, df: pd.DataFrame, *, conn: Connection | None = None
@@ -155,17 +227,21 @@ class Warehouse:
         elif self.dialect == "sqlite":
             # Take SQLite's write lock now, not at the first write, so two writers queue on
             # busy_timeout instead of one failing when it upgrades a read lock.
-            conn.exec_driver_sql("UPDATE sqlite_master SET type = type WHERE 0")
+            conn.exec_driver_sql("DELETE FROM _write_lock WHERE 0")
 
     def _bulk_insert(self, conn: Connection, schema: TableSchema, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
+        self._insert_frame(conn, schema, self.table(schema), frame)
+
+    def _insert_frame(
+        self, conn: Connection, schema: TableSchema, table: sa.Table, frame: pd.DataFrame
+    ) -> None:
         for start in range(0, len(frame), WRITE_CHUNK_ROWS):
             chunk = frame.iloc[start : start + WRITE_CHUNK_ROWS]
             if self.dialect == "postgresql":
                 _copy_postgres(conn, schema, chunk)
             else:
-                table = self.table(schema)
                 conn.execute(table.insert(), _records(schema, chunk))
 
     # -- reads ---------------------------------------------------------------------------------
@@ -178,7 +254,7 @@ class Warehouse:
         where: dict[str, Sequence[Any]] | None = None,
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Rows of a table, filtered by partition days and/or column values, as a conformed frame."""
+        """Rows of a table, filtered by partition days and/or column values, conformed."""
         frames = list(self.read_chunks(schema, days=days, where=where, columns=columns))
         if not frames:
             return _subset(schema, columns).empty_frame()
@@ -255,6 +331,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("CREATE TABLE IF NOT EXISTS _write_lock (id INTEGER PRIMARY KEY)")
     cur.close()
 
 

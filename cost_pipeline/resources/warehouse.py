@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
-from pathlib import Path
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from cost_pipeline.lib.config import CostConfig, load_config
 from cost_pipeline.lib.warehouse import Warehouse
-
-WAREHOUSE_ENV = "COST_WAREHOUSE_URL"
-
-
-def default_warehouse_url() -> str:
-    """`COST_WAREHOUSE_URL`, else a SQLite file under `$DAGSTER_HOME` or `./.cost_pipeline/`."""
-    explicit = os.environ.get(WAREHOUSE_ENV)
-    if explicit:
-        return explicit
-    home = os.environ.get("DAGSTER_HOME")
-    base = Path(home) if home else Path.cwd() / ".cost_pipeline"
-    return f"sqlite:///{(base / 'cost_warehouse.db').resolve()}"
 
 
 @cache

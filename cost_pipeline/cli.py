@@ -1,0 +1,159 @@
+"""Command line: `cost-pipeline demo | run | summary`.
+
+`demo` generates the demo company's data (once), then materializes every asset for every demo
+day on the Dagster instance in `$DAGSTER_HOME`, so that `dagster dev` shows the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+
+def _ensure_dagster_home() -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".cost_pipeline").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _days(start: date, count: int) -> list[date]:
+    return [start + timedelta(days=i) for i in range(count)]
+
+
+def generate_demo_data(*, fresh: bool = False) -> list[date]:
+    """Write the demo company's source files under the state folder; return the demo days."""
+    from cost_pipeline import environment
+    from cost_pipeline.demo.generator import DemoCompany
+    from cost_pipeline.lib.config import load_config
+
+    config = load_config(environment.config_file() or None)
+    if not config.demo.enabled:
+        raise SystemExit("the configuration has demo.enabled = false: refusing to write demo data")
+    demo = config.demo
+    days = _days(demo.start_date, demo.days)
+    out = environment.demo_data_dir()
+    log_dir = out / "interactions"
+    if fresh or not any(log_dir.glob("interactions-*")):
+        print(f"generating {demo.days} days of the demo company into {out} ...", flush=True)
+        started = time.perf_counter()
+        summary = DemoCompany(config, seed=demo.seed).write_log(
+            log_dir, start=demo.start_date, days=demo.days, events_per_day=demo.events_per_day
+        )
+        print(f"  {summary} ({time.perf_counter() - started:.1f} s)", flush=True)
+    for extra in _demo_extras():
+        extra(config, out, days, fresh=fresh)
+    return days
+
+
+def _demo_extras() -> list:
+    """Writers of the other demo sources (cloud exports), when those domains are installed."""
+    writers = []
+    try:
+        from cost_pipeline.demo.infrastructure import write_demo_sources
+    except ImportError:
+        return writers
+    writers.append(write_demo_sources)
+    return writers
+
+
+def materialize_days(days: Sequence[date], *, instance=None) -> None:
+    """Run the ingest job, then the daily job for each day, printing one progress line per day."""
+    import dagster as dg
+
+    from cost_pipeline.definitions import defs
+
+    instance = instance or dg.DagsterInstance.get()
+    started = time.perf_counter()
+    result = defs.get_job_def("ingest_job").execute_in_process(instance=instance)
+    status = "ok" if result.success else "FAILED"
+    print(f"ingest_job: {status} ({time.perf_counter() - started:.1f} s)", flush=True)
+    if not result.success:
+        raise SystemExit(1)
+    job = defs.get_job_def("daily_cost_job")
+    failed = []
+    for i, day in enumerate(days, start=1):
+        t0 = time.perf_counter()
+        run = job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, raise_on_error=False
+        )
+        status = "ok" if run.success else "FAILED"
+        if not run.success:
+            failed.append(day)
+        print(
+            f"[{i:>3}/{len(days)}] {day} daily_cost_job {status} "
+            f"({time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
+    print(f"materialized {len(days)} day(s) in {time.perf_counter() - started:.0f} s")
+    if failed:
+        print(f"FAILED days: {', '.join(map(str, failed))}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def print_summary(days: Sequence[date]) -> None:
+    """Totals by category and the top tenants over the given days, from the warehouse."""
+    from cost_pipeline import environment
+    from cost_pipeline.lib.warehouse import Warehouse, redact_url
+
+    wh = Warehouse(environment.default_warehouse_url())
+    params = {"start": min(days), "end": max(days)}
+    totals = wh.query(
+        "SELECT cost_category, SUM(cost_usd) AS cost_usd, SUM(requests) AS requests "
+        "FROM daily_cost_summary WHERE day BETWEEN :start AND :end "
+        "GROUP BY cost_category ORDER BY cost_usd DESC",
+        params,
+    )
+    tenants = wh.query(
+        "SELECT tenant_id, SUM(cost_usd) AS cost_usd FROM daily_cost_summary "
+        "WHERE day BETWEEN :start AND :end GROUP BY tenant_id ORDER BY cost_usd DESC LIMIT 10",
+        params,
+    )
+    quarantined = wh.query("SELECT COUNT(*) AS n FROM quarantine")["n"].iloc[0]
+    with pd.option_context("display.float_format", "{:,.2f}".format, "display.width", 120):
+        print(f"\nwarehouse: {redact_url(wh.url)}   days: {params['start']} .. {params['end']}")
+        print(f"\ncost by category (USD):\n{totals.to_string(index=False)}")
+        print(f"\ntotal: ${totals['cost_usd'].sum():,.2f}   quarantined records: {quarantined}")
+        print(f"\ntop tenants (USD):\n{tenants.to_string(index=False)}")
+    wh.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cost-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="generate the demo company and materialize every day")
+    demo.add_argument("--fresh", action="store_true", help="regenerate the demo data")
+    demo.add_argument("--days", type=int, help="materialize only the first N demo days")
+    run = sub.add_parser("run", help="ingest, then materialize the daily job for a day range")
+    run.add_argument("--start", type=date.fromisoformat, required=True)
+    run.add_argument("--end", type=date.fromisoformat, required=True)
+    summ = sub.add_parser("summary", help="print totals and top tenants for a day range")
+    summ.add_argument("--start", type=date.fromisoformat, required=True)
+    summ.add_argument("--end", type=date.fromisoformat, required=True)
+    args = parser.parse_args(argv)
+
+    home = _ensure_dagster_home()
+    if args.command == "demo":
+        days = generate_demo_data(fresh=args.fresh)
+        if args.days:
+            days = days[: args.days]
+        materialize_days(days)
+        print_summary(days)
+        print(f"\nopen the UI on this instance: make ui   (DAGSTER_HOME={home})")
+    elif args.command == "run":
+        days = _days(args.start, (args.end - args.start).days + 1)
+        materialize_days(days)
+        print_summary(days)
+    else:
+        print_summary(_days(args.start, (args.end - args.start).days + 1))
+
+
+if __name__ == "__main__":
+    main()

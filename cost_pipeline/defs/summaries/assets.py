@@ -1,0 +1,81 @@
+"""`daily_cost_summary`: the day's whole cost per tenant, category, provider, model and agent."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.pricing.assets import priced_interactions
+from cost_pipeline.lib.reporting import markdown_table
+from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
+from cost_pipeline.lib.summary import (
+    LLM_SUMMARY_SQL,
+    assemble_summary,
+    llm_summary_rows,
+    top_tenants,
+)
+from cost_pipeline.resources.warehouse import WarehouseResource
+
+
+@dg.asset(
+    group_name="summaries",
+    kinds={"python", "sql"},
+    partitions_def=daily_partitions,
+    deps=[priced_interactions],
+    description=(
+        "Per day × tenant × category (llm, unattributed, cloud, k8s) × provider × model or "
+        "service × agent: requests, tokens, cost. `unpriced_requests` flags rows whose cost "
+        "is incomplete because a model has no price."
+    ),
+)
+def daily_cost_summary(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    day = partition_day(context)
+    wh = warehouse.get()
+    wh.ensure_tables([PRICED_INTERACTIONS])
+    llm = llm_summary_rows(wh.query(LLM_SUMMARY_SQL, {"day": day}))
+    summary = assemble_summary([llm])
+    rows = wh.replace_partition(DAILY_COST_SUMMARY, day, summary)
+    by_category = summary.groupby("cost_category")["cost_usd"].sum()
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "total_cost_usd": round(float(summary["cost_usd"].sum()), 6),
+            **{f"{k}_cost_usd": round(float(v), 6) for k, v in by_category.items()},
+            "unpriced_requests": int(summary["unpriced_requests"].sum()),
+            "tenants": int(summary["tenant_id"].nunique()),
+            "top_tenants": dg.MetadataValue.md(markdown_table(top_tenants(summary))),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=daily_cost_summary,
+    description="The summary's LLM cost equals the sum of the day's priced interactions.",
+)
+def summary_matches_priced_interactions(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    day = partition_day(context)
+    wh = warehouse.get()
+    priced = wh.query(
+        "SELECT COALESCE(SUM(cost_usd), 0) AS c, COUNT(*) AS n FROM priced_interactions "
+        "WHERE day = :day",
+        {"day": day},
+    ).iloc[0]
+    summary = wh.query(
+        "SELECT COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(requests), 0) AS n "
+        "FROM daily_cost_summary WHERE day = :day AND cost_category = 'llm'",
+        {"day": day},
+    ).iloc[0]
+    gap = abs(float(priced["c"]) - float(summary["c"]))
+    return dg.AssetCheckResult(
+        passed=gap < 1e-6 and int(priced["n"]) == int(summary["n"]),
+        metadata={
+            "priced_cost_usd": float(priced["c"]),
+            "summary_llm_cost_usd": float(summary["c"]),
+            "priced_calls": int(priced["n"]),
+            "summary_requests": int(summary["n"]),
+        },
+    )

@@ -1,0 +1,92 @@
+"""Shared fixtures: warehouses on SQLite and PostgreSQL, the demo config, a Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cost_pipeline.lib.config import CostConfig, load_config
+from cost_pipeline.lib.warehouse import Warehouse
+
+POSTGRES_ENV = "COST_PIPELINE_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+ENABLE_HINT = (
+    f"PostgreSQL tests skipped: no server at {DEFAULT_POSTGRES_ADMIN_URL}. Start one (e.g. "
+    "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or set "
+    f"{POSTGRES_ENV} to an admin URL of a server where the tests may create databases."
+)
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_ADMIN_URL)
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return url
+    except sa.exc.OperationalError:
+        return None
+    finally:
+        engine.dispose()
+
+
+_ADMIN_URL: str | bool | None = False
+
+
+def postgres_admin_url() -> str:
+    """The admin URL, or skip (locally) / fail (in CI, where these tests must run)."""
+    global _ADMIN_URL
+    if _ADMIN_URL is False:
+        _ADMIN_URL = _postgres_admin_url()
+    if _ADMIN_URL is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests. " + ENABLE_HINT)
+        pytest.skip(ENABLE_HINT)
+    return str(_ADMIN_URL)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    admin_url = postgres_admin_url()
+    name = f"cost_pipeline_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest) -> str:
+    """The warehouse URL on each supported engine: tests using it run on SQLite and Postgres."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture
+def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
+    wh = Warehouse(warehouse_url)
+    try:
+        yield wh
+    finally:
+        wh.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_config() -> CostConfig:
+    return load_config()

@@ -1,0 +1,136 @@
+"""Protects the warehouse contract on SQLite and Postgres: atomic, idempotent partition writes."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pytest
+
+from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, LLM_INTERACTIONS, SchemaError
+from cost_pipeline.lib.warehouse import Warehouse, redact_url
+
+DAY = date(2026, 3, 1)
+
+
+def summary_rows(day: date, n: int, cost: float = 0.123456789123) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "day": [day] * n,
+            "tenant_id": [f"t{i % 3}" for i in range(n)],
+            "cost_category": ["llm"] * n,
+            "provider": ["openai"] * n,
+            "model_or_service": ["gpt-4o-mini"] * n,
+            "agent_id": [None] * n,
+            "requests": [1] * n,
+            "input_tokens": [10] * n,
+            "output_tokens": [5] * n,
+            "cost_usd": [cost] * n,
+            "unpriced_requests": [0] * n,
+        }
+    )
+
+
+def test_replace_partition_is_idempotent(warehouse: Warehouse) -> None:
+    for _ in range(3):
+        warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 10))
+    warehouse.replace_partition(
+        DAILY_COST_SUMMARY, DAY.replace(day=2), summary_rows(DAY.replace(day=2), 4)
+    )
+    assert warehouse.count(DAILY_COST_SUMMARY, days=[DAY]) == 10
+    assert warehouse.count(DAILY_COST_SUMMARY) == 14
+
+
+def test_replace_touches_only_its_own_day(warehouse: Warehouse) -> None:
+    other = date(2026, 3, 2)
+    warehouse.replace_partition(DAILY_COST_SUMMARY, other, summary_rows(other, 5))
+    warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 7))
+    warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 2))
+    assert warehouse.count(DAILY_COST_SUMMARY, days=[other]) == 5
+    assert warehouse.count(DAILY_COST_SUMMARY, days=[DAY]) == 2
+
+
+def test_rows_outside_the_partition_are_refused(warehouse: Warehouse) -> None:
+    with pytest.raises(ValueError, match="outside partition"):
+        warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(date(2026, 3, 9), 1))
+
+
+def test_failed_write_leaves_the_previous_partition(warehouse: Warehouse) -> None:
+    warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 3))
+    bad = summary_rows(DAY, 3)
+    bad.loc[1, "requests"] = -1
+    with pytest.raises(SchemaError, match="requests"):
+        warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, bad)
+    assert warehouse.count(DAILY_COST_SUMMARY, days=[DAY]) == 3
+
+
+def test_money_round_trips_to_nano_usd(warehouse: Warehouse) -> None:
+    warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 1, cost=1234.123456789))
+    out = warehouse.read(DAILY_COST_SUMMARY, days=[DAY])
+    assert out["cost_usd"].iloc[0] == pytest.approx(1234.123456789, abs=1e-9)
+    assert out["day"].iloc[0] == DAY
+
+
+def test_concurrent_runs_of_one_day_leave_one_copy(warehouse_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        wh = Warehouse(warehouse_url)
+        try:
+            for _ in range(5):
+                wh.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 500))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            wh.dispose()
+
+    Warehouse(warehouse_url).ensure_tables([DAILY_COST_SUMMARY])
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Warehouse(warehouse_url).count(DAILY_COST_SUMMARY, days=[DAY]) == 500
+
+
+def test_strings_with_separators_and_nulls_survive_bulk_load(warehouse: Warehouse) -> None:
+    ts = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+    row = {
+        "event_id": 'ev,1 "quoted"\nnewline',
+        "occurred_at": ts,
+        "day": DAY,
+        "tenant_id": "acme",
+        "user_id": None,
+        "agent_id": "",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "batch": True,
+        "input_tokens": 10,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "cache_write_1h_tokens": 0,
+        "output_tokens": 3,
+        "reasoning_tokens": 0,
+        "web_search_requests": 0,
+        "latency_ms": None,
+    }
+    warehouse.replace_partition(LLM_INTERACTIONS, DAY, pd.DataFrame([row]))
+    out = warehouse.read(LLM_INTERACTIONS, days=[DAY]).iloc[0]
+    assert out["event_id"] == row["event_id"]
+    assert out["occurred_at"] == pd.Timestamp(ts)
+    assert out["user_id"] is None
+    assert bool(out["batch"]) is True
+    assert pd.isna(out["latency_ms"])
+
+
+def test_chunked_reads_equal_one_read(warehouse: Warehouse) -> None:
+    warehouse.replace_partition(DAILY_COST_SUMMARY, DAY, summary_rows(DAY, 25))
+    chunks = list(warehouse.read_chunks(DAILY_COST_SUMMARY, days=[DAY], chunk_rows=7))
+    assert [len(c) for c in chunks] == [7, 7, 7, 4]
+    assert pd.concat(chunks)["cost_usd"].sum() == pytest.approx(25 * 0.123456789, abs=1e-9)
+
+
+def test_redacted_url_hides_the_password() -> None:
+    assert "s3cret" not in redact_url("postgresql+psycopg2://u:s3cret@db:5432/costs")
