@@ -16,7 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-RETRY_STATUSES = (429, 500, 502, 503, 504)
+RETRY_STATUSES = (429, 500, 502, 503, 504, 529)  # 529: Anthropic "overloaded"
 SECRET_HEADERS = ("authorization", "x-api-key")
 
 

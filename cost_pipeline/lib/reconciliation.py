@@ -1,0 +1,264 @@
+"""Three-way reconciliation of LLM cost: the app's log, the providers' usage, their cost reports.
+
+Definitions (per day and provider, and per model):
+
+- app-log cost: `priced_interactions.cost_usd`, what the app logged, priced;
+- provider-usage cost: `provider_usage_priced.cost_usd`, what the provider says was used,
+  priced by the same engine;
+- provider-reported cost: what the provider's cost endpoint bills;
+- coverage %: the share of provider-usage cost the app log explains, model by model:
+  sum over models of min(app-log, provider-usage) / provider-usage x 100. A model the log
+  mislabels lowers coverage even when the totals happen to agree;
+- drift %: (app-log - provider-usage) / provider-usage x 100, signed: negative means the log
+  misses usage (an unlogged service, calls logged at $0), positive means it over-counts;
+- reported drift %: (provider-reported - provider-usage) / provider-usage x 100: our prices
+  against the provider's bill (rounding, a missing discount, a wrong rate).
+
+Models are compared without dated snapshot suffixes (`gpt-4.1-2025-04-14` is `gpt-4.1`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cost_pipeline.lib.provider_usage import ANTHROPIC, OPENAI, canonical_model
+from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, LLM_COST_RECONCILIATION
+
+PROVIDERS = (OPENAI, ANTHROPIC)
+UNATTRIBUTED_TENANT = "__unattributed__"
+# A model only explains a gap worth naming when its own gap is at least this share of the
+# provider's day; below it, per-model percentages of tiny models are noise.
+MATERIAL_SHARE_PCT = 0.5
+_KEYS = ["day", "provider", "model"]
+_TOTAL_COLUMNS = ["requests", "input_tokens", "output_tokens", "cost_usd"]
+
+# The app log of a day, aggregated in the database (memory bounded by the number of groups);
+# its result is a valid `priced_interactions` argument for the functions below.
+APP_LOG_TOTALS_SQL = """
+SELECT day, provider, model, tenant_id,
+       COUNT(*) AS requests,
+       SUM(input_tokens) AS input_tokens,
+       SUM(output_tokens) AS output_tokens,
+       SUM(cost_usd) AS cost_usd,
+       SUM(CASE WHEN pricing_status = 'priced' THEN 0 ELSE 1 END) AS unpriced_requests
+FROM priced_interactions
+WHERE day = :day
+GROUP BY day, provider, model, tenant_id
+"""
+
+
+def _totals(df: pd.DataFrame, tenant_default: str | None) -> pd.DataFrame:
+    """Per day, provider, canonical model and tenant: requests, input/output tokens, cost."""
+    columns = [*_KEYS, "tenant_id", *_TOTAL_COLUMNS, "unpriced_requests"]
+    if df.empty:
+        return pd.DataFrame(columns=columns).astype({c: "float64" for c in _TOTAL_COLUMNS})
+    if "model" not in df.columns and "model_or_service" in df.columns:
+        df = df.rename(columns={"model_or_service": "model"})
+    tenants = df["tenant_id"].astype("object")
+    if tenant_default is not None:
+        tenants = tenants.fillna(tenant_default)
+    frame = pd.DataFrame(
+        {
+            "day": pd.to_datetime(df["day"]).dt.date,
+            "provider": df["provider"].astype(str),
+            "model": canonical_model(df["model"]).fillna("(unknown)"),
+            "tenant_id": tenants,
+            # Pre-aggregated frames carry `requests`; raw interactions are one request a row.
+            "requests": df["requests"] if "requests" in df.columns else 1,
+            "input_tokens": df["input_tokens"],
+            "output_tokens": df["output_tokens"],
+            "cost_usd": pd.to_numeric(df["cost_usd"]).fillna(0.0),
+        }
+    )
+    if "unpriced_requests" in df.columns:
+        frame["unpriced_requests"] = df["unpriced_requests"].fillna(0)
+    elif "pricing_status" in df.columns:
+        frame["unpriced_requests"] = frame["requests"].where(df["pricing_status"] != "priced", 0)
+    else:
+        frame["unpriced_requests"] = 0
+    grouped = frame.groupby([*_KEYS, "tenant_id"], dropna=False, sort=True)
+    return grouped[[*_TOTAL_COLUMNS, "unpriced_requests"]].sum().reset_index()
+
+
+def app_log_totals(priced_interactions: pd.DataFrame) -> pd.DataFrame:
+    """The app log per day, provider, model and tenant (raw or already aggregated rows)."""
+    return _totals(priced_interactions, None)
+
+
+def provider_usage_totals(provider_usage_priced: pd.DataFrame) -> pd.DataFrame:
+    """Provider usage per day, provider, model and mapped tenant (`__unattributed__` if none)."""
+    return _totals(provider_usage_priced, UNATTRIBUTED_TENANT)
+
+
+def _pct(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    den = denominator.astype(float)
+    return (numerator.astype(float) / den.where(den > 0) * 100).round(4)
+
+
+def reconcile(
+    priced_interactions: pd.DataFrame,
+    provider_usage_priced: pd.DataFrame,
+    provider_reported_costs: pd.DataFrame,
+) -> pd.DataFrame:
+    """`llm_cost_reconciliation` rows: one per day and provider (model null), one per model."""
+    app = app_log_totals(priced_interactions).groupby(_KEYS)["cost_usd"].sum()
+    use = provider_usage_totals(provider_usage_priced).groupby(_KEYS)["cost_usd"].sum()
+    models = pd.concat(
+        [app.rename("app_log_cost_usd"), use.rename("provider_usage_cost_usd")], axis=1
+    ).fillna(0.0)
+    providers = set(PROVIDERS) | set(provider_usage_priced.get("provider", pd.Series()).unique())
+    models = models.loc[models.index.get_level_values("provider").isin(providers)].reset_index()
+    reported = provider_reported_costs.assign(
+        day=pd.to_datetime(provider_reported_costs["day"]).dt.date,
+        model=canonical_model(provider_reported_costs["model"]),
+    )
+    by_model = reported.groupby(_KEYS)["amount_usd"].sum().rename("provider_reported_cost_usd")
+    models = models.merge(by_model.reset_index(), on=_KEYS, how="left")
+    models["explained"] = np.minimum(models["app_log_cost_usd"], models["provider_usage_cost_usd"])
+
+    totals = models.groupby(["day", "provider"])[
+        ["app_log_cost_usd", "provider_usage_cost_usd", "explained"]
+    ].sum()
+    by_provider = reported.groupby(["day", "provider"])["amount_usd"].sum()
+    totals["provider_reported_cost_usd"] = by_provider.reindex(totals.index)
+    totals = totals.reset_index().assign(model=None)
+
+    out = pd.concat([totals, models], ignore_index=True)
+    usage = out["provider_usage_cost_usd"]
+    out["coverage_pct"] = _pct(out["explained"], usage)
+    out["drift_pct"] = _pct(out["app_log_cost_usd"] - usage, usage)
+    out["reported_drift_pct"] = _pct(out["provider_reported_cost_usd"] - usage, usage)
+    out["tenant_id"] = None
+    out = out.sort_values(["day", "provider", "model"], na_position="first", kind="stable")
+    return LLM_COST_RECONCILIATION.conform(out)
+
+
+@dataclass
+class DriftVerdict:
+    """How one provider's day compares; `level` is ok, warn, fail or no_data."""
+
+    day: object
+    provider: str
+    level: str
+    drift_pct: float | None
+    coverage_pct: float | None
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)
+    message: str = ""
+
+
+def _level(drift: float | None, warn_pct: float, fail_pct: float) -> str:
+    if drift is None or np.isnan(drift):
+        return "fail"  # a model on one side only: the other side has nothing at all
+    if abs(drift) > fail_pct:
+        return "fail"
+    return "warn" if abs(drift) > warn_pct else "ok"
+
+
+_RANK = {"ok": 0, "warn": 1, "fail": 2}
+
+
+def drift_verdicts(
+    reconciliation: pd.DataFrame,
+    *,
+    warn_pct: float,
+    fail_pct: float,
+    against: str = "app_log",
+) -> list[DriftVerdict]:
+    """Judge each day x provider: WARN past `warn_pct`, FAIL past `fail_pct`, on the provider's
+    drift or on any model whose gap is material, naming the models that explain the gap.
+
+    `against="app_log"` judges the app log against provider usage; `"reported"` judges the
+    provider's bill against provider usage (per model only where the bill names models).
+    """
+    side = "app_log_cost_usd" if against == "app_log" else "provider_reported_cost_usd"
+    drift_col = "drift_pct" if against == "app_log" else "reported_drift_pct"
+    verdicts: list[DriftVerdict] = []
+    for (day, provider), rows in reconciliation.groupby(["day", "provider"], sort=True):
+        total = rows.loc[rows["model"].isna()].iloc[0]
+        usage = float(total["provider_usage_cost_usd"])
+        if usage <= 0 or pd.isna(total[drift_col]):
+            verdicts.append(
+                DriftVerdict(
+                    day,
+                    provider,
+                    "no_data",
+                    None,
+                    None,
+                    message=f"{provider} {day}: "
+                    "no provider usage or no comparison side to reconcile",
+                )
+            )
+            continue
+        drift = float(total[drift_col])
+        per_model = rows.loc[rows["model"].notna() & rows[side].notna()].copy()
+        per_model["gap_usd"] = per_model[side] - per_model["provider_usage_cost_usd"]
+        material = per_model["gap_usd"].abs() >= MATERIAL_SHARE_PCT / 100 * usage
+        per_model = per_model.loc[material]
+        levels = [_level(drift, warn_pct, fail_pct)]
+        flagged = [
+            _level(None if pd.isna(d) else float(d), warn_pct, fail_pct)
+            for d in per_model[drift_col]
+        ]
+        per_model = per_model.assign(level=flagged)
+        per_model = per_model.loc[per_model["level"] != "ok"]
+        level = max([*levels, *per_model["level"]], key=_RANK.__getitem__)
+        explain = (
+            per_model.assign(abs_gap=per_model["gap_usd"].abs())
+            .sort_values("abs_gap", ascending=False)
+            .head(5)[["model", side, "provider_usage_cost_usd", "gap_usd", drift_col]]
+            .reset_index(drop=True)
+        )
+        named = ", ".join(
+            f"{r.model} ({r.gap_usd:+,.2f} USD"
+            + (f", {getattr(r, drift_col):+.1f}%)" if pd.notna(getattr(r, drift_col)) else ")")
+            for r in explain.itertuples(index=False)
+        )
+        what = "app log" if against == "app_log" else "reported cost"
+        coverage = None if pd.isna(total["coverage_pct"]) else float(total["coverage_pct"])
+        message = (
+            f"{provider} {day}: {what} {drift:+.2f}% vs provider usage "
+            f"(${float(total[side]):,.2f} vs ${usage:,.2f}"
+            + (f", coverage {coverage:.1f}%" if against == "app_log" and coverage else "")
+            + ")"
+            + (f"; gap explained by {named}" if named else "")
+        )
+        verdicts.append(DriftVerdict(day, provider, level, drift, coverage, explain, message))
+    return verdicts
+
+
+def unattributed_summary_rows(
+    priced_interactions: pd.DataFrame, provider_usage_priced: pd.DataFrame
+) -> pd.DataFrame:
+    """`daily_cost_summary` rows (`cost_category="unattributed"`) that top the app log up to the
+    provider truth: per day, provider, model and mapped tenant (`__unattributed__` when the
+    provider's project / workspace / key is not mapped), provider-usage cost minus app-log cost,
+    signed. Only for the days and providers that have provider usage, so that the day's LLM
+    total (app-log rows + these) equals the provider-usage cost there. Token and request
+    columns carry the usage the log misses (never negative)."""
+    use = provider_usage_totals(provider_usage_priced)
+    if use.empty:
+        return DAILY_COST_SUMMARY.empty_frame()
+    app = app_log_totals(priced_interactions)
+    app = app.merge(use[["day", "provider"]].drop_duplicates(), on=["day", "provider"])
+    keys = [*_KEYS, "tenant_id"]
+    both = use.merge(app, on=keys, how="outer", suffixes=("_use", "_app"))
+    both = both.fillna({f"{c}_{s}": 0 for c in _TOTAL_COLUMNS for s in ("use", "app")})
+    out = pd.DataFrame(
+        {
+            "day": both["day"],
+            "tenant_id": both["tenant_id"],
+            "cost_category": "unattributed",
+            "provider": both["provider"],
+            "model_or_service": both["model"],
+            "agent_id": None,
+            "cost_usd": both["cost_usd_use"] - both["cost_usd_app"],
+            "unpriced_requests": both["unpriced_requests_use"].fillna(0),
+        }
+    )
+    for column in ("requests", "input_tokens", "output_tokens"):
+        out[column] = (both[f"{column}_use"] - both[f"{column}_app"]).clip(lower=0)
+    meaningful = out["cost_usd"].abs().round(9).gt(0) | out["requests"].gt(0)
+    return DAILY_COST_SUMMARY.conform(out.loc[meaningful])
