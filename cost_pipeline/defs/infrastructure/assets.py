@@ -1,0 +1,347 @@
+"""Cloud (FOCUS) and Kubernetes costs, allocated to tenants, and the FOCUS export of the ledger."""
+
+# No `from __future__ import annotations`: Dagster reads the `context` annotations at
+# definition time and rejects them as strings.
+
+import hashlib
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from cost_pipeline.defs.partitions import daily_partitions, monthly_partitions, partition_day
+from cost_pipeline.lib.allocation import (
+    allocate,
+    cloud_ledger,
+    conservation,
+    k8s_ledger,
+    map_k8s_tenants,
+)
+from cost_pipeline.lib.focus import (
+    CLOUD_COST_DELIVERIES,
+    SOURCE,
+    read_focus_file,
+    split_focus,
+)
+from cost_pipeline.lib.focus_export import (
+    ledger_to_focus,
+    month_days,
+    read_focus_export,
+    validate_focus,
+    write_focus_month,
+)
+from cost_pipeline.lib.reporting import markdown_table
+from cost_pipeline.lib.schemas import (
+    CLOUD_COSTS,
+    DAILY_COST_SUMMARY,
+    INFRA_COST_ALLOCATION,
+    INGESTED_FILES,
+    K8S_ALLOCATIONS,
+    QUARANTINE,
+)
+from cost_pipeline.resources.focus_exports import FocusExports
+from cost_pipeline.resources.kubecost import KubernetesAllocations
+from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+
+CHANGED_DAYS = "changed_days"
+K8S_SOURCE = "k8s_allocations"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dg.asset(
+    group_name="infrastructure",
+    kinds={"python", "sql"},
+    description=(
+        "FinOps FOCUS rows from FOCUS_EXPORT_DIR, normalized and mapped to tenants. A newer "
+        "delivery of a provider's billing period replaces the older one, never adds to it; "
+        "rows that break the spec go to `quarantine`."
+    ),
+)
+def cloud_costs(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+    focus_exports: FocusExports,
+) -> dg.MaterializeResult:
+    wh = warehouse.get()
+    wh.ensure_tables([CLOUD_COSTS, QUARANTINE, INGESTED_FILES, CLOUD_COST_DELIVERIES])
+    if not focus_exports.is_configured:
+        return dg.MaterializeResult(metadata={"source": "not configured", CHANGED_DAYS: []})
+    config = cost_config.get()
+    seen = set(wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["sha256"])["sha256"])
+    loaded = wh.read(CLOUD_COST_DELIVERIES)
+    current = {(r.provider, r.billing_period_start): r.delivered_at for r in loaded.itertuples()}
+    table, changed = wh.table(CLOUD_COSTS), set()
+    totals = {"deliveries": 0, "stale_scopes": 0, "rows": 0, "quarantined": 0, "replaced": 0}
+    for delivery in focus_exports.deliveries():
+        digests = {f: _digest(f) for f in delivery.files}
+        if all(d in seen for d in digests.values()):
+            continue
+        now = datetime.now(UTC)
+        batches = [
+            split_focus(read_focus_file(f), source_file=str(f), config=config, detected_at=now)
+            for f in delivery.files
+        ]
+        rows = pd.concat([b.rows for b in batches], ignore_index=True)
+        quarantine = pd.concat([b.quarantine for b in batches], ignore_index=True)
+        # One transaction per delivery: its scopes, quarantine and "seen" marks land together.
+        with wh.transaction(lock_key=f"{SOURCE}:ingest") as conn:
+            for (provider, period), scope in rows.groupby(["provider", "billing_period_start"]):
+                previous = current.get((provider, period))
+                if previous is not None and pd.Timestamp(previous) > delivery.delivered_at:
+                    totals["stale_scopes"] += 1
+                    context.log.warning(
+                        f"{delivery.name}: {provider} {period} is older than the loaded delivery"
+                    )
+                    continue
+                where = (table.c.provider == provider) & (table.c.billing_period_start == period)
+                old_days = conn.execute(sa.select(table.c.day).distinct().where(where)).scalars()
+                changed.update(str(d) for d in old_days)
+                totals["replaced"] += conn.execute(table.delete().where(where)).rowcount or 0
+                wh.append(CLOUD_COSTS, scope, conn=conn)
+                changed.update(str(d) for d in scope["day"].unique())
+                deliveries = wh.table(CLOUD_COST_DELIVERIES)
+                conn.execute(
+                    deliveries.delete().where(
+                        (deliveries.c.provider == provider)
+                        & (deliveries.c.billing_period_start == period)
+                    )
+                )
+                record = {
+                    "provider": provider,
+                    "billing_period_start": period,
+                    "delivery": delivery.name,
+                    "delivered_at": delivery.delivered_at,
+                    "rows_loaded": len(scope),
+                    "ingested_at": now,
+                }
+                wh.append(CLOUD_COST_DELIVERIES, pd.DataFrame([record]), conn=conn)
+                current[(provider, period)] = delivery.delivered_at
+                totals["rows"] += len(scope)
+            if len(quarantine):
+                wh.append(QUARANTINE, quarantine, conn=conn)
+            new_files = [
+                {
+                    "source": SOURCE,
+                    "path": str(f),
+                    "sha256": d,
+                    "size_bytes": f.stat().st_size,
+                    "rows_loaded": int((rows["source_file"] == str(f)).sum()),
+                    "rows_duplicate": 0,
+                    "rows_quarantined": int(
+                        quarantine["reason"].str.startswith(f"{f.name}:").sum()
+                    ),
+                    "ingested_at": now,
+                }
+                for d, f in {d: f for f, d in digests.items() if d not in seen}.items()
+            ]
+            wh.append(INGESTED_FILES, pd.DataFrame(new_files), conn=conn)
+        seen.update(digests.values())
+        totals["deliveries"] += 1
+        totals["quarantined"] += len(quarantine)
+        context.log.info(f"{delivery.name}: {len(rows):,} rows, {len(quarantine):,} quarantined")
+
+    by_provider = wh.query(
+        "SELECT provider, billing_period_start, COUNT(*) AS rows, SUM(effective_cost) AS "
+        "effective_cost_usd FROM cloud_costs GROUP BY provider, billing_period_start "
+        "ORDER BY billing_period_start, provider"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "source": focus_exports.path or "demo",
+            "deliveries_loaded": totals["deliveries"],
+            "stale_scopes_skipped": totals["stale_scopes"],
+            "rows_loaded": totals["rows"],
+            "rows_replaced": totals["replaced"],
+            "rows_quarantined": totals["quarantined"],
+            CHANGED_DAYS: dg.MetadataValue.json(sorted(changed)),
+            "billing_periods": dg.MetadataValue.md(markdown_table(by_provider)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="infrastructure",
+    kinds={"python", "sql"},
+    partitions_def=daily_partitions,
+    description=(
+        "Kubecost / OpenCost allocations of the day by namespace and tenant label; `__idle__` "
+        "and unmapped allocations kept as their own rows (tenant null)."
+    ),
+)
+def k8s_allocations(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+    kubecost: KubernetesAllocations,
+) -> dg.MaterializeResult:
+    day = partition_day(context)
+    wh = warehouse.get()
+    if not kubecost.is_configured:
+        wh.replace_partition(K8S_ALLOCATIONS, day, K8S_ALLOCATIONS.empty_frame())
+        return dg.MaterializeResult(metadata={"source": "not configured", "rows": 0})
+    config = cost_config.get()
+    df = kubecost.allocations(day=day, tenant_label=config.allocation.k8s_tenant_label)
+    df["tenant_id"] = map_k8s_tenants(df, config) if len(df) else None
+    costs = [c for c in K8S_ALLOCATIONS.column_names if c.endswith("_cost")]
+    # Negative allocations (over-committed idle) do not fit the table's contract: quarantined.
+    negative = (df[costs] < 0).any(axis=1) if len(df) else pd.Series(dtype=bool)
+    bad = df[negative]
+    quarantine = pd.DataFrame(
+        {
+            "source": K8S_SOURCE,
+            "day": day,
+            "raw": bad.to_json(orient="records", lines=True).splitlines() if len(bad) else [],
+            "reason": "negative cost component",
+            "detected_at": datetime.now(UTC),
+        }
+    )
+    wh.replace_where(QUARANTINE, {"source": [K8S_SOURCE], "day": [day]}, quarantine)
+    good = df[~negative] if len(df) else df
+    rows = wh.replace_partition(K8S_ALLOCATIONS, day, good)
+    by_tenant = good.groupby(good["tenant_id"].fillna(good["allocation_name"]))["total_cost"].sum()
+    top = by_tenant.sort_values(ascending=False).head(10).rename("total_cost_usd").reset_index()
+    return dg.MaterializeResult(
+        metadata={
+            "source": kubecost.describe(),
+            "rows": rows,
+            "total_cost_usd": round(float(good["total_cost"].sum()), 6) if rows else 0.0,
+            "idle_cost_usd": round(
+                float(good.loc[good["allocation_name"] == "__idle__", "total_cost"].sum()), 6
+            )
+            if rows
+            else 0.0,
+            "unmapped_rows": int(good["tenant_id"].isna().sum()) if rows else 0,
+            "rows_quarantined": len(quarantine),
+            "top_allocations": dg.MetadataValue.md(markdown_table(top)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="infrastructure",
+    kinds={"python", "sql"},
+    partitions_def=daily_partitions,
+    deps=[cloud_costs, k8s_allocations],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "infra_cost_is_conserved",
+            asset="infra_cost_allocation",
+            blocking=True,
+            description="Per source and day, the allocated total equals the source total.",
+        )
+    ],
+    description=(
+        "Cloud and Kubernetes cost per tenant and day: direct cost, plus unmapped, shared and "
+        "idle cost spread by `allocation.rule` (proportional to direct cost by default)."
+    ),
+)
+def infra_cost_allocation(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+):
+    day = partition_day(context)
+    wh = warehouse.get()
+    ledger = pd.concat(
+        [
+            cloud_ledger(wh.read(CLOUD_COSTS, days=[day])),
+            k8s_ledger(wh.read(K8S_ALLOCATIONS, days=[day])),
+        ],
+        ignore_index=True,
+    )
+    allocation = allocate(ledger, cost_config.get())
+    rows = wh.replace_partition(INFRA_COST_ALLOCATION, day, allocation)
+    stored = wh.read(INFRA_COST_ALLOCATION, days=[day])
+    balance = conservation(ledger, stored)
+    by_tenant = stored.pivot_table(
+        index="tenant_id", columns="source", values="cost_usd", aggfunc="sum", fill_value=0
+    )
+    if len(by_tenant):
+        by_tenant["total_usd"] = by_tenant.sum(axis=1)
+        by_tenant = by_tenant.sort_values("total_usd", ascending=False).head(10).reset_index()
+    yield dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "rule": cost_config.get().allocation.rule,
+            "total_cost_usd": round(float(stored["cost_usd"].sum()), 6),
+            "shared_cost_usd": round(float(stored["shared_cost"].sum()), 6),
+            "top_tenants": dg.MetadataValue.md(markdown_table(by_tenant)),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="infra_cost_is_conserved",
+        passed=bool(balance["conserved"].all()),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "max_gap_usd": float(balance["gap_usd"].max()) if len(balance) else 0.0,
+            "by_source": dg.MetadataValue.md(markdown_table(balance)),
+        },
+    )
+
+
+@dg.asset(
+    group_name="infrastructure",
+    kinds={"python", "csv", "parquet"},
+    partitions_def=monthly_partitions,
+    deps=[dg.AssetKey("daily_cost_summary")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "focus_export_is_valid",
+            asset="focus_export",
+            description=(
+                "Both files pass FOCUS 1.2 validation of every mandatory column and type, and "
+                "their BilledCost sum equals the month's summary total."
+            ),
+        )
+    ],
+    description="The month's whole ledger (LLM, cloud, Kubernetes) as FOCUS 1.2 CSV and Parquet.",
+)
+def focus_export(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+    focus_exports: FocusExports,
+):
+    month = date.fromisoformat(context.partition_key)
+    wh = warehouse.get()
+    summary = wh.read(DAILY_COST_SUMMARY, days=month_days(month))
+    focus = ledger_to_focus(summary, config=cost_config.get(), month=month)
+    paths = write_focus_month(focus, focus_exports.export_dir(), month)
+    summary_total = float(summary["cost_usd"].sum())
+    problems, sums = [], {}
+    for path in paths:
+        written = read_focus_export(path)
+        problems += [f"{path.name}: {p}" for p in validate_focus(written)]
+        sums[path.suffix.lstrip(".")] = float(pd.to_numeric(written["BilledCost"]).sum())
+    gaps = {k: abs(v - summary_total) for k, v in sums.items()}
+    problems += [f"{k}: BilledCost sum differs by {g:.9f} USD" for k, g in gaps.items() if g > 1e-6]
+    by_category = focus.groupby("x_CostCategory")["BilledCost"].sum().round(6)
+    yield dg.MaterializeResult(
+        metadata={
+            "rows": len(focus),
+            "csv": str(paths[0]),
+            "parquet": str(paths[1]),
+            "billed_cost_usd": round(float(focus["BilledCost"].sum()), 6),
+            **{f"{k}_cost_usd": float(v) for k, v in by_category.items()},
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="focus_export_is_valid",
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "summary_total_usd": summary_total,
+            **{f"{k}_billed_cost_usd": v for k, v in sums.items()},
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "_none_"),
+        },
+    )
