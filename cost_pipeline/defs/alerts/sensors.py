@@ -1,0 +1,157 @@
+"""Sensors that decide which alerts are due and request `alert_delivery_job` runs for them.
+
+They never send: each returns run requests with deterministic run keys (a hash of the facts), so
+re-evaluating the same materialization, or restarting the daemon, launches nothing twice; facts
+already in `alert_outbox` are dropped before a run is requested.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the sensor annotations.
+import hashlib
+import json
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import pandas as pd
+
+from cost_pipeline.defs.alerts.jobs import alert_delivery_job
+from cost_pipeline.lib import outbox
+from cost_pipeline.lib.periods import COMPANY
+from cost_pipeline.resources.warehouse import WarehouseResource
+
+ALERT_SEVERITIES = ("high", "critical")
+PIPELINE = "__pipeline__"
+
+
+def _run_config(facts: list[dict]) -> dict:
+    return {"ops": {"enqueue_alerts": {"config": {"facts_json": json.dumps(facts, default=str)}}}}
+
+
+def _run_key(prefix: str, facts: pd.DataFrame) -> str:
+    keys = sorted(
+        outbox.alert_key(*k)
+        for k in zip(facts["tenant_id"], facts["period"], facts["kind"], facts["ref"], strict=True)
+    )
+    return f"{prefix}:{hashlib.sha1('|'.join(keys).encode()).hexdigest()[:16]}"
+
+
+def _new_materializations(
+    context: dg.SensorEvaluationContext, asset: str
+) -> tuple[list, str | None]:
+    after = int(context.cursor) if context.cursor else None
+    result = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after),
+        limit=1000,
+        ascending=True,
+    )
+    records = result.records
+    cursor = str(records[-1].storage_id) if records else context.cursor
+    return records, cursor
+
+
+def _request(prefix: str, facts: pd.DataFrame, cursor: str | None, what: str) -> dg.SensorResult:
+    if facts.empty:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"no new {what}"), cursor=cursor)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=_run_key(prefix, facts),
+                run_config=_run_config(facts.to_dict("records")),
+                tags={"cost_pipeline/alerts": str(len(facts))},
+            )
+        ],
+        cursor=cursor,
+    )
+
+
+@dg.sensor(
+    job=alert_delivery_job,
+    minimum_interval_seconds=60,
+    description="Threshold crossings and forecast breaches in new `budget_status` results.",
+)
+def budget_alert_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    records, cursor = _new_materializations(context, "budget_status")
+    rows = []
+    for record in records:
+        meta = record.asset_materialization.metadata.get("alert_facts")
+        day = record.partition_key
+        rows += [{**fact, "day": day} for fact in (meta.value if meta is not None else [])]
+    facts = pd.DataFrame(rows, columns=["tenant_id", "period", "kind", "ref", "day"])
+    # The latest day of a fact wins; its numbers are the freshest.
+    facts = facts.sort_values("day").drop_duplicates(
+        ["tenant_id", "period", "kind", "ref"], keep="last"
+    )
+    facts = outbox.unseen(warehouse.get(), facts)
+    return _request("budget", facts, cursor, "budget crossings")
+
+
+@dg.sensor(
+    job=alert_delivery_job,
+    minimum_interval_seconds=60,
+    description="High and critical rows in new `anomaly_scores` materializations.",
+)
+def anomaly_alert_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    records, cursor = _new_materializations(context, "anomaly_scores")
+    days = sorted({date.fromisoformat(r.partition_key) for r in records if r.partition_key})
+    wh = warehouse.get()
+    if days:
+        scores = wh.query(
+            "SELECT * FROM anomaly_scores WHERE day IN ("
+            + ", ".join(f":d{i}" for i in range(len(days)))
+            + ") AND severity IN ('high', 'critical')",
+            {f"d{i}": d.isoformat() for i, d in enumerate(days)},
+        )
+    else:
+        scores = pd.DataFrame(columns=["tenant_id", "day", "driver", "severity", "since_day"])
+    scores = scores[scores["tenant_id"] != COMPANY] if not scores.empty else scores
+    start = scores["since_day"].where(scores["since_day"].notna(), scores["day"]).astype(str)
+    facts = scores.assign(
+        period=start.str[:7],
+        kind="anomaly",
+        ref=scores["driver"].fillna("tenant").astype(str) + "@" + start,
+    )
+    facts = facts.sort_values("day").drop_duplicates(
+        ["tenant_id", "period", "kind", "ref"], keep="last"
+    )
+    facts = outbox.unseen(wh, facts)
+    return _request("anomaly", facts, cursor, "high or critical anomalies")
+
+
+@dg.sensor(
+    job=alert_delivery_job,
+    minimum_interval_seconds=60,
+    description="Retries alerts whose send failed once their backoff is over.",
+)
+def alert_outbox_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult | dg.SkipReason:
+    due, fingerprint = outbox.due_fingerprint(warehouse.get(), now=datetime.now(UTC))
+    if not due:
+        return dg.SkipReason("no pending alert is due")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"drain:{fingerprint}", run_config=_run_config([]))]
+    )
+
+
+@dg.run_failure_sensor(
+    request_job=alert_delivery_job,
+    minimum_interval_seconds=60,
+    description="Alerts the default channel when a run of the pipeline fails.",
+)
+def pipeline_failure_sensor(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    if run.job_name == alert_delivery_job.name:
+        # The alert job reporting its own failure through itself would loop.
+        return dg.SkipReason("the alert job's own failure is not alerted through itself")
+    fact = {
+        "tenant_id": PIPELINE,
+        "period": datetime.now(UTC).strftime("%Y-%m"),
+        "kind": "run_failure",
+        "ref": run.run_id,
+        "job_name": run.job_name,
+        "error": context.failure_event.message or "",
+    }
+    return dg.RunRequest(run_key=f"run_failure:{run.run_id}", run_config=_run_config([fact]))

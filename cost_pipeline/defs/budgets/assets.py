@@ -1,0 +1,96 @@
+"""`budget_status` and `tenant_enforcement`: spend vs budget and tier per tenant, and the flag."""
+
+# No `from __future__ import annotations`: Dagster reads the `context` annotations at
+# definition time and rejects them as strings.
+import json
+from datetime import timedelta
+
+import dagster as dg
+
+from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.lib.budgets import (
+    BUDGET_STATUS,
+    TENANT_ENFORCEMENT,
+    alert_facts,
+    enforcement,
+    evaluate_day,
+)
+from cost_pipeline.lib.reporting import markdown_table
+from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+
+ALERT_FACTS_KEY = "alert_facts"
+
+
+@dg.asset(
+    group_name="budgets",
+    kinds={"python", "sql"},
+    partitions_def=daily_partitions,
+    deps=["daily_cost_summary", "priced_interactions", "cost_forecasts"],
+    description=(
+        "Per UTC day, tenant (and the company) and local billing period overlapping the day: "
+        "spend to date, budget, tier allowance and hard cap, utilization, forecast month end, "
+        "projected breach date and status ok / warning / critical / exceeded."
+    ),
+)
+def budget_status(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+) -> dg.MaterializeResult:
+    day = partition_day(context)
+    wh = warehouse.get()
+    status = evaluate_day(wh, cost_config.get(), day)
+    rows = wh.replace_partition(BUDGET_STATUS, day, status)
+    facts = alert_facts(status)
+    worst = status.sort_values("utilization_pct", ascending=False)
+    shown = worst[["tenant_id", "period", "spend_usd", "limit_usd", "utilization_pct", "status"]]
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "total_spend_usd": round(float(status["spend_usd"].sum()), 6),
+            **{
+                f"tenants_{s}": int((status["status"] == s).sum())
+                for s in ("warning", "critical", "exceeded")
+            },
+            # Read by the budget alert sensor: what is alertable, without touching the warehouse.
+            ALERT_FACTS_KEY: dg.MetadataValue.json(facts.to_dict("records")),
+            "top_utilization": dg.MetadataValue.md(markdown_table(shown, max_rows=10)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="budgets",
+    kinds={"python", "sql"},
+    partitions_def=daily_partitions,
+    deps=[budget_status],
+    description=(
+        "Whether each tenant may call models: a tier with a hard cap is blocked once its spend "
+        "in the current local period reaches the cap. Read by "
+        "`cost_pipeline.enforcement.is_allowed`."
+    ),
+)
+def tenant_enforcement(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    day = partition_day(context)
+    wh = warehouse.get()
+    status = wh.read(BUDGET_STATUS, days=[day])
+    previous = wh.read(TENANT_ENFORCEMENT, days=[day - timedelta(days=i) for i in range(1, 36)])
+    rows = enforcement(status, previous)
+    wh.replace_partition(TENANT_ENFORCEMENT, day, rows)
+    blocked = rows[~rows["allowed"].astype(bool)]
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(rows),
+            "blocked": len(blocked),
+            "blocked_tenants": dg.MetadataValue.md(
+                markdown_table(
+                    blocked[["tenant_id", "period", "spend_usd", "hard_cap_usd", "since"]]
+                )
+            ),
+            "blocked_ids": dg.MetadataValue.json(
+                json.loads(blocked["tenant_id"].to_json(orient="values"))
+            ),
+        }
+    )

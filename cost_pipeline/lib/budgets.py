@@ -1,0 +1,455 @@
+"""Budget status math: utilization, projected breach, status, threshold crossings, drivers.
+
+One `budget_status` row per UTC day, tenant and local billing period overlapping that day (two
+at a tenant's month end), plus one for the company (`periods.COMPANY`, UTC month). The limit a
+tenant is judged against is, in order: its monthly budget, its tier's hard cap, its tier's
+included usage. Status, with `u` = spend / limit in percent:
+
+- `exceeded`: u >= 100;
+- `critical`: u >= 90, or the projection breaches the limit within `CRITICAL_BREACH_DAYS`;
+- `warning`: u >= 75, or the projected month end is over the limit;
+- `ok` otherwise (and always when there is no limit).
+
+The projected month end comes from `cost_forecasts` when it has a row for the tenant, else from
+the run rate (spend so far / elapsed fraction of the period); `forecast_source` says which. The
+breach date assumes spend grows linearly from now to the projected month end.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.periods import (
+    COMPANY,
+    Period,
+    period_spend,
+    periods_overlapping_day,
+    tenant_timezone,
+)
+from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, TableSchema, col, money, register
+from cost_pipeline.lib.warehouse import Warehouse
+
+CRITICAL_BREACH_DAYS = 3
+WARNING_PCT = 75.0
+CRITICAL_PCT = 90.0
+TOP_DRIVERS = 3
+
+BUDGET_STATUS = register(
+    TableSchema(
+        name="budget_status",
+        columns=(
+            col("day", "date", nullable=False),
+            col("tenant_id", "str", nullable=False),
+            col("period", "str", nullable=False),
+            col("timezone", "str", nullable=False),
+            col("period_start", "datetime", nullable=False),
+            col("period_end", "datetime", nullable=False),
+            col("as_of", "datetime", nullable=False),
+            money("spend_usd", signed=True),
+            money("llm_cost_usd", signed=True),
+            money("other_cost_usd", signed=True),
+            money("day_spend_usd", signed=True),
+            money("budget_monthly_usd", nullable=True),
+            money("budget_daily_usd", nullable=True),
+            money("included_usage_usd", nullable=True),
+            money("hard_cap_usd", nullable=True),
+            money("limit_usd", nullable=True),
+            col("limit_kind", "str"),
+            col("utilization_pct", "float"),
+            col("daily_utilization_pct", "float"),
+            money("forecast_month_end_usd", nullable=True, signed=True),
+            money("forecast_upper_usd", nullable=True, signed=True),
+            col("forecast_source", "str"),
+            col("projected_breach_date", "date"),
+            col("status", "str", nullable=False),
+            col("threshold_reached", "float"),
+            col("top_drivers", "json"),
+        ),
+        unique=("day", "tenant_id", "period"),
+        indexes=(("day",), ("tenant_id", "period")),
+        doc="Spend to date vs budget / tier per tenant and local billing period, per UTC day.",
+    )
+)
+
+STATUS_RANK = {"ok": 0, "warning": 1, "critical": 2, "exceeded": 3}
+
+TENANT_ENFORCEMENT = register(
+    TableSchema(
+        name="tenant_enforcement",
+        columns=(
+            col("day", "date", nullable=False),
+            col("tenant_id", "str", nullable=False),
+            col("period", "str", nullable=False),
+            col("period_end", "datetime", nullable=False),
+            col("allowed", "bool", nullable=False),
+            col("reason", "str", nullable=False),
+            col("since", "datetime", nullable=False),
+            money("spend_usd", signed=True),
+            money("hard_cap_usd", nullable=True),
+        ),
+        unique=("day", "tenant_id"),
+        indexes=(("tenant_id", "day"),),
+        doc="Whether each tenant may call models now: hard-cap tiers over their cap are blocked.",
+    )
+)
+
+
+def limits(config: CostConfig, tenant_ids: list[str]) -> pd.DataFrame:
+    """Budget, tier allowance and hard cap per tenant, and the limit they are judged against."""
+    rows = []
+    for t in tenant_ids:
+        if t == COMPANY:
+            budget, tier = config.company_budget, None
+        else:
+            budget, tier = config.tenants_by_id[t].budget, config.tier_of(t)
+        cap = tier.hard_cap_usd if tier else None
+        included = tier.included_usage_usd if tier else None
+        limit, kind = next(
+            (
+                (v, k)
+                for v, k in (
+                    (budget.monthly_usd, "budget"),
+                    (cap, "hard_cap"),
+                    (included, "included"),
+                )
+                if v is not None
+            ),
+            (None, None),
+        )
+        rows.append(
+            {
+                "tenant_id": t,
+                "budget_monthly_usd": _f(budget.monthly_usd),
+                "budget_daily_usd": _f(budget.daily_usd),
+                "included_usage_usd": _f(included),
+                "hard_cap_usd": _f(cap),
+                "limit_usd": _f(limit),
+                "limit_kind": kind,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _f(value: object) -> float:
+    return float(value) if value is not None else np.nan  # type: ignore[arg-type]
+
+
+def budget_status(
+    spend: pd.DataFrame,
+    periods: dict[tuple[str, str], Period],
+    config: CostConfig,
+    *,
+    day: date,
+    as_of: datetime,
+    day_spend: pd.DataFrame | None = None,
+    forecasts: pd.DataFrame | None = None,
+    drivers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Build `budget_status` rows from `periods.period_spend` output (one row per tenant+period).
+
+    `periods` maps (tenant_id, period key) to its `Period`; `day_spend` has tenant_id,
+    day_spend_usd; `forecasts` tenant_id, period, forecast_month_end_usd, forecast_upper_usd;
+    `drivers` tenant_id, period, top_drivers (JSON text). All optional.
+    """
+    df = spend.merge(limits(config, sorted(spend["tenant_id"].unique())), on="tenant_id")
+    df["day"] = day
+    keys = list(zip(df["tenant_id"], df["period"], strict=True))
+    df["timezone"] = [periods[k].timezone for k in keys]
+    df["period_start"] = pd.to_datetime([periods[k].start for k in keys], utc=True)
+    df["period_end"] = pd.to_datetime([periods[k].end for k in keys], utc=True)
+    df["as_of"] = pd.to_datetime([min(as_of, periods[k].end) for k in keys], utc=True)
+    df = _left(df, day_spend, ["tenant_id"], {"day_spend_usd": 0.0})
+    df = _left(
+        df,
+        forecasts,
+        ["tenant_id", "period"],
+        {"forecast_month_end_usd": np.nan, "forecast_upper_usd": np.nan},
+    )
+    df = _left(df, drivers, ["tenant_id", "period"], {"top_drivers": "[]"})
+
+    limit = df["limit_usd"].where(df["limit_usd"] > 0)
+    df["utilization_pct"] = (df["spend_usd"] / limit * 100).round(4)
+    daily = df["budget_daily_usd"].where(df["budget_daily_usd"] > 0)
+    df["daily_utilization_pct"] = (df["day_spend_usd"] / daily * 100).round(4)
+
+    # Run-rate projection where the forecaster had nothing for this tenant and period.
+    total = (df["period_end"] - df["period_start"]).dt.total_seconds()
+    elapsed = (df["as_of"] - df["period_start"]).dt.total_seconds().clip(lower=1.0)
+    run_rate = df["spend_usd"] * total / elapsed
+    has_forecast = df["forecast_month_end_usd"].notna()
+    df["forecast_source"] = np.where(has_forecast, "cost_forecasts", "run_rate")
+    df["forecast_month_end_usd"] = df["forecast_month_end_usd"].where(has_forecast, run_rate)
+
+    df["projected_breach_date"] = projected_breach_dates(df)
+    df["status"] = statuses(df, as_of)
+    df["threshold_reached"] = [
+        highest_threshold(u, config.thresholds_for(t))
+        for t, u in zip(df["tenant_id"], df["utilization_pct"], strict=True)
+    ]
+    return BUDGET_STATUS.conform(df)
+
+
+def _left(df: pd.DataFrame, other: pd.DataFrame | None, on: list[str], fill: dict) -> pd.DataFrame:
+    if other is None or other.empty:
+        return df.assign(**fill)
+    out = df.merge(other[[*on, *fill]], on=on, how="left")
+    return out.fillna({k: v for k, v in fill.items() if not (isinstance(v, float) and np.isnan(v))})
+
+
+def projected_breach_dates(df: pd.DataFrame) -> list[date | None]:
+    """Local date the limit is (or will be) reached on a linear path to the projected month end.
+
+    Already over the limit: the as-of date. Projected to stay under: None.
+    """
+    spend, limit = df["spend_usd"], df["limit_usd"]
+    target = df["forecast_month_end_usd"]
+    remaining = (df["period_end"] - df["as_of"]).dt.total_seconds()
+    growth = (target - spend).where(target > spend)
+    fraction = ((limit - spend) / growth).where((limit > spend) & (target >= limit))
+    seconds = (fraction * remaining).where(spend < limit, 0.0)
+    breach = df["as_of"] + pd.to_timedelta(seconds, unit="s")
+    out: list[date | None] = []
+    for at, tz, lim in zip(breach, df["timezone"], limit, strict=True):
+        out.append(None if pd.isna(at) or pd.isna(lim) else at.tz_convert(tz).date())
+    return out
+
+
+def statuses(df: pd.DataFrame, as_of: datetime) -> np.ndarray:
+    u = df["utilization_pct"].fillna(0.0)
+    breach = pd.to_datetime(df["projected_breach_date"])
+    soon = breach.notna() & (breach <= pd.Timestamp(as_of.date() + timedelta(CRITICAL_BREACH_DAYS)))
+    over = df["forecast_month_end_usd"] > df["limit_usd"]
+    return np.select(
+        [u >= 100, (u >= CRITICAL_PCT) | soon, (u >= WARNING_PCT) | over],
+        ["exceeded", "critical", "warning"],
+        default="ok",
+    )
+
+
+def highest_threshold(utilization_pct: float | None, thresholds: list[float]) -> float | None:
+    """The highest threshold reached; crossing 50 and 90 at once reaches only 90."""
+    if utilization_pct is None or pd.isna(utilization_pct):
+        return None
+    reached = [t for t in thresholds if utilization_pct >= t]
+    return max(reached) if reached else None
+
+
+def new_crossing(
+    previous_pct: float | None, current_pct: float | None, thresholds: list[float]
+) -> float | None:
+    """The threshold to alert on when utilization moves from `previous_pct` to `current_pct`."""
+    now = highest_threshold(current_pct, thresholds)
+    before = highest_threshold(previous_pct, thresholds)
+    if now is None or (before is not None and before >= now):
+        return None
+    return now
+
+
+def top_drivers(summary: pd.DataFrame, n: int = TOP_DRIVERS) -> pd.DataFrame:
+    """Per tenant (and `period` if present): the `n` costliest agent / model / service, as JSON.
+
+    `summary` has daily_cost_summary columns; LLM cost is attributed to "agent · model", other
+    categories to "category · service".
+    """
+    keys = ["tenant_id", "period"] if "period" in summary.columns else ["tenant_id"]
+    if summary.empty:
+        return pd.DataFrame(columns=[*keys, "top_drivers"])
+    is_llm = summary["cost_category"] == "llm"
+    agent = summary["agent_id"].fillna("no agent").astype(str)
+    what = summary["model_or_service"].fillna("unknown").astype(str)
+    label = np.where(
+        is_llm, "agent " + agent + " · " + what, summary["cost_category"].astype(str) + " · " + what
+    )
+    grouped = (
+        summary.assign(driver=label)
+        .groupby([*keys, "driver"], as_index=False)["cost_usd"]
+        .sum()
+        .sort_values([*keys, "cost_usd"], ascending=[*(True for _ in keys), False])
+    )
+    top = grouped.groupby(keys, as_index=False).head(n)
+    top = top.assign(cost_usd=top["cost_usd"].round(2))
+    out = (
+        top.groupby(keys)[["driver", "cost_usd"]]
+        .apply(lambda g: json.dumps(g.to_dict("records")))
+        .rename("top_drivers")
+        .reset_index()
+    )
+    return out
+
+
+def read_forecasts(
+    warehouse: Warehouse, day: date, current_periods: dict[str, str]
+) -> pd.DataFrame:
+    """Latest month-end forecast per tenant up to `day` from `cost_forecasts`, if the table exists.
+
+    Read defensively: the table is optional and its column names are matched loosely; a forecast
+    without a `period` column is taken as the tenant's current period (`current_periods`).
+    """
+    empty = pd.DataFrame(
+        columns=["tenant_id", "period", "forecast_month_end_usd", "forecast_upper_usd"]
+    )
+    try:
+        df = warehouse.query(
+            "SELECT * FROM cost_forecasts WHERE day <= :d AND day >= :lo",
+            {"d": day.isoformat(), "lo": (day - timedelta(days=3)).isoformat()},
+        )
+    except sa.exc.SQLAlchemyError:  # absent or foreign table: budgets work without a forecast
+        return empty
+    point = _first(df, ["forecast_usd", "projected_month_end_usd", "forecast_month_end_usd"])
+    upper = _first(df, ["upper_80_usd", "month_end_upper_80_usd", "p80_high_usd", "upper_80"])
+    if df.empty or point is None or "tenant_id" not in df.columns:
+        return empty
+    df = df.sort_values("day").groupby("tenant_id", as_index=False).tail(1)
+    df["tenant_id"] = df["tenant_id"].replace({"__company__": COMPANY, "company": COMPANY})
+    current = df["tenant_id"].map(current_periods)
+    if "month" in df.columns:  # forecasting's UTC month start, e.g. 2026-10-01
+        period = pd.to_datetime(df["month"]).dt.strftime("%Y-%m").fillna(current)
+    else:
+        period = current
+    return pd.DataFrame(
+        {
+            "tenant_id": df["tenant_id"],
+            "period": period,
+            "forecast_month_end_usd": pd.to_numeric(df[point], errors="coerce"),
+            "forecast_upper_usd": pd.to_numeric(df[upper], errors="coerce") if upper else np.nan,
+        }
+    )
+
+
+def _first(df: pd.DataFrame, names: list[str]) -> str | None:
+    return next((n for n in names if n in df.columns), None)
+
+
+def enforcement(status: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """`tenant_enforcement` rows for one day from its `budget_status` rows (company excluded).
+
+    Each tenant is judged on its latest period of the day. A tenant with a hard cap is blocked
+    when its spend reaches the cap. `since` is carried over from `previous` (the tenant's last
+    earlier row) while the decision is unchanged, so it says when the current state began.
+    """
+    df = status[status["tenant_id"] != COMPANY].sort_values("period_end")
+    df = df.groupby("tenant_id", as_index=False).tail(1)
+    cap = df["hard_cap_usd"]
+    blocked = cap.notna() & (df["spend_usd"] >= cap)
+    out = pd.DataFrame(
+        {
+            "day": df["day"],
+            "tenant_id": df["tenant_id"],
+            "period": df["period"],
+            "period_end": df["period_end"],
+            "allowed": ~blocked,
+            "reason": np.where(
+                blocked,
+                "hard cap reached: spend "
+                + df["spend_usd"].round(2).astype(str)
+                + " USD >= cap "
+                + cap.round(2).astype(str)
+                + " USD in "
+                + df["period"],
+                np.where(cap.notna(), "under hard cap", "no hard cap"),
+            ),
+            "since": df["as_of"],
+            "spend_usd": df["spend_usd"],
+            "hard_cap_usd": cap,
+        }
+    )
+    if not previous.empty:
+        prev = previous.sort_values("day").groupby("tenant_id").tail(1)
+        prev = prev.set_index("tenant_id")
+        same = out["tenant_id"].map(prev["allowed"].astype(bool)) == out["allowed"]
+        same &= out["tenant_id"].map(prev["period"]) == out["period"]
+        out["since"] = out["since"].where(~same, out["tenant_id"].map(prev["since"]))
+    return TENANT_ENFORCEMENT.conform(out)
+
+
+def evaluate_day(
+    warehouse: Warehouse, config: CostConfig, day: date, *, as_of: datetime | None = None
+) -> pd.DataFrame:
+    """All `budget_status` rows of UTC day `day`: every tenant's (and the company's) periods
+    overlapping the day, spend counted up to `as_of` (default: the end of the day)."""
+    end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    as_of = min(as_of or end_of_day, end_of_day)
+    ids = [t.id for t in config.tenants]
+    zones = {**{t: tenant_timezone(config, t) for t in ids}, COMPANY: "UTC"}
+    periods = {(t, p.key): p for t, tz in zones.items() for p in periods_overlapping_day(day, tz)}
+    latest = period_spend(warehouse, config, as_of=as_of, include_company=True)
+    frames = [latest]
+    # Tenants whose local month ended during the day also get a row closing that month.
+    current = dict(zip(latest["tenant_id"], latest["period"], strict=True))
+    closing: dict[str, list[str]] = {}
+    for t, key in periods:
+        if key != current[t]:
+            closing.setdefault(key, []).append(t)
+    for key, tenants in closing.items():
+        spend = period_spend(
+            warehouse,
+            config,
+            as_of=as_of,
+            tenant_ids=[t for t in tenants if t != COMPANY],
+            period_key=key,
+            include_company=COMPANY in tenants,
+        )
+        frames.append(spend[spend["tenant_id"].isin(tenants)])
+    spend = pd.concat(frames, ignore_index=True)
+
+    days = sorted({d for p in periods.values() for d in _calendar(p) if d <= day})
+    summary = warehouse.read(DAILY_COST_SUMMARY, days=days)
+    summary = pd.concat([summary, summary.assign(tenant_id=COMPANY)], ignore_index=True)
+    ranges = pd.DataFrame(
+        [(t, k, p.first_day, p.last_day) for (t, k), p in periods.items()],
+        columns=["tenant_id", "period", "first_day", "last_day"],
+    )
+    in_period = summary.merge(ranges, on="tenant_id")
+    in_period = in_period[
+        (in_period["day"] >= in_period["first_day"]) & (in_period["day"] <= in_period["last_day"])
+    ]
+    today = summary[summary["day"] == day]
+    day_spend = today.groupby("tenant_id", as_index=False)["cost_usd"].sum()
+    return budget_status(
+        spend,
+        periods,
+        config,
+        day=day,
+        as_of=as_of,
+        day_spend=day_spend.rename(columns={"cost_usd": "day_spend_usd"}),
+        forecasts=read_forecasts(warehouse, day, current),
+        drivers=top_drivers(in_period.drop(columns=["first_day", "last_day"])),
+    )
+
+
+def _calendar(period: Period) -> list[date]:
+    return [period.first_day + timedelta(days=i) for i in range(period.days)]
+
+
+def alert_facts(status: pd.DataFrame) -> pd.DataFrame:
+    """The alertable facts of `budget_status` rows: the highest threshold reached per tenant and
+    period, and a forecast breach (projected over the limit while still under it)."""
+    thr = status[status["threshold_reached"].notna()]
+    threshold = pd.DataFrame(
+        {
+            "tenant_id": thr["tenant_id"],
+            "period": thr["period"],
+            "kind": "budget_threshold",
+            "ref": thr["threshold_reached"].map(lambda v: f"{v:g}"),
+        }
+    )
+    fc = status[
+        status["projected_breach_date"].notna()
+        & (status["utilization_pct"] < 100)
+        & (status["forecast_month_end_usd"] > status["limit_usd"])
+    ]
+    forecast = pd.DataFrame(
+        {
+            "tenant_id": fc["tenant_id"],
+            "period": fc["period"],
+            "kind": "forecast_breach",
+            "ref": "forecast",
+        }
+    )
+    return pd.concat([threshold, forecast], ignore_index=True)

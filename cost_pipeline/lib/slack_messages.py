@@ -1,0 +1,261 @@
+"""Slack Block Kit messages people can act on: budget, anomaly, run-failure alerts and digests.
+
+Every builder returns `(text, blocks)`: `text` is the notification / screen-reader fallback,
+`blocks` stay within Slack's limits (header <= 150 chars, section text <= 3000, <= 10 fields of
+<= 2000, context <= 10 elements, <= 50 blocks per message).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+
+from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.periods import COMPANY
+
+HEADER_MAX = 150
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+MAX_BLOCKS = 50
+
+KIND_TITLES = {
+    "budget_threshold": "Budget {ref}% reached",
+    "forecast_breach": "Forecast to exceed budget",
+    "anomaly": "Unusual spend",
+    "run_failure": "Pipeline run failed",
+}
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def usd(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"${float(value):,.2f}"
+
+
+def asset_url(ui_url: str, asset: str, partition: str | None = None) -> str:
+    """Link to an asset (and partition) in the Dagster UI."""
+    url = f"{ui_url.rstrip('/')}/assets/{quote(asset)}"
+    return f"{url}?partition={quote(partition)}" if partition else url
+
+
+def _header(text: str) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, HEADER_MAX)}}
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_MAX)}}
+
+
+def _fields(pairs: list[tuple[str, str]]) -> dict:
+    return {
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": clip(f"*{k}*\n{v}", FIELD_MAX)} for k, v in pairs[:10]
+        ],
+    }
+
+
+def _context(items: list[str]) -> dict:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": clip(t, FIELD_MAX)} for t in items[:10]],
+    }
+
+
+def _drivers(top_drivers: Any) -> str:
+    try:
+        drivers = json.loads(top_drivers) if isinstance(top_drivers, str) else top_drivers or []
+    except ValueError:
+        drivers = []
+    if not drivers:
+        return "_no cost drivers recorded_"
+    return "\n".join(f"• {d['driver']}: {usd(d['cost_usd'])}" for d in drivers[:3])
+
+
+def budget_message(
+    status: Mapping[str, Any],
+    *,
+    kind: str,
+    ref: str,
+    tenant_name: str,
+    ui_url: str,
+) -> tuple[str, list[dict]]:
+    """A budget threshold or forecast-breach alert from one `budget_status` row."""
+    title = KIND_TITLES[kind].format(ref=ref)
+    pct = status.get("utilization_pct")
+    pct_text = "n/a" if pct is None or pd.isna(pct) else f"{float(pct):.1f}%"
+    limit_kind = {"budget": "budget", "hard_cap": "tier hard cap", "included": "included usage"}
+    limit_name = limit_kind.get(str(status.get("limit_kind")), "limit")
+    breach = status.get("projected_breach_date")
+    breach_text = "not projected" if breach is None or pd.isna(breach) else str(breach)
+    text = (
+        f"{title}: {tenant_name} has spent {usd(status['spend_usd'])} of "
+        f"{usd(status.get('limit_usd'))} {limit_name} ({pct_text}) in {status['period']}"
+    )
+    link = asset_url(ui_url, "budget_status", str(status["day"]))
+    blocks = [
+        _header(f"{title} — {tenant_name}"),
+        _fields(
+            [
+                (
+                    "Spend vs " + limit_name,
+                    f"{usd(status['spend_usd'])} / {usd(status.get('limit_usd'))} ({pct_text})",
+                ),
+                ("Period", f"{status['period']} ({status.get('timezone', 'UTC')})"),
+                (
+                    "Forecast month end",
+                    f"{usd(status.get('forecast_month_end_usd'))} "
+                    f"({status.get('forecast_source') or 'n/a'})",
+                ),
+                ("Projected breach", breach_text),
+                ("Status", str(status.get("status", "n/a"))),
+            ]
+        ),
+        _section("*Top drivers*\n" + _drivers(status.get("top_drivers"))),
+        _context(
+            [
+                f"<{link}|budget_status {status['day']} in Dagster>",
+                f"tenant `{status['tenant_id']}`",
+            ]
+        ),
+    ]
+    return clip(text, SECTION_MAX), blocks
+
+
+def anomaly_message(
+    anomaly: Mapping[str, Any], *, tenant_name: str, ui_url: str
+) -> tuple[str, list[dict]]:
+    """An alert for one high / critical row of `anomaly_scores`."""
+    severity = str(anomaly.get("severity", "high"))
+    day = str(anomaly.get("day"))
+    reason = str(anomaly.get("reason") or "spend far from its usual level")
+    text = f"{severity.upper()} spend anomaly for {tenant_name} on {day}: {reason}"
+    score = anomaly.get("score")
+    blocks = [
+        _header(f"Unusual spend ({severity}) — {tenant_name}"),
+        _fields(
+            [
+                ("Day", day),
+                ("Score", "n/a" if score is None or pd.isna(score) else f"{float(score):.2f}"),
+                ("Cost that day", usd(anomaly.get("cost_usd"))),
+                ("Expected", usd(anomaly.get("expected_usd"))),
+            ]
+        ),
+        _section(f"*Why*\n{reason}"),
+        _context(
+            [
+                f"<{asset_url(ui_url, 'anomaly_scores', day)}|anomaly_scores {day} in Dagster>",
+                f"tenant `{anomaly.get('tenant_id')}`",
+            ]
+        ),
+    ]
+    return clip(text, SECTION_MAX), blocks
+
+
+def run_failure_message(
+    *, job_name: str, run_id: str, error: str, ui_url: str
+) -> tuple[str, list[dict]]:
+    """An alert for a failed run of the pipeline itself (no tenant data in it)."""
+    link = f"{ui_url.rstrip('/')}/runs/{run_id}"
+    text = f"Run of {job_name} failed: {clip(error, 300)}"
+    blocks = [
+        _header(f"Pipeline run failed — {job_name}"),
+        _section(f"```{clip(error, SECTION_MAX - 6)}```"),
+        _context([f"<{link}|run {run_id[:8]} in Dagster>"]),
+    ]
+    return text, blocks
+
+
+def digest_message(alerts: pd.DataFrame, *, title: str = "Cost alerts") -> tuple[str, list[dict]]:
+    """One message summarizing many outbox rows (their `text`), within Slack's block limits."""
+    n = len(alerts)
+    lines = [f"• {clip(str(t), 400)}" for t in alerts["text"]]
+    sections: list[str] = []
+    current = ""
+    for line in lines:
+        if len(current) + len(line) + 1 > SECTION_MAX:
+            sections.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    if current:
+        sections.append(current)
+    room = MAX_BLOCKS - 2
+    shown = sections[:room]
+    blocks = [_header(f"{title}: {n} alerts"), *(_section(s) for s in shown)]
+    hidden = sum(s.count("\n") + 1 for s in sections[room:])
+    kinds = alerts["kind"].value_counts().to_dict() if "kind" in alerts else {}
+    summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(kinds.items()))
+    blocks.append(_context([summary or f"{n} alerts"] + ([f"and {hidden} more"] if hidden else [])))
+    return f"{title}: {n} alerts ({summary})", blocks
+
+
+def channel_for(config: CostConfig, tenant_id: str) -> str:
+    """A tenant's own channel if it has one, else the default alert channel."""
+    tenant = config.tenants_by_id.get(tenant_id)
+    return (tenant.slack_channel if tenant else None) or config.alerts.default_channel
+
+
+def _name(config: CostConfig, tenant_id: str) -> str:
+    tenant = config.tenants_by_id.get(tenant_id)
+    return tenant.name if tenant else ("the company" if tenant_id == COMPANY else tenant_id)
+
+
+def budget_alerts(status: pd.DataFrame, facts: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
+    """Outbox rows (see `outbox.enqueue`) for budget `facts` (tenant_id, period, kind, ref),
+    each message built from the matching `budget_status` row."""
+    rows = facts.merge(status, on=["tenant_id", "period"], how="inner")
+    out = []
+    for row in rows.to_dict("records"):
+        text, blocks = budget_message(
+            row,
+            kind=row["kind"],
+            ref=str(row["ref"]),
+            tenant_name=_name(config, row["tenant_id"]),
+            ui_url=config.alerts.dagster_ui_url,
+        )
+        out.append(_alert(row, config, text, blocks))
+    return pd.DataFrame(out, columns=ALERT_COLUMNS)
+
+
+def anomaly_alerts(anomalies: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
+    """Outbox rows for `anomaly_scores` rows; one alert per tenant, driver and episode start."""
+    out = []
+    for row in anomalies.to_dict("records"):
+        since = row.get("since_day")
+        start = since if since is not None and not pd.isna(since) else row["day"]
+        row = {**row, "cost_usd": row.get("actual_usd")}
+        text, blocks = anomaly_message(
+            row, tenant_name=_name(config, row["tenant_id"]), ui_url=config.alerts.dagster_ui_url
+        )
+        fact = {
+            **row,
+            "period": str(start)[:7],
+            "kind": "anomaly",
+            "ref": f"{row.get('driver', 'tenant')}@{start}",
+        }
+        out.append(_alert(fact, config, text, blocks))
+    return pd.DataFrame(out, columns=ALERT_COLUMNS)
+
+
+ALERT_COLUMNS = ["tenant_id", "period", "kind", "ref", "day", "channel", "text", "blocks"]
+
+
+def _alert(row: Mapping[str, Any], config: CostConfig, text: str, blocks: list[dict]) -> dict:
+    return {
+        "tenant_id": row["tenant_id"],
+        "period": row["period"],
+        "kind": row["kind"],
+        "ref": str(row["ref"]),
+        "day": row.get("day"),
+        "channel": channel_for(config, row["tenant_id"]),
+        "text": text,
+        "blocks": json.dumps(blocks, ensure_ascii=False),
+    }

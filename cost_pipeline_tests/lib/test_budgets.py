@@ -1,0 +1,137 @@
+"""Protects budget status math: utilization, status, breach date, crossings, enforcement."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pytest
+
+from cost_pipeline.lib.budgets import (
+    alert_facts,
+    enforcement,
+    evaluate_day,
+    highest_threshold,
+    new_crossing,
+    top_drivers,
+)
+from cost_pipeline.lib.config import parse_config
+from cost_pipeline.lib.periods import COMPANY
+from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
+from cost_pipeline.lib.warehouse import Warehouse
+
+CONFIG = parse_config(
+    {
+        "tiers": {
+            "free": {"name": "Free", "included_usage_usd": 5, "hard_cap_usd": 5},
+            "pro": {"name": "Pro", "included_usage_usd": 200, "overage": {"unit": "usd"}},
+        },
+        "company_budget": {"monthly_usd": 1000},
+        "tenants": [
+            {"id": "free1", "name": "Free One", "tier": "free", "timezone": "Asia/Tokyo"},
+            {
+                "id": "pro1",
+                "name": "Pro One",
+                "tier": "pro",
+                "budget": {"monthly_usd": 300, "daily_usd": 20, "thresholds": [50, 90]},
+            },
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "expected"),
+    [
+        (None, 40.0, None),
+        (None, 55.0, 50),
+        (40.0, 95.0, 90),  # 50 and 90 crossed at once: only 90
+        (91.0, 95.0, None),
+        (95.0, 120.0, 100),
+        (float("nan"), 80.0, 75),
+    ],
+)
+def test_new_crossing(before: float | None, now: float, expected: float | None) -> None:
+    assert new_crossing(before, now, [50, 75, 90, 100]) == expected
+
+
+def test_highest_threshold_without_utilization() -> None:
+    assert highest_threshold(None, [50]) is None
+    assert highest_threshold(float("nan"), [50]) is None
+
+
+def _summary(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(
+        rows,
+        columns=["day", "tenant_id", "cost_category", "model_or_service", "agent_id", "cost_usd"],
+    ).assign(requests=0, input_tokens=0, output_tokens=0, unpriced_requests=0)
+
+
+def test_top_drivers_keeps_three_costliest() -> None:
+    summary = _summary(
+        [
+            (date(2026, 10, 1), "t", "llm", "gpt-4o", "a1", 5.0),
+            (date(2026, 10, 2), "t", "llm", "gpt-4o", "a1", 5.0),
+            (date(2026, 10, 1), "t", "llm", "claude", "a2", 3.0),
+            (date(2026, 10, 1), "t", "cloud", "EC2", None, 4.0),
+            (date(2026, 10, 1), "t", "k8s", "cluster-a", None, 1.0),
+        ]
+    )
+    out = json.loads(top_drivers(summary).iloc[0]["top_drivers"])
+    assert [d["driver"] for d in out] == ["agent a1 · gpt-4o", "cloud · EC2", "agent a2 · claude"]
+    assert out[0]["cost_usd"] == 10.0
+
+
+def test_evaluate_day_status_breach_and_enforcement(tmp_path) -> None:
+    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+    rows = [(date(2026, 10, d), "pro1", "cloud", "EC2", None, 10.0) for d in range(1, 11)]
+    rows += [(date(2026, 10, 10), "pro1", "llm", "gpt-4o", "a1", 150.0)]
+    rows += [(date(2026, 10, 9), "free1", "k8s", "c", None, 6.0)]
+    wh.append(DAILY_COST_SUMMARY, _summary(rows))
+    status = evaluate_day(wh, CONFIG, date(2026, 10, 10)).set_index("tenant_id")
+
+    pro = status.loc["pro1"]
+    assert pro["spend_usd"] == pytest.approx(100.0)  # the llm summary rows are not counted
+    assert pro["limit_usd"] == 300 and pro["limit_kind"] == "budget"
+    assert pro["utilization_pct"] == pytest.approx(33.3333, abs=1e-3)
+    assert pro["day_spend_usd"] == pytest.approx(160.0)  # the day's whole summary, llm included
+    assert pro["daily_utilization_pct"] == pytest.approx(800.0)
+    # Run rate: 100 in 10 of 31 days -> 310 > 300; at $10 a day 300 is reached at Oct 31 00:00.
+    assert pro["forecast_source"] == "run_rate"
+    assert pro["forecast_month_end_usd"] == pytest.approx(310.0)
+    assert pro["projected_breach_date"] == date(2026, 10, 31)
+    assert pro["status"] == "warning"
+    assert pro["threshold_reached"] is None or pd.isna(pro["threshold_reached"])
+
+    free = status.loc["free1"]
+    assert free["limit_kind"] == "hard_cap"
+    assert free["status"] == "exceeded" and free["threshold_reached"] == 100
+    assert free["projected_breach_date"] == date(2026, 10, 11)  # already over: as-of, Tokyo date
+    assert status.loc[COMPANY, "spend_usd"] == pytest.approx(106.0)
+    drivers = json.loads(status.loc["pro1", "top_drivers"])
+    assert drivers[0]["driver"] == "agent a1 · gpt-4o"
+
+    facts = alert_facts(status.reset_index())
+    assert set(map(tuple, facts[["tenant_id", "kind", "ref"]].values)) == {
+        ("free1", "budget_threshold", "100"),
+        ("pro1", "forecast_breach", "forecast"),
+    }
+
+    enf = enforcement(status.reset_index(), pd.DataFrame()).set_index("tenant_id")
+    assert COMPANY not in enf.index
+    assert not enf.loc["free1", "allowed"] and "hard cap" in enf.loc["free1", "reason"]
+    assert enf.loc["pro1", "allowed"] and enf.loc["pro1", "reason"] == "no hard cap"
+
+
+def test_month_end_day_gives_two_periods_for_a_tenant_ahead_of_utc(tmp_path) -> None:
+    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+    status = evaluate_day(wh, CONFIG, date(2026, 10, 31))
+    got = status[status["tenant_id"] == "free1"].sort_values("period")
+    # Tokyo's November begins at 15:00 UTC on Oct 31.
+    assert got["period"].tolist() == ["2026-10", "2026-11"]
+    assert got["as_of"].tolist() == [
+        pd.Timestamp(datetime(2026, 10, 31, 15, tzinfo=UTC)),
+        pd.Timestamp(datetime(2026, 11, 1, tzinfo=UTC)),
+    ]
+    assert status[status["tenant_id"] == "pro1"]["period"].tolist() == ["2026-10"]
