@@ -1,0 +1,528 @@
+"""The billing ledger: every Stripe meter event intended, sent, cancelled or credited, exactly once.
+
+Reporting a period's overage is a state machine over `billing_ledger` rows (one per intended
+meter event or pending credit), keyed by `identifier = cp-<tenant>-<period>-<sequence>`, which
+is also the Stripe `identifier` (Stripe's dedup key) and the `Idempotency-Key`:
+
+1. *Resend*: rows still `intended`, `failed` or `cancel_intended` (a crash or an outage hit
+   between writing the intent and recording the outcome) are sent again with the SAME
+   identifier, key and parameters, so Stripe deduplicates instead of billing twice.
+2. *Cancel*: when a recomputed amount falls below what was reported, the newest events still
+   inside Stripe's 24 h adjustment window are cancelled (meter event adjustments) until the
+   reported total is at or below the new amount.
+3. *Report*: each tenant's new overage (computed cents minus committed cents) becomes ONE new
+   intent row, written under a lock BEFORE it is sent, its outcome recorded after. What still
+   exceeds the computed amount after cancelling becomes a `pending_credit` row (never a negative
+   event) for a person to decide; `resolve_pending_credit` records that decision.
+
+The value of an event is the overage amount in cents (the Stripe meter's price is $0.01 per
+unit), so the sum of a customer's events equals `overage_charges.amount_cents` exactly.
+Dry-run (no Stripe key) runs the same machine with status `dry_run` and `mode = dry_run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cost_pipeline.lib import schemas
+from cost_pipeline.lib.schemas import TableSchema, col
+from cost_pipeline.lib.warehouse import Warehouse
+
+BILLING_LEDGER = schemas.register(
+    TableSchema(
+        name="billing_ledger",
+        columns=(
+            col("identifier", "str", nullable=False),
+            col("tenant_id", "str", nullable=False),
+            col("period", "str", nullable=False),
+            col("sequence", "int", nullable=False, min_value=1),
+            col("kind", "str", nullable=False),  # meter_event | pending_credit
+            col("mode", "str", nullable=False),  # live | dry_run
+            col("stripe_customer_id", "str"),
+            col("event_name", "str"),
+            col("value_cents", "int", nullable=False, min_value=0),
+            col("event_timestamp", "datetime"),
+            col("status", "str", nullable=False),
+            col("attempts", "int", nullable=False, min_value=0),
+            col("last_error", "str"),
+            col("created_at", "datetime", nullable=False),
+            col("updated_at", "datetime", nullable=False),
+        ),
+        partition_column=None,
+        unique=("identifier",),
+        indexes=(("tenant_id", "period"),),
+        doc="Every intended Stripe meter event (recorded before sending) and its outcome.",
+    )
+)
+
+BILLING_PERIOD_CLOSE = schemas.register(
+    TableSchema(
+        name="billing_period_close",
+        columns=(
+            col("period", "str", nullable=False),
+            col("tenant_id", "str", nullable=False),
+            col("computed_cents", "int", nullable=False, min_value=0),
+            col("reported_cents", "int", nullable=False),
+            col("closed_at", "datetime", nullable=False),
+        ),
+        partition_column=None,
+        unique=("period", "tenant_id"),
+        doc="Finalized billing periods; the billing run sends nothing more for them.",
+    )
+)
+
+BILLING_RECONCILIATION = schemas.register(
+    TableSchema(
+        name="billing_reconciliation",
+        columns=(
+            col("period", "str", nullable=False),
+            col("tenant_id", "str", nullable=False),
+            col("mode", "str", nullable=False),
+            col("computed_cents", "int", nullable=False, min_value=0),
+            col("reported_cents", "int", nullable=False),
+            col("unconfirmed_cents", "int", nullable=False, min_value=0),
+            col("pending_credit_cents", "int", nullable=False, min_value=0),
+            col("resolved_credit_cents", "int", nullable=False, min_value=0),
+            col("difference_cents", "int", nullable=False),
+            col("ok", "bool", nullable=False),
+            col("reconciled_at", "datetime", nullable=False),
+        ),
+        partition_column=None,
+        unique=("period", "tenant_id"),
+        doc="Per closing period and tenant: the ledger's reported total vs computed overage.",
+    )
+)
+
+LOCK_KEY = "billing_ledger"
+STRIPE_WINDOW = timedelta(days=35)
+WINDOW_MARGIN = timedelta(hours=1)  # stay clear of Stripe's edge: a retry may come later
+CANCEL_WINDOW = timedelta(hours=23)  # Stripe allows 24 h; keep an hour for retries
+
+# Statuses. A meter event counts as committed (reported, or about to be) unless cancelled.
+INTENDED, SENT, FAILED, DRY_RUN = "intended", "sent", "failed", "dry_run"
+CANCEL_INTENDED, CANCELLED = "cancel_intended", "cancelled"
+PENDING_CREDIT, CREDIT_RESOLVED, CREDIT_SUPERSEDED = (
+    "pending_credit",
+    "credit_resolved",
+    "credit_superseded",
+)
+UNCONFIRMED = (INTENDED, FAILED)
+COMMITTED = (INTENDED, FAILED, SENT, DRY_RUN)
+
+Status = Literal["sent", "failed", "unconfirmed", "dry_run"]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """The result of one call to Stripe: `sent` (recorded, or already there), `failed`
+    (rejected: not recorded), `unconfirmed` (unknown after retries) or `dry_run`."""
+
+    status: Status
+    error: str | None = None
+
+
+class MeterEventSender(Protocol):
+    """What the ledger needs from Stripe (`resources.stripe_billing` implements it)."""
+
+    live: bool
+    event_name: str
+
+    def send_meter_event(
+        self, *, identifier: str, customer: str, value: int, timestamp: int
+    ) -> SendOutcome: ...
+
+    def cancel_meter_event(self, *, identifier: str) -> SendOutcome: ...
+
+
+@dataclass
+class BillingRunSummary:
+    """What one billing run did; `actions` has one row per row of the ledger it touched."""
+
+    sent: int = 0
+    dry_run: int = 0
+    failed: int = 0
+    unconfirmed: int = 0
+    cancelled: int = 0
+    new_pending_credits: pd.DataFrame = field(default_factory=pd.DataFrame)
+    actions: list[dict[str, object]] = field(default_factory=list)
+
+    def record(self, row: pd.Series, outcome: SendOutcome, action: str) -> None:
+        key = "cancelled" if action == "cancel" and outcome.status == "sent" else outcome.status
+        setattr(self, key, getattr(self, key) + 1)
+        self.actions.append(
+            {
+                "action": action,
+                "identifier": row["identifier"],
+                "tenant_id": row["tenant_id"],
+                "period": row["period"],
+                "value_cents": int(row["value_cents"]),
+                "outcome": outcome.status,
+                "error": outcome.error,
+            }
+        )
+
+
+def make_identifier(tenant_id: str, period: str, sequence: int) -> str:
+    """`cp-<tenant>-<period>-<seq>`; stable, ≤ 100 chars (long tenant ids are hashed)."""
+    tenant = tenant_id
+    if len(tenant) > 60:
+        tenant = hashlib.sha256(tenant.encode()).hexdigest()[:24]
+    return f"cp-{tenant}-{period}-{sequence:05d}"
+
+
+def event_timestamp(period_end: datetime, now: datetime) -> datetime | None:
+    """When to date an event: now, or the last second of an ended period (so Stripe bills it
+    in that period); None when that is outside Stripe's 35-day window."""
+    ts = min(now, period_end - timedelta(seconds=1)).replace(microsecond=0)
+    return ts if ts >= now - STRIPE_WINDOW + WINDOW_MARGIN else None
+
+
+# -- reading and writing under the lock ---------------------------------------------------------
+
+
+def read_ledger(warehouse: Warehouse, conn: Connection | None = None) -> pd.DataFrame:
+    table = warehouse.table(BILLING_LEDGER)
+    if conn is None:
+        return warehouse.read(BILLING_LEDGER)
+    return BILLING_LEDGER.conform(pd.read_sql(sa.select(table), conn))
+
+
+def _upsert(warehouse: Warehouse, conn: Connection, rows: pd.DataFrame) -> None:
+    if rows.empty:
+        return
+    table = warehouse.table(BILLING_LEDGER)
+    conn.execute(table.delete().where(table.c.identifier.in_(list(rows["identifier"]))))
+    # Work around `warehouse._records` passing NaT through when a datetime column mixes nulls
+    # and values: insert rows with and without an event timestamp separately.
+    stamped = pd.to_datetime(rows["event_timestamp"], utc=True).notna().to_numpy()
+    for part in (rows[stamped], rows[~stamped]):
+        if not part.empty:
+            warehouse.append(BILLING_LEDGER, part, conn=conn)
+
+
+def _record(warehouse: Warehouse, row: pd.Series, **changes: object) -> pd.Series:
+    updated = row.copy()
+    for k, v in changes.items():
+        updated[k] = v
+    with warehouse.transaction(LOCK_KEY) as conn:
+        _upsert(warehouse, conn, updated.to_frame().T)
+    return updated
+
+
+def closed_keys(warehouse: Warehouse) -> set[tuple[str, str]]:
+    closed = warehouse.read(BILLING_PERIOD_CLOSE, columns=["tenant_id", "period"])
+    return set(zip(closed["tenant_id"], closed["period"], strict=True))
+
+
+# -- the pure part: how much is committed and what to do ---------------------------------------
+
+
+def committed_cents(ledger: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Per (tenant, period): events committed (not cancelled) minus credits a person resolved.
+
+    `cancel_intended` events count as cancelled: their cancellation is retried with the same key
+    until Stripe answers; if it is refused they return to `sent` and show up as excess.
+    """
+    rows = ledger[ledger["mode"] == mode]
+    events = rows["kind"].eq("meter_event") & rows["status"].isin(COMMITTED)
+    resolved = rows["kind"].eq("pending_credit") & rows["status"].eq(CREDIT_RESOLVED)
+    signed = rows["value_cents"].where(events, 0) - rows["value_cents"].where(resolved, 0)
+    out = signed.groupby([rows["tenant_id"], rows["period"]]).sum()
+    return out.rename("committed_cents").reset_index()
+
+
+def diff_against(ledger: pd.DataFrame, charges: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Charges joined to what is committed: `diff_cents` > 0 is new overage, < 0 is excess."""
+    target = charges[["tenant_id", "period", "stripe_customer_id", "period_end", "amount_cents"]]
+    merged = target.merge(committed_cents(ledger, mode), on=["tenant_id", "period"], how="left")
+    merged["committed_cents"] = merged["committed_cents"].fillna(0).astype("int64")
+    merged["diff_cents"] = merged["amount_cents"].astype("int64") - merged["committed_cents"]
+    return merged
+
+
+def select_cancellations(
+    ledger: pd.DataFrame, excess: pd.DataFrame, *, now: datetime
+) -> pd.DataFrame:
+    """Newest live events still inside the adjustment window, until each excess is covered."""
+    if excess.empty:
+        return ledger.iloc[0:0]
+    sent = ledger[
+        ledger["mode"].eq("live")
+        & ledger["kind"].eq("meter_event")
+        & ledger["status"].eq(SENT)
+        # created_at (the intent) is never later than Stripe's receipt: a safe lower bound.
+        & (ledger["created_at"] >= now - CANCEL_WINDOW)
+        # A cancellation Stripe already refused is not asked for again.
+        & ledger["last_error"].isna()
+    ]
+    cand = sent.merge(excess[["tenant_id", "period", "diff_cents"]], on=["tenant_id", "period"])
+    cand = cand.sort_values(["tenant_id", "period", "sequence"], ascending=[True, True, False])
+    before = cand.groupby(["tenant_id", "period"])["value_cents"].cumsum() - cand["value_cents"]
+    # Cancel while what has been cancelled so far is still short of the excess.
+    chosen = cand[before < -cand["diff_cents"]]
+    return ledger[ledger["identifier"].isin(chosen["identifier"])]
+
+
+def _next_sequences(ledger: pd.DataFrame, keys: pd.DataFrame) -> pd.Series:
+    last = ledger.groupby(["tenant_id", "period"])["sequence"].max().rename("last").reset_index()
+    merged = keys[["tenant_id", "period"]].merge(last, on=["tenant_id", "period"], how="left")
+    return (merged["last"].fillna(0).astype("int64") + 1).set_axis(keys.index)
+
+
+def _new_rows(
+    base: pd.DataFrame, *, kind: str, mode: str, status: str, event_name: str | None, now: datetime
+) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "tenant_id": base["tenant_id"],
+            "period": base["period"],
+            "sequence": base["sequence"],
+            "kind": kind,
+            "mode": mode,
+            "stripe_customer_id": base["stripe_customer_id"],
+            "event_name": event_name,
+            "value_cents": base["value_cents"].astype("int64"),
+            "event_timestamp": base.get("event_timestamp"),
+            "status": status,
+            "attempts": 0,
+            "last_error": base.get("last_error"),
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+    out["identifier"] = [
+        make_identifier(t, p, s)
+        for t, p, s in zip(out["tenant_id"], out["period"], out["sequence"], strict=True)
+    ]
+    return BILLING_LEDGER.conform(out)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def report_overage(
+    warehouse: Warehouse,
+    charges: pd.DataFrame,
+    sender: MeterEventSender,
+    *,
+    now: datetime | None = None,
+) -> BillingRunSummary:
+    """Bring Stripe (or, in dry-run, the ledger) to exactly `charges` for every open period."""
+    now = now or datetime.now(UTC)
+    mode = "live" if sender.live else "dry_run"
+    summary = BillingRunSummary()
+    closed = closed_keys(warehouse)
+    keys = list(zip(charges["tenant_id"], charges["period"], strict=True))
+    charges = charges[[k not in closed for k in keys]].reset_index(drop=True)
+
+    _resend_unconfirmed(warehouse, sender, mode, summary, now)
+    _cancel_excess(warehouse, charges, sender, mode, summary, now)
+
+    with warehouse.transaction(LOCK_KEY) as conn:
+        ledger = read_ledger(warehouse, conn)
+        diff = diff_against(ledger, charges, mode)
+        intents = _plan_events(ledger, diff[diff["diff_cents"] > 0], sender, mode, now)
+        credits, superseded = _plan_credits(ledger, diff, mode, now)
+        _upsert(warehouse, conn, pd.concat([intents, credits, superseded], ignore_index=True))
+    summary.new_pending_credits = credits
+
+    for _, row in intents[intents["status"].isin([INTENDED])].iterrows():
+        _send(warehouse, sender, row, summary, now)
+    for _, row in intents[intents["status"].eq(DRY_RUN)].iterrows():
+        summary.record(row, SendOutcome("dry_run"), "event")
+    for _, row in intents[intents["status"].eq(FAILED)].iterrows():
+        summary.record(row, SendOutcome("failed", row["last_error"]), "event")
+    return summary
+
+
+def _plan_events(
+    ledger: pd.DataFrame, new: pd.DataFrame, sender: MeterEventSender, mode: str, now: datetime
+) -> pd.DataFrame:
+    new = new.assign(value_cents=new["diff_cents"]).reset_index(drop=True)
+    new["sequence"] = _next_sequences(ledger, new)
+    stamps = [event_timestamp(pd.Timestamp(e).to_pydatetime(), now) for e in new["period_end"]]
+    new["event_timestamp"] = pd.Series(stamps, index=new.index, dtype="object")
+    problems = pd.Series(None, index=new.index, dtype="object")
+    problems[new["event_timestamp"].isna()] = "period ended outside Stripe's 35-day window"
+    problems[new["stripe_customer_id"].isna()] = "tenant has no stripe_customer_id in config"
+    new["last_error"] = problems
+    status = DRY_RUN if mode == "dry_run" else INTENDED
+    rows = _new_rows(new, kind="meter_event", mode=mode, status=status, event_name=None, now=now)
+    rows["event_name"] = sender.event_name
+    # An event that cannot be sent is still recorded as committed: the close check will stop
+    # on it, instead of a later run planning the same amount again under a new identifier.
+    rows.loc[problems.notna().to_numpy(), "status"] = FAILED
+    return rows
+
+
+def _plan_credits(
+    ledger: pd.DataFrame, diff: pd.DataFrame, mode: str, now: datetime
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """New pending credits for excess, and the open ones they replace (or that are now moot)."""
+    rows = ledger[ledger["mode"].eq(mode)]
+    open_ = rows[rows["kind"].eq("pending_credit") & rows["status"].eq(PENDING_CREDIT)]
+    excess = diff[diff["diff_cents"] < 0].assign(value_cents=lambda d: -d["diff_cents"])
+    current = open_.merge(
+        excess[["tenant_id", "period", "value_cents"]],
+        on=["tenant_id", "period"],
+        how="left",
+        suffixes=("", "_now"),
+    )
+    unchanged = current["value_cents"].eq(current["value_cents_now"]).to_numpy()
+    superseded = open_[~unchanged].assign(status=CREDIT_SUPERSEDED, updated_at=now)
+    keep = open_[unchanged][["tenant_id", "period"]]
+    need = excess.merge(keep, on=["tenant_id", "period"], how="left", indicator=True)
+    need = need[need["_merge"].eq("left_only")].drop(columns="_merge").reset_index(drop=True)
+    need["sequence"] = _next_sequences(ledger, need)
+    credits = _new_rows(
+        need, kind="pending_credit", mode=mode, status=PENDING_CREDIT, event_name=None, now=now
+    )
+    return credits, BILLING_LEDGER.conform(superseded)
+
+
+def _resend_unconfirmed(
+    warehouse: Warehouse,
+    sender: MeterEventSender,
+    mode: str,
+    summary: BillingRunSummary,
+    now: datetime,
+) -> None:
+    ledger = read_ledger(warehouse)
+    ledger = ledger[ledger["mode"].eq(mode) & ledger["kind"].eq("meter_event")]
+    for _, row in ledger[ledger["status"].isin(UNCONFIRMED)].iterrows():
+        if pd.isna(row["stripe_customer_id"]) or pd.isna(row["event_timestamp"]):
+            continue  # cannot be sent as recorded; the close check reports it
+        _send(warehouse, sender, row, summary, now)
+    for _, row in ledger[ledger["status"].eq(CANCEL_INTENDED)].iterrows():
+        _cancel(warehouse, sender, row, summary, now)
+
+
+def _cancel_excess(
+    warehouse: Warehouse,
+    charges: pd.DataFrame,
+    sender: MeterEventSender,
+    mode: str,
+    summary: BillingRunSummary,
+    now: datetime,
+) -> None:
+    if mode != "live":
+        return  # a dry run shows the excess as a pending credit; nothing to adjust in Stripe
+    with warehouse.transaction(LOCK_KEY) as conn:
+        ledger = read_ledger(warehouse, conn)
+        diff = diff_against(ledger, charges, mode)
+        chosen = select_cancellations(ledger, diff[diff["diff_cents"] < 0], now=now)
+        chosen = chosen.assign(status=CANCEL_INTENDED, updated_at=now)
+        _upsert(warehouse, conn, chosen)
+    for _, row in chosen.iterrows():
+        _cancel(warehouse, sender, row, summary, now)
+
+
+def _send(
+    warehouse: Warehouse,
+    sender: MeterEventSender,
+    row: pd.Series,
+    summary: BillingRunSummary,
+    now: datetime,
+) -> None:
+    ts = pd.Timestamp(row["event_timestamp"])
+    outcome = sender.send_meter_event(
+        identifier=row["identifier"],
+        customer=row["stripe_customer_id"],
+        value=int(row["value_cents"]),
+        timestamp=int(ts.timestamp()),
+    )
+    status = {"sent": SENT, "failed": FAILED, "unconfirmed": INTENDED, "dry_run": DRY_RUN}
+    _record(
+        warehouse,
+        row,
+        status=status[outcome.status],
+        attempts=int(row["attempts"]) + 1,
+        last_error=outcome.error,
+        updated_at=now,
+    )
+    summary.record(row, outcome, "event")
+
+
+def _cancel(
+    warehouse: Warehouse,
+    sender: MeterEventSender,
+    row: pd.Series,
+    summary: BillingRunSummary,
+    now: datetime,
+) -> None:
+    outcome = sender.cancel_meter_event(identifier=row["identifier"])
+    # Refused (too late): the event stands and its amount becomes a pending credit.
+    status = {"sent": CANCELLED, "failed": SENT, "unconfirmed": CANCEL_INTENDED}
+    _record(
+        warehouse,
+        row,
+        status=status.get(outcome.status, CANCELLED),
+        attempts=int(row["attempts"]) + 1,
+        last_error=outcome.error,
+        updated_at=now,
+    )
+    summary.record(row, outcome, "cancel")
+
+
+def resolve_pending_credit(
+    warehouse: Warehouse, identifier: str, *, now: datetime | None = None, note: str = ""
+) -> None:
+    """Record that a person settled a pending credit (e.g. a credit note issued in Stripe)."""
+    with warehouse.transaction(LOCK_KEY) as conn:
+        ledger = read_ledger(warehouse, conn)
+        row = ledger[ledger["identifier"].eq(identifier) & ledger["status"].eq(PENDING_CREDIT)]
+        if row.empty:
+            raise ValueError(f"billing_ledger has no pending credit {identifier!r}")
+        changed = row.assign(
+            status=CREDIT_RESOLVED, last_error=note or None, updated_at=now or datetime.now(UTC)
+        )
+        _upsert(warehouse, conn, changed)
+
+
+# -- the month close ------------------------------------------------------------------------------
+
+
+def reconcile_period(
+    ledger: pd.DataFrame, charges: pd.DataFrame, period: str, mode: str
+) -> pd.DataFrame:
+    """Per tenant: computed cents vs the ledger's confirmed, unconfirmed and pending cents."""
+    rows = ledger[ledger["period"].eq(period) & ledger["mode"].eq(mode)]
+    events = rows[rows["kind"].eq("meter_event")]
+    credits = rows[rows["kind"].eq("pending_credit")]
+
+    def total(frame: pd.DataFrame, statuses: Sequence[str], name: str) -> pd.Series:
+        picked = frame[frame["status"].isin(statuses)]
+        return picked.groupby("tenant_id")["value_cents"].sum().rename(name)
+
+    confirmed = (DRY_RUN,) if mode == "dry_run" else (SENT,)
+    parts = [
+        total(events, confirmed, "reported_cents"),
+        total(events, (*UNCONFIRMED, CANCEL_INTENDED), "unconfirmed_cents"),
+        total(credits, (PENDING_CREDIT,), "pending_credit_cents"),
+        total(credits, (CREDIT_RESOLVED,), "resolved_credit_cents"),
+    ]
+    computed = charges[charges["period"].eq(period)].set_index("tenant_id")["amount_cents"]
+    out = pd.concat([computed.rename("computed_cents"), *parts], axis=1).fillna(0)
+    out = out.astype("int64").rename_axis("tenant_id").reset_index()
+    out["reported_cents"] = out["reported_cents"] - out["resolved_credit_cents"]
+    out["difference_cents"] = out["reported_cents"] - out["computed_cents"]
+    out["period"] = period
+    out["mode"] = mode
+    out["ok"] = out["difference_cents"].eq(0) & out["unconfirmed_cents"].eq(0)
+    return out
+
+
+def close_period(warehouse: Warehouse, reconciliation: pd.DataFrame, *, now: datetime) -> int:
+    """Mark a reconciled period closed for its tenants (replacing any earlier close rows)."""
+    rows = reconciliation[["period", "tenant_id", "computed_cents", "reported_cents"]]
+    rows = rows.assign(closed_at=now)
+    periods = sorted(set(rows["period"]))
+    return warehouse.replace_where(BILLING_PERIOD_CLOSE, {"period": periods}, rows)

@@ -1,0 +1,271 @@
+"""Overage math: what each tenant owes beyond its tier's allowance in a billing period.
+
+A tenant's billing period is its local calendar month (`lib.periods`). Its tier includes an
+allowance, in USD of cost (`included_usage_usd`) or in tokens (`included_tokens`), matching the
+unit of the overage terms that apply: the tenant's `contract_overage` (Enterprise contract rates)
+when set, else its tier's `overage`. Tiers without overage terms (Free: hard capped) owe nothing.
+
+- unit `usd`: overage = max(0, spend - allowance) USD of cost; amount = overage x (1 + markup).
+  Spend is the tenant's whole cost in the period (`period_spend(...).spend_usd`: LLM calls plus
+  allocated cloud and Kubernetes cost), the same figure budgets and hard caps are judged on.
+- unit `tokens`: overage = max(0, tokens - allowance) tokens (input + output of the period's
+  priced interactions); amount = overage / 1e6 x `unit_price_usd`.
+
+All money math is `Decimal`, rounded once at the end, half-even, to cents (`amount_cents` is the
+exact integer that billing reports; `amount_usd` is the same figure for humans and SQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import pandas as pd
+
+from cost_pipeline.lib import schemas
+from cost_pipeline.lib.config import CostConfig, Overage
+from cost_pipeline.lib.periods import period_of, period_spend, periods_overlapping_day
+from cost_pipeline.lib.schemas import PRICED_INTERACTIONS, TableSchema, col, money
+from cost_pipeline.lib.warehouse import Warehouse
+
+CENT = Decimal("0.01")
+MTOK = Decimal(1_000_000)
+
+OVERAGE_CHARGES = schemas.register(
+    TableSchema(
+        name="overage_charges",
+        columns=(
+            col("tenant_id", "str", nullable=False),
+            col("period", "str", nullable=False),
+            col("period_start", "datetime", nullable=False),
+            col("period_end", "datetime", nullable=False),
+            col("tier", "str", nullable=False),
+            col("stripe_customer_id", "str"),
+            col("rate_source", "str", nullable=False),  # tier | contract | none (capped tier)
+            col("overage_unit", "str"),  # usd | tokens | null when no overage terms
+            money("included_usage_usd", nullable=True),
+            col("included_tokens", "int", min_value=0),
+            money("usage_usd"),
+            col("usage_tokens", "int", min_value=0),
+            col("overage_quantity", "float", nullable=False, min_value=0),
+            col("markup", "float", min_value=0),
+            money("unit_price_usd", nullable=True),
+            money("amount_usd"),
+            col("amount_cents", "int", nullable=False, min_value=0),
+            col("computed_at", "datetime", nullable=False),
+        ),
+        partition_column=None,
+        unique=("tenant_id", "period"),
+        indexes=(("period",),),
+        doc="Per tenant and local billing month: allowance, usage, overage and amount to bill.",
+    )
+)
+
+USAGE_COLUMNS = ["tenant_id", "period", "period_start", "period_end", "usage_usd", "usage_tokens"]
+
+
+def overage_terms(config: CostConfig, tenant_id: str) -> tuple[Overage | None, str]:
+    """The overage terms that apply to a tenant and where they come from."""
+    tenant = config.tenants_by_id[tenant_id]
+    tier = config.tiers[tenant.tier]
+    if tier.overage is None:
+        # A tier without overage terms is capped (Free); a contract cannot un-cap it silently.
+        return None, "none"
+    if tenant.contract_overage is not None:
+        return tenant.contract_overage, "contract"
+    return tier.overage, "tier"
+
+
+def _dec(value: object) -> Decimal:
+    if value is None or pd.isna(value):
+        return Decimal(0)
+    # Money floats carry 9 decimals; reading them through a rounded string keeps them exact.
+    return Decimal(str(round(float(value), 9)))
+
+
+def compute_overage(
+    usage: pd.DataFrame, config: CostConfig, *, computed_at: datetime
+) -> pd.DataFrame:
+    """Overage charges for the (tenant, period) rows of `usage` (columns `USAGE_COLUMNS`)."""
+    if usage.empty:
+        return OVERAGE_CHARGES.empty_frame()
+    rows = []
+    # One row per tenant and period (tens of rows): Decimal math per row, not per event.
+    for rec in usage[USAGE_COLUMNS].to_dict("records"):
+        tenant = config.tenants_by_id[rec["tenant_id"]]
+        tier = config.tiers[tenant.tier]
+        terms, source = overage_terms(config, tenant.id)
+        usage_usd = _dec(rec["usage_usd"])
+        usage_tokens = int(rec["usage_tokens"] or 0)
+        quantity = Decimal(0)
+        amount = Decimal(0)
+        if terms is not None and terms.unit == "usd":
+            allowance = tier.included_usage_usd or Decimal(0)
+            quantity = max(Decimal(0), usage_usd - allowance)
+            amount = quantity * (Decimal(1) + Decimal(str(terms.markup)))
+        elif terms is not None:
+            allowance_tokens = tier.included_tokens or 0
+            quantity = Decimal(max(0, usage_tokens - allowance_tokens))
+            amount = quantity / MTOK * (terms.unit_price_usd or Decimal(0))
+        cents = amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+        rows.append(
+            {
+                "tenant_id": tenant.id,
+                "period": rec["period"],
+                "period_start": rec["period_start"],
+                "period_end": rec["period_end"],
+                "tier": tenant.tier,
+                "stripe_customer_id": tenant.stripe_customer_id,
+                "rate_source": source,
+                "overage_unit": terms.unit if terms is not None else None,
+                "included_usage_usd": tier.included_usage_usd,
+                "included_tokens": tier.included_tokens,
+                "usage_usd": float(usage_usd),
+                "usage_tokens": usage_tokens,
+                "overage_quantity": float(quantity),
+                "markup": terms.markup if terms is not None else None,
+                "unit_price_usd": terms.unit_price_usd if terms is not None else None,
+                "amount_usd": float(cents),
+                "amount_cents": int(cents * 100),
+                "computed_at": computed_at,
+            }
+        )
+    return OVERAGE_CHARGES.conform(pd.DataFrame(rows))
+
+
+def period_tokens(
+    warehouse: Warehouse,
+    *,
+    bounds: dict[str, tuple[datetime, datetime]],
+    as_of: datetime,
+) -> pd.DataFrame:
+    """Input + output tokens per tenant of interactions in [start, min(end, as_of)) per tenant."""
+    first = min(b[0] for b in bounds.values())
+    last = min(max(b[1] for b in bounds.values()), as_of)
+    days = pd.date_range(first.date(), last.date(), freq="D").date.tolist()
+    cols = ["occurred_at", "tenant_id", "input_tokens", "output_tokens"]
+    df = warehouse.read(
+        PRICED_INTERACTIONS, days=days, where={"tenant_id": list(bounds)}, columns=cols
+    )
+    start = pd.to_datetime(df["tenant_id"].map({t: b[0] for t, b in bounds.items()}), utc=True)
+    end = pd.to_datetime(
+        df["tenant_id"].map({t: min(b[1], as_of) for t, b in bounds.items()}), utc=True
+    )
+    df = df[(df["occurred_at"] >= start) & (df["occurred_at"] < end)]
+    total = (df["input_tokens"] + df["output_tokens"]).groupby(df["tenant_id"]).sum()
+    return total.rename("usage_tokens").reset_index()
+
+
+def periods_for_day(config: CostConfig, day: date) -> dict[str, list[str]]:
+    """Period key -> tenant ids whose local billing period overlaps UTC day `day`."""
+    out: dict[str, list[str]] = {}
+    for tenant in config.tenants:
+        for period in periods_overlapping_day(day, tenant.timezone):
+            out.setdefault(period.key, []).append(tenant.id)
+    return out
+
+
+def period_usage(
+    warehouse: Warehouse,
+    config: CostConfig,
+    *,
+    period_key: str,
+    tenant_ids: Sequence[str],
+    as_of: datetime,
+) -> pd.DataFrame:
+    """Usage (`USAGE_COLUMNS`) of each tenant in its local period `period_key`, up to `as_of`."""
+    spend = period_spend(
+        warehouse, config, as_of=as_of, tenant_ids=tenant_ids, period_key=period_key
+    )
+    first = date.fromisoformat(f"{period_key}-01")
+    bounds = {t: period_of(first, config.tenants_by_id[t].timezone) for t in tenant_ids}
+    spend["period_start"] = spend["tenant_id"].map({t: p.start for t, p in bounds.items()})
+    spend["period_end"] = spend["tenant_id"].map({t: p.end for t, p in bounds.items()})
+    spend["usage_usd"] = spend["spend_usd"]
+    token_tenants = [t for t in tenant_ids if _bills_tokens(config, t)]
+    spend["usage_tokens"] = 0
+    if token_tenants:
+        # Token tiers need exact local-month bounds; read them only when some tier bills tokens.
+        tokens = period_tokens(
+            warehouse,
+            bounds={t: (bounds[t].start, bounds[t].end) for t in token_tenants},
+            as_of=as_of,
+        )
+        per_tenant = dict(zip(tokens["tenant_id"], tokens["usage_tokens"], strict=True))
+        spend["usage_tokens"] = spend["tenant_id"].map(per_tenant).fillna(0).astype("int64")
+    return spend[USAGE_COLUMNS]
+
+
+def _bills_tokens(config: CostConfig, tenant_id: str) -> bool:
+    terms, _ = overage_terms(config, tenant_id)
+    return terms is not None and terms.unit == "tokens"
+
+
+def overage_for_day(
+    warehouse: Warehouse, config: CostConfig, *, day: date, now: datetime | None = None
+) -> pd.DataFrame:
+    """Whole-period overage of every (tenant, period) that UTC day `day` touches, as of `now`.
+
+    Re-running any day of a period recomputes that period in full from the warehouse, so a
+    late re-run of an early day never replaces a later figure with an older one.
+    """
+    now = now or datetime.now(UTC)
+    frames = [
+        period_usage(warehouse, config, period_key=key, tenant_ids=ids, as_of=now)
+        for key, ids in sorted(periods_for_day(config, day).items())
+    ]
+    usage = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=USAGE_COLUMNS)
+    return compute_overage(usage, config, computed_at=now)
+
+
+TENANT_UNIT_ECONOMICS = schemas.register(
+    TableSchema(
+        name="tenant_unit_economics",
+        columns=(
+            col("tenant_id", "str", nullable=False),
+            col("period", "str", nullable=False),
+            col("tier", "str", nullable=False),
+            money("tier_price_usd"),
+            money("overage_usd"),
+            money("revenue_usd"),
+            money("cost_usd", signed=True),
+            money("gross_margin_usd", signed=True),
+            col("margin_pct", "float"),
+            col("computed_at", "datetime", nullable=False),
+        ),
+        partition_column=None,
+        unique=("tenant_id", "period"),
+        indexes=(("period",),),
+        doc="Per tenant and local month: revenue (tier price + overage) vs whole cost, margin.",
+    )
+)
+
+
+def unit_economics(charges: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
+    """Revenue (tier price + billed overage) against the tenant's whole cost in each period.
+
+    The cost is `overage_charges.usage_usd`: the period's whole cost (`period_spend`, i.e.
+    priced LLM calls plus the cloud and Kubernetes rows of `daily_cost_summary`). `margin_pct`
+    is null when there is no revenue (a Free tenant's margin is simply its negative cost).
+    """
+    if charges.empty:
+        return TENANT_UNIT_ECONOMICS.empty_frame()
+    price = charges["tier"].map({k: float(t.monthly_price_usd) for k, t in config.tiers.items()})
+    revenue = (price + charges["amount_usd"]).round(2)
+    margin = (revenue - charges["usage_usd"]).round(9)
+    out = pd.DataFrame(
+        {
+            "tenant_id": charges["tenant_id"],
+            "period": charges["period"],
+            "tier": charges["tier"],
+            "tier_price_usd": price,
+            "overage_usd": charges["amount_usd"],
+            "revenue_usd": revenue,
+            "cost_usd": charges["usage_usd"],
+            "gross_margin_usd": margin,
+            "margin_pct": (margin / revenue.where(revenue > 0) * 100).round(2),
+            "computed_at": charges["computed_at"],
+        }
+    )
+    return TENANT_UNIT_ECONOMICS.conform(out)

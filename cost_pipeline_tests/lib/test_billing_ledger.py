@@ -1,0 +1,264 @@
+"""Protects exactly-once overage billing: ledger + real StripeClient vs the fake under faults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cost_pipeline.lib import billing_ledger as bl
+from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.resources.stripe_billing import StripeBillingResource
+from cost_pipeline_tests.fakes.stripe import FakeStripe, running
+
+NOW = datetime(2026, 9, 20, 12, 0, tzinfo=UTC)
+SEPT_END = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStripe]:
+    with running(hang_seconds=0.5) as server:
+        server.clock = lambda: NOW.timestamp() + 60
+        yield server
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Iterator[Warehouse]:
+    warehouse = Warehouse(f"sqlite:///{tmp_path}/w.db")
+    yield warehouse
+    warehouse.dispose()
+
+
+def stripe_resource(fake: FakeStripe, **overrides: object) -> StripeBillingResource:
+    settings: dict[str, object] = {
+        "api_key": "sk_test_x",
+        "api_base": fake.url,
+        "max_network_retries": 3,
+        "backoff_seconds": 0.01,
+        "timeout_seconds": 0.25,
+    }
+    settings.update(overrides)
+    return StripeBillingResource(**settings)  # type: ignore[arg-type]
+
+
+def charges(amounts: dict[str, int], period: str = "2026-09") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "tenant_id": list(amounts),
+            "period": period,
+            "stripe_customer_id": [f"cus_{t}" for t in amounts],
+            "period_end": pd.Timestamp(SEPT_END),
+            "amount_cents": list(amounts.values()),
+        }
+    )
+
+
+def at(fake: FakeStripe, when: datetime) -> datetime:
+    """Move the fake's clock with the run's `now` (Stripe rejects events from its future)."""
+    fake.clock = lambda: when.timestamp()
+    return when
+
+
+def ledger_of(wh: Warehouse) -> pd.DataFrame:
+    return bl.read_ledger(wh).sort_values("identifier").reset_index(drop=True)
+
+
+def test_five_repeated_runs_send_one_event_per_unit_of_overage(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
+    sender = stripe_resource(fake).sender()
+    want = {"acme": 12_345, "beacon": 99, "cedar": 0}
+    for _ in range(5):
+        bl.report_overage(wh, charges(want), sender, now=NOW)
+    assert len(fake.live_events()) == 2
+    assert fake.meter_event_posts() == 2
+    assert fake.totals_by_customer() == {"cus_acme": 12_345, "cus_beacon": 99}
+    ledger = ledger_of(wh)
+    assert list(ledger["status"]) == ["sent", "sent"]
+    assert list(ledger["identifier"]) == ["cp-acme-2026-09-00001", "cp-beacon-2026-09-00001"]
+    # Stripe dates the usage inside the period, within its window.
+    assert {e["timestamp"] for e in fake.live_events()} == {int(NOW.timestamp())}
+
+
+def test_500_after_recording_then_retry_is_one_event(wh: Warehouse, fake: FakeStripe) -> None:
+    sender = stripe_resource(fake).sender()
+    fake.fail_next("500_after_record")
+    first = bl.report_overage(wh, charges({"acme": 500}), sender, now=NOW)
+    assert first.unconfirmed == 1
+    assert ledger_of(wh)["status"].tolist() == ["intended"]
+    bl.report_overage(wh, charges({"acme": 500}), sender, now=NOW)  # replayed 500: still open
+    fake.forget_idempotency_keys()  # a day later the identifier alone dedups
+    bl.report_overage(wh, charges({"acme": 500}), sender, now=at(fake, NOW + timedelta(hours=25)))
+    assert fake.totals_by_customer() == {"cus_acme": 500}
+    assert len(fake.state.events) == 1
+    assert ledger_of(wh)["status"].tolist() == ["sent"]
+
+
+class CrashAfterSend:
+    """Wraps a real sender and dies after Stripe answered, before the ledger is written."""
+
+    def __init__(self, inner: bl.MeterEventSender) -> None:
+        self.inner = inner
+        self.live = inner.live
+        self.event_name = inner.event_name
+
+    def send_meter_event(self, **kwargs: object) -> bl.SendOutcome:
+        self.inner.send_meter_event(**kwargs)  # type: ignore[arg-type]
+        raise SystemExit("crash between send and ledger write")
+
+    def cancel_meter_event(self, **kwargs: object) -> bl.SendOutcome:
+        return self.inner.cancel_meter_event(**kwargs)  # type: ignore[arg-type]
+
+
+def test_crash_between_send_and_ledger_write_then_rerun_is_one_event(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
+    sender = stripe_resource(fake).sender()
+    with pytest.raises(SystemExit):
+        bl.report_overage(wh, charges({"acme": 700}), CrashAfterSend(sender), now=NOW)
+    assert ledger_of(wh)["status"].tolist() == ["intended"]
+    assert len(fake.state.events) == 1
+    bl.report_overage(wh, charges({"acme": 700}), sender, now=at(fake, NOW + timedelta(minutes=5)))
+    assert fake.totals_by_customer() == {"cus_acme": 700}
+    assert len(fake.state.events) == 1
+    ledger = ledger_of(wh)
+    assert ledger["status"].tolist() == ["sent"]
+    assert fake.state.requests[-1]["key"] == ledger["identifier"].iloc[0]
+
+
+@pytest.mark.parametrize("fault", ["429", "hang"])
+def test_rate_limits_and_timeouts_are_retried(wh: Warehouse, fake: FakeStripe, fault: str) -> None:
+    fake.fail_next(fault, times=2)
+    summary = bl.report_overage(wh, charges({"acme": 42}), stripe_resource(fake).sender(), now=NOW)
+    assert summary.sent == 1
+    assert fake.totals_by_customer() == {"cus_acme": 42}
+    assert fake.meter_event_posts() == 3
+
+
+def test_restatement_up_adds_exactly_the_difference(wh: Warehouse, fake: FakeStripe) -> None:
+    sender = stripe_resource(fake).sender()
+    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
+    bl.report_overage(wh, charges({"acme": 1_250}), sender, now=at(fake, NOW + timedelta(hours=2)))
+    values = sorted(int(e["payload"]["value"]) for e in fake.live_events())
+    assert values == [250, 1_000]
+    assert fake.totals_by_customer() == {"cus_acme": 1_250}
+
+
+def test_restatement_down_inside_24h_cancels_and_tops_up(wh: Warehouse, fake: FakeStripe) -> None:
+    sender = stripe_resource(fake).sender()
+    bl.report_overage(wh, charges({"acme": 600}), sender, now=NOW)
+    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=at(fake, NOW + timedelta(hours=1)))
+    two_hours = at(fake, NOW + timedelta(hours=2))
+    summary = bl.report_overage(wh, charges({"acme": 700}), sender, now=two_hours)
+    assert summary.cancelled == 1
+    assert fake.totals_by_customer() == {"cus_acme": 700}
+    assert all(int(e["payload"]["value"]) > 0 for e in fake.state.events.values())
+    assert ledger_of(wh)["status"].tolist() == ["sent", "cancelled", "sent"]
+    assert summary.new_pending_credits.empty
+
+
+def test_restatement_down_after_24h_sends_nothing_negative_and_records_credit(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
+    sender = stripe_resource(fake).sender()
+    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
+    later = at(fake, NOW + timedelta(days=2))
+    posts = fake.meter_event_posts()
+    summary = bl.report_overage(wh, charges({"acme": 800}), sender, now=later)
+    assert fake.meter_event_posts() == posts
+    assert fake.totals_by_customer() == {"cus_acme": 1_000}
+    [credit] = summary.new_pending_credits.to_dict("records")
+    assert (credit["kind"], credit["status"], credit["value_cents"]) == (
+        "pending_credit",
+        "pending_credit",
+        200,
+    )
+    # Re-running changes nothing; a deeper cut replaces the credit; a rise consumes it first.
+    again = bl.report_overage(wh, charges({"acme": 800}), sender, now=later)
+    assert again.new_pending_credits.empty
+    deeper = bl.report_overage(wh, charges({"acme": 700}), sender, now=later)
+    assert deeper.new_pending_credits["value_cents"].tolist() == [300]
+    bl.report_overage(wh, charges({"acme": 1_100}), sender, now=later)
+    assert fake.totals_by_customer() == {"cus_acme": 1_100}
+    ledger = ledger_of(wh)
+    assert ledger[ledger["kind"].eq("pending_credit")]["status"].tolist() == [
+        "credit_superseded",
+        "credit_superseded",
+    ]
+
+
+def test_resolved_credit_counts_against_reported_and_reconciles(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
+    sender = stripe_resource(fake).sender()
+    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
+    later = at(fake, NOW + timedelta(days=2))
+    summary = bl.report_overage(wh, charges({"acme": 900}), sender, now=later)
+    recon = bl.reconcile_period(ledger_of(wh), charges({"acme": 900}), "2026-09", "live")
+    assert not recon["ok"].all()
+    assert recon["pending_credit_cents"].tolist() == [100]
+    bl.resolve_pending_credit(wh, summary.new_pending_credits["identifier"].iloc[0], now=later)
+    recon = bl.reconcile_period(ledger_of(wh), charges({"acme": 900}), "2026-09", "live")
+    assert recon["ok"].all()
+    assert recon["reported_cents"].tolist() == [900]
+    bl.report_overage(wh, charges({"acme": 900}), sender, now=later)
+    assert fake.totals_by_customer() == {"cus_acme": 1_000}  # nothing more sent
+
+
+def test_reconciliation_flags_unconfirmed_and_mismatched(wh: Warehouse, fake: FakeStripe) -> None:
+    fake.reject_customer("cus_beacon")
+    bl.report_overage(
+        wh, charges({"acme": 300, "beacon": 50}), stripe_resource(fake).sender(), now=NOW
+    )
+    recon = bl.reconcile_period(
+        ledger_of(wh), charges({"acme": 301, "beacon": 50}), "2026-09", "live"
+    )
+    by_tenant = recon.set_index("tenant_id")
+    assert by_tenant.loc["acme", "difference_cents"] == -1
+    assert by_tenant.loc["beacon", "unconfirmed_cents"] == 50
+    assert not by_tenant["ok"].any()
+
+
+def test_dry_run_records_what_would_be_sent(wh: Warehouse, fake: FakeStripe) -> None:
+    sender = stripe_resource(fake, api_key="").sender()
+    for _ in range(3):
+        summary = bl.report_overage(wh, charges({"acme": 321}), sender, now=NOW)
+    assert fake.state.requests == []
+    ledger = ledger_of(wh)
+    assert ledger[["status", "mode", "value_cents"]].values.tolist() == [
+        ["dry_run", "dry_run", 321]
+    ]
+    assert summary.dry_run == 0  # nothing new on the third run
+    recon = bl.reconcile_period(ledger, charges({"acme": 321}), "2026-09", "dry_run")
+    assert recon["ok"].all()
+
+
+def test_closed_periods_are_not_billed_again(wh: Warehouse, fake: FakeStripe) -> None:
+    sender = stripe_resource(fake).sender()
+    bl.report_overage(wh, charges({"acme": 100}), sender, now=NOW)
+    recon = bl.reconcile_period(ledger_of(wh), charges({"acme": 100}), "2026-09", "live")
+    bl.close_period(wh, recon, now=NOW)
+    bl.report_overage(wh, charges({"acme": 150}), sender, now=NOW)
+    assert fake.totals_by_customer() == {"cus_acme": 100}
+
+
+@pytest.mark.parametrize(
+    ("period_end", "expected"),
+    [
+        (datetime(2026, 10, 1, tzinfo=UTC), NOW),
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 8, 31, 23, 59, 59, tzinfo=UTC)),
+        (datetime(2026, 8, 1, tzinfo=UTC), None),
+    ],
+)
+def test_event_timestamp_stays_in_period_and_stripe_window(
+    period_end: datetime, expected: datetime | None
+) -> None:
+    assert bl.event_timestamp(period_end, NOW) == expected
+
+
+def test_identifier_is_stable_and_short() -> None:
+    assert bl.make_identifier("acme", "2026-09", 3) == "cp-acme-2026-09-00003"
+    assert len(bl.make_identifier("x" * 200, "2026-09", 3)) <= 100
