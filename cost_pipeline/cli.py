@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 
 
@@ -64,38 +65,87 @@ def _demo_extras() -> list:
     return writers
 
 
-def materialize_days(days: Sequence[date], *, instance=None) -> None:
-    """Run the ingest job, then the daily job for each day, printing one progress line per day."""
-    import dagster as dg
+# Keep the console to one progress line per run; the full logs are in the instance (the UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
+
+def _run(job, *, instance, label: str, run_config: dict | None = None, **kwargs) -> bool:
+    """Execute a job in process, quietly; print one line with its outcome and duration."""
+    started = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={**QUIET, **(run_config or {})},
+        **kwargs,
+    )
+    status = "ok" if result.success else "FAILED"
+    print(f"{label} {status} ({time.perf_counter() - started:.1f} s)", flush=True)
+    return result.success
+
+
+def materialize_days(days: Sequence[date], *, instance=None) -> None:
+    """Ingest, then the daily job per day, the monthly jobs, then one tick of the action sensors.
+
+    The sensors are evaluated here exactly as the daemon would evaluate them, and the runs they
+    request (Slack alerts, the Stripe billing run) are executed in process — so the demo shows
+    the outbox and the billing ledger without a daemon running.
+    """
     from cost_pipeline.definitions import defs
 
     instance = instance or dg.DagsterInstance.get()
     started = time.perf_counter()
-    result = defs.get_job_def("ingest_job").execute_in_process(instance=instance)
-    status = "ok" if result.success else "FAILED"
-    print(f"ingest_job: {status} ({time.perf_counter() - started:.1f} s)", flush=True)
-    if not result.success:
+    if not _run(defs.resolve_job_def("ingest_job"), instance=instance, label="ingest_job"):
         raise SystemExit(1)
-    job = defs.get_job_def("daily_cost_job")
-    failed = []
-    for i, day in enumerate(days, start=1):
-        t0 = time.perf_counter()
-        run = job.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, raise_on_error=False
+    job = defs.resolve_job_def("daily_cost_job")
+    failed = [
+        day
+        for i, day in enumerate(days, start=1)
+        if not _run(
+            job,
+            instance=instance,
+            partition_key=day.isoformat(),
+            label=f"[{i:>3}/{len(days)}] {day} daily_cost_job",
         )
-        status = "ok" if run.success else "FAILED"
-        if not run.success:
-            failed.append(day)
-        print(
-            f"[{i:>3}/{len(days)}] {day} daily_cost_job {status} "
-            f"({time.perf_counter() - t0:.1f} s)",
-            flush=True,
+    ]
+    months = sorted({d.strftime("%Y-%m-01") for d in days})
+    for month in months:
+        _run(
+            defs.resolve_job_def("focus_export_job"),
+            instance=instance,
+            partition_key=month,
+            label=f"{month[:7]} focus_export_job",
         )
+    run_action_sensors(defs, instance)
     print(f"materialized {len(days)} day(s) in {time.perf_counter() - started:.0f} s")
     if failed:
         print(f"FAILED days: {', '.join(map(str, failed))}", file=sys.stderr)
         raise SystemExit(1)
+
+
+ACTION_SENSORS = ("budget_alert_sensor", "anomaly_alert_sensor", "billing_run_sensor")
+
+
+def run_action_sensors(defs, instance) -> None:
+    """One evaluation of the alert and billing sensors, and the runs they request."""
+    for name in ACTION_SENSORS:
+        sensor = defs.get_sensor_def(name)
+        with dg.build_sensor_context(
+            instance=instance, resources=defs.resources, sensor_name=name
+        ) as context:
+            result = sensor.evaluate_tick(context)
+        if not result.run_requests:
+            print(f"{name}: {result.skip_message or 'nothing to do'}")
+            continue
+        job = defs.resolve_job_def(sensor.job_name)
+        for request in result.run_requests:
+            _run(
+                job,
+                instance=instance,
+                label=f"{name} -> {job.name}",
+                run_config=request.run_config or {},
+                tags=request.tags,
+                partition_key=request.partition_key,
+            )
 
 
 def print_summary(days: Sequence[date]) -> None:

@@ -339,7 +339,9 @@ def _records(schema: TableSchema, frame: pd.DataFrame) -> list[dict[str, Any]]:
     obj = frame.astype(object).where(frame.notna(), None)
     for c in schema.columns:
         if c.kind == "datetime":
-            obj[c.name] = [None if v is None else v.to_pydatetime() for v in obj[c.name]]
+            values = [None if pd.isna(v) else v.to_pydatetime() for v in obj[c.name]]
+            # An object Series, or pandas would turn the None back into NaT.
+            obj[c.name] = pd.Series(values, index=obj.index, dtype=object)
     return obj.to_dict("records")
 
 

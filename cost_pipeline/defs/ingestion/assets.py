@@ -1,13 +1,13 @@
 """`llm_interactions`: the incremental, idempotent ingester of the app's interaction log."""
 
-from __future__ import annotations
-
-import json
+# No `from __future__ import annotations`: Dagster reads the `context` annotations at
+# definition time and rejects them as strings.
 from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.defs.ingestion.sensors import NEW_ROWS_BY_DAY
 from cost_pipeline.lib.interaction_log import file_digest, iter_log_file
 from cost_pipeline.lib.providers import known_providers
 from cost_pipeline.lib.schemas import INGESTED_FILES, LLM_INTERACTIONS, QUARANTINE
@@ -15,7 +15,6 @@ from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
 SOURCE = "llm_interactions"
-NEW_ROWS_BY_DAY = "new_rows_by_day"
 
 
 @dg.asset(
@@ -122,12 +121,3 @@ def no_quarantined_interactions(context: dg.AssetCheckExecutionContext) -> dg.As
         ),
         metadata={"rows_quarantined": quarantined, "rows_loaded": loaded},
     )
-
-
-def new_rows_by_day(metadata: dict) -> dict[str, int]:
-    """The days an ingestion added rows to (from its materialization metadata)."""
-    value = metadata.get(NEW_ROWS_BY_DAY)
-    data = value.value if value is not None and hasattr(value, "value") else value
-    if isinstance(data, str):
-        data = json.loads(data)
-    return {str(k): int(v) for k, v in (data or {}).items()}

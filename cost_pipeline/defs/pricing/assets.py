@@ -1,18 +1,16 @@
 """`model_prices` (the rate card) and `priced_interactions` (every logged call, priced)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the `context` annotations at
+# definition time and rejects them as strings.
 import dagster as dg
 import pandas as pd
 
 from cost_pipeline.defs.ingestion.assets import llm_interactions
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
-from cost_pipeline.lib.pricing import PricingEngine, build_rate_card
+from cost_pipeline.lib.pricing import PRICED, PricingEngine
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.schemas import LLM_INTERACTIONS, MODEL_PRICES, PRICED_INTERACTIONS
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
-
-UNKNOWN = "unknown_model"
 
 
 @dg.asset(
@@ -23,7 +21,7 @@ UNKNOWN = "unknown_model"
 def model_prices(
     warehouse: WarehouseResource, cost_config: CostConfigResource
 ) -> dg.MaterializeResult:
-    card = build_rate_card(cost_config.get().price_overrides)
+    card = PricingEngine(overrides=cost_config.get().price_overrides).rate_card()
     rows = warehouse.get().replace_table(MODEL_PRICES, card)
     versions = sorted(card["price_version"].unique())
     by_source = card.groupby(["provider", "source"]).size().rename("rows").reset_index()
@@ -64,11 +62,14 @@ def priced_interactions(
             priced = engine.price(chunk)
             stats["rows"] += len(priced)
             stats["cost"] += float(priced["cost_usd"].sum())
-            is_unknown = priced["pricing_status"] == UNKNOWN
+            is_unknown = priced["pricing_status"] != PRICED
             stats["unknown"] += int(is_unknown.sum())
             if is_unknown.any():
                 unknown.append(
-                    priced.loc[is_unknown].groupby(["provider", "model"]).size().rename("calls")
+                    priced.loc[is_unknown]
+                    .groupby(["provider", "model", "pricing_status"])
+                    .size()
+                    .rename("calls")
                 )
             by_tenant.append(priced.groupby("tenant_id")["cost_usd"].sum())
             yield priced
@@ -80,14 +81,14 @@ def priced_interactions(
         else pd.DataFrame(columns=["tenant_id", "cost_usd"])
     )
     unknown_models = (
-        pd.concat(unknown).groupby(level=[0, 1]).sum().reset_index() if unknown else None
+        pd.concat(unknown).groupby(level=[0, 1, 2]).sum().reset_index() if unknown else None
     )
     context.log.info(f"{day}: priced {stats['rows']:,} calls, ${stats['cost']:,.2f}")
     return dg.MaterializeResult(
         metadata={
             "rows": stats["rows"],
             "total_cost_usd": round(stats["cost"], 6),
-            "unknown_model_calls": stats["unknown"],
+            "unpriced_calls": stats["unknown"],
             "price_version": engine.price_version,
             "top_tenants": dg.MetadataValue.md(markdown_table(top)),
             **(
@@ -109,10 +110,11 @@ def no_unknown_models(
 ) -> dg.AssetCheckResult:
     day = partition_day(context)
     unknown = warehouse.get().query(
-        "SELECT provider, model, COUNT(*) AS calls, SUM(input_tokens + output_tokens) AS tokens "
-        "FROM priced_interactions WHERE day = :day AND pricing_status = :status "
-        "GROUP BY provider, model ORDER BY calls DESC",
-        {"day": day, "status": UNKNOWN},
+        "SELECT provider, model, pricing_status, COUNT(*) AS calls, "
+        "SUM(input_tokens + output_tokens) AS tokens FROM priced_interactions "
+        "WHERE day = :day AND pricing_status <> :priced "
+        "GROUP BY provider, model, pricing_status ORDER BY calls DESC",
+        {"day": day, "priced": PRICED},
     )
     calls = int(unknown["calls"].sum()) if len(unknown) else 0
     return dg.AssetCheckResult(
@@ -125,7 +127,7 @@ def no_unknown_models(
             else f"every call on {day} priced"
         ),
         metadata={
-            "unknown_model_calls": calls,
+            "unpriced_calls": calls,
             "unknown_models": dg.MetadataValue.md(markdown_table(unknown)),
         },
     )

@@ -1,13 +1,22 @@
 """`daily_cost_summary`: the day's whole cost per tenant, category, provider, model and agent."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the `context` annotations at
+# definition time and rejects them as strings.
 import dagster as dg
 
+from cost_pipeline.defs.infrastructure.assets import infra_cost_allocation
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.defs.pricing.assets import priced_interactions
+from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
+from cost_pipeline.lib.allocation import infra_summary_rows
+from cost_pipeline.lib.reconciliation import APP_LOG_TOTALS_SQL, unattributed_summary_rows
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
+from cost_pipeline.lib.schemas import (
+    DAILY_COST_SUMMARY,
+    INFRA_COST_ALLOCATION,
+    PRICED_INTERACTIONS,
+    PROVIDER_USAGE_PRICED,
+)
 from cost_pipeline.lib.summary import (
     LLM_SUMMARY_SQL,
     assemble_summary,
@@ -21,11 +30,12 @@ from cost_pipeline.resources.warehouse import WarehouseResource
     group_name="summaries",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
-    deps=[priced_interactions],
+    deps=[priced_interactions, provider_usage_priced, infra_cost_allocation],
     description=(
         "Per day × tenant × category (llm, unattributed, cloud, k8s) × provider × model or "
-        "service × agent: requests, tokens, cost. `unpriced_requests` flags rows whose cost "
-        "is incomplete because a model has no price."
+        "service × agent: requests, tokens, cost. `unattributed` rows top the app log up to "
+        "what the provider's usage API reports; `unpriced_requests` flags rows whose cost is "
+        "incomplete because a model has no price."
     ),
 )
 def daily_cost_summary(
@@ -33,9 +43,14 @@ def daily_cost_summary(
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     wh = warehouse.get()
-    wh.ensure_tables([PRICED_INTERACTIONS])
+    wh.ensure_tables([PRICED_INTERACTIONS, PROVIDER_USAGE_PRICED, INFRA_COST_ALLOCATION])
     llm = llm_summary_rows(wh.query(LLM_SUMMARY_SQL, {"day": day}))
-    summary = assemble_summary([llm])
+    # Provider usage the app log does not explain, so the LLM total equals the provider truth.
+    unattributed = unattributed_summary_rows(
+        wh.query(APP_LOG_TOTALS_SQL, {"day": day}), wh.read(PROVIDER_USAGE_PRICED, days=[day])
+    )
+    infra = infra_summary_rows(wh.read(INFRA_COST_ALLOCATION, days=[day]))
+    summary = assemble_summary([llm, unattributed, infra])
     rows = wh.replace_partition(DAILY_COST_SUMMARY, day, summary)
     by_category = summary.groupby("cost_category")["cost_usd"].sum()
     return dg.MaterializeResult(

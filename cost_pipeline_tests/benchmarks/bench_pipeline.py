@@ -1,0 +1,128 @@
+"""Benchmark: wall time and peak memory to ingest, price and summarize one demo day.
+
+    python -m cost_pipeline_tests.benchmarks.bench_pipeline --events 1000000
+
+Each engine runs in its own child process, so its peak RSS is its own. The day's JSON Lines file is
+generated once (not timed). PostgreSQL uses a throw-away database on
+COST_PIPELINE_TEST_POSTGRES_URL (default: the local server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+import sqlalchemy as sa
+
+DAY = date(2026, 10, 6)
+ADMIN_URL = os.environ.get(
+    "COST_PIPELINE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def generate(out: Path, events: int) -> Path:
+    from cost_pipeline.demo.generator import DemoCompany
+    from cost_pipeline.lib.config import load_config
+
+    log_dir = out / "interactions"
+    if not any(log_dir.glob("*")):
+        DemoCompany(load_config(), seed=11).write_log(
+            log_dir, start=DAY, days=1, events_per_day=events, fmt="jsonl", late_fraction=0.0
+        )
+    return log_dir
+
+
+def child(url: str, log_dir: str) -> None:
+    """Run the three assets for DAY on `url` and print timings and peak RSS as JSON."""
+    import dagster as dg
+
+    from cost_pipeline.defs.ingestion.assets import llm_interactions
+    from cost_pipeline.defs.pricing.assets import priced_interactions
+    from cost_pipeline.defs.summaries.assets import daily_cost_summary
+    from cost_pipeline.resources.landing import LandingFolderResource
+    from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+
+    resources = {
+        "warehouse": WarehouseResource(url=url),
+        "cost_config": CostConfigResource(),
+        "interaction_log": LandingFolderResource(path=log_dir),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    timings = {}
+    for name, asset, partition in (
+        ("ingest", llm_interactions, None),
+        ("price", priced_interactions, DAY.isoformat()),
+        ("summarize", daily_cost_summary, DAY.isoformat()),
+    ):
+        started = time.perf_counter()
+        result = dg.materialize(
+            [asset], resources=resources, instance=instance, partition_key=partition
+        )
+        assert result.success, name
+        timings[name] = round(time.perf_counter() - started, 2)
+    timings["total"] = round(sum(timings.values()), 2)
+    timings["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(timings))
+
+
+def run_engine(engine: str, log_dir: Path, work: Path) -> dict:
+    admin = None
+    if engine == "sqlite":
+        url = f"sqlite:///{work / f'bench-{uuid.uuid4().hex[:6]}.db'}"
+    else:
+        name = f"cost_pipeline_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(False)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", __name__, "--child", url, str(log_dir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument("--child", nargs=2, metavar=("URL", "LOG_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory(prefix="cost-bench-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        log_dir = generate(work, args.events)
+        size = sum(p.stat().st_size for p in log_dir.glob("*")) / 1e6
+        print(
+            f"generated {args.events:,} events ({size:,.0f} MB JSON Lines) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        header = ("engine", "ingest s", "price s", "summ. s", "total s", "peak MB")
+        print(f"{header[0]:<10} " + " ".join(f"{h:>9}" for h in header[1:]))
+        for engine in args.engines.split(","):
+            t = run_engine(engine, log_dir, work)
+            cells = " ".join(f"{t[k]:>9}" for k in ("ingest", "price", "summarize", "total"))
+            print(f"{engine:<10} {cells} {t['peak_rss_mb']:>9}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Protects `llm_interactions` and the late-data sensor: idempotent, quarantining, day-precise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cost_pipeline.defs.ingestion.assets import llm_interactions, no_quarantined_interactions
+from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
+from cost_pipeline.defs.partitions import daily_partitions
+from cost_pipeline.defs.summaries.assets import daily_cost_summary
+from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.resources.landing import LandingFolderResource
+from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+
+
+def event(i: int, day: str = "2026-09-02", **changes: object) -> dict:
+    record = {
+        "event_id": f"ev-{day}-{i}",
+        "occurred_at": f"{day}T10:00:{i % 60:02d}Z",
+        "tenant_id": "acme",
+        "agent_id": "support-bot",
+        "provider": "openai",
+        "model": "gpt-4o-mini-2024-07-18",
+        "input_tokens": 1200,
+        "cache_read_tokens": 200,
+        "output_tokens": 300,
+    }
+    record.update(changes)
+    return record
+
+
+def write_jsonl(path: Path, lines: list[object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
+    )
+    return path
+
+
+@pytest.fixture
+def ingest(tmp_path: Path, warehouse_url: str):
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse_url),
+        "cost_config": CostConfigResource(),
+        "interaction_log": LandingFolderResource(path=str(log_dir)),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [llm_interactions, no_quarantined_interactions], resources=resources, instance=instance
+        )
+
+    return log_dir, run, Warehouse(warehouse_url), instance
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    mat = result.asset_materializations_for_node("llm_interactions")[0]
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_same_file_and_duplicate_events_add_nothing(ingest) -> None:
+    log_dir, run, wh, _ = ingest
+    write_jsonl(log_dir / "a.jsonl", [event(i) for i in range(10)])
+    assert metadata(run())["rows_loaded"] == 10
+    assert metadata(run())["files_already_seen"] == 1
+    # A new file repeating 4 known events and adding 2 new ones.
+    write_jsonl(log_dir / "b.jsonl", [event(i) for i in range(6, 12)])
+    meta = metadata(run())
+    assert (meta["rows_loaded"], meta["duplicates_dropped"]) == (2, 4)
+    assert wh.query("SELECT COUNT(*) AS n FROM llm_interactions")["n"].iloc[0] == 12
+
+
+def test_bad_records_are_quarantined_and_good_ones_load(ingest) -> None:
+    log_dir, run, wh, _ = ingest
+    bad = [
+        "{not json",
+        event(100, tenant_id=None),
+        event(101, output_tokens=-5),
+        event(102, occurred_at="yesterday-ish"),
+        event(103, provider="acme-llm"),
+    ]
+    write_jsonl(log_dir / "mixed.jsonl", [event(i) for i in range(20)] + bad)
+    result = run()
+    assert result.success
+    meta = metadata(result)
+    assert (meta["rows_loaded"], meta["rows_quarantined"]) == (20, 5)
+    quarantined = wh.query("SELECT raw, reason FROM quarantine ORDER BY raw")
+    assert len(quarantined) == 5
+    assert "{not json" in set(quarantined["raw"])
+    assert all(quarantined["reason"].str.len() > 10)
+    checks = result.get_asset_check_evaluations()
+    assert [(c.passed, c.severity) for c in checks] == [(False, dg.AssetCheckSeverity.WARN)]
+
+
+def test_unconfigured_source_materializes_empty(tmp_path: Path, sqlite_url: str) -> None:
+    result = dg.materialize(
+        [llm_interactions],
+        resources={
+            "warehouse": WarehouseResource(url=sqlite_url),
+            "cost_config": CostConfigResource(),
+            "interaction_log": LandingFolderResource(path=""),
+        },
+    )
+    assert metadata(result)["source"] == "not configured"
+
+
+def test_late_sensor_requests_each_touched_day_once(ingest) -> None:
+    log_dir, run, _, instance = ingest
+    job = dg.define_asset_job(
+        "daily_cost_job", selection=[daily_cost_summary], partitions_def=daily_partitions
+    )
+    sensor = late_data_sensor_for(job)
+    write_jsonl(log_dir / "a.jsonl", [event(1, "2026-09-02"), event(2, "2026-09-03")])
+    run()
+    first = sensor(dg.build_sensor_context(instance=instance))
+    assert sorted(r.partition_key for r in first.run_requests) == ["2026-09-02", "2026-09-03"]
+    # Same materialization, evaluated again from the new cursor: nothing more.
+    again = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert not again.run_requests
+    # A late event for 09-02 only.
+    write_jsonl(log_dir / "late.jsonl", [event(3, "2026-09-02")])
+    run()
+    late = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert [r.partition_key for r in late.run_requests] == ["2026-09-02"]
+    assert late.run_requests[0].run_key != first.run_requests[0].run_key
