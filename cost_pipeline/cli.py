@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -116,6 +117,17 @@ def materialize_days(days: Sequence[date], *, instance=None) -> None:
             label=f"{month[:7]} focus_export_job",
         )
     run_action_sensors(defs, instance)
+    # Close the months the days cover completely (the last one may still be open).
+    for month in months:
+        first = date.fromisoformat(month)
+        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+        if first in days and last in days and last < max(days):
+            _run(
+                defs.resolve_job_def("billing_close_job"),
+                instance=instance,
+                partition_key=month,
+                label=f"{month[:7]} billing_close_job",
+            )
     print(f"materialized {len(days)} day(s) in {time.perf_counter() - started:.0f} s")
     if failed:
         print(f"FAILED days: {', '.join(map(str, failed))}", file=sys.stderr)
@@ -150,10 +162,12 @@ def run_action_sensors(defs, instance) -> None:
 
 def print_summary(days: Sequence[date]) -> None:
     """Totals by category and the top tenants over the given days, from the warehouse."""
+    import cost_pipeline.definitions  # noqa: F401 - registers every table's schema
     from cost_pipeline import environment
     from cost_pipeline.lib.warehouse import Warehouse, redact_url
 
     wh = Warehouse(environment.default_warehouse_url())
+    wh.ensure_tables()
     params = {"start": min(days), "end": max(days)}
     totals = wh.query(
         "SELECT cost_category, SUM(cost_usd) AS cost_usd, SUM(requests) AS requests "
@@ -167,11 +181,33 @@ def print_summary(days: Sequence[date]) -> None:
         params,
     )
     quarantined = wh.query("SELECT COUNT(*) AS n FROM quarantine")["n"].iloc[0]
+    outbox = wh.query(
+        "SELECT kind, status, COUNT(*) AS alerts FROM alert_outbox GROUP BY kind, status "
+        "ORDER BY kind, status"
+    )
+    meter_events = wh.query(
+        "SELECT mode, status, COUNT(*) AS events, SUM(value_cents) / 100.0 AS usd "
+        "FROM billing_ledger WHERE kind = 'meter_event' GROUP BY mode, status"
+    )
+    margins = wh.query(
+        "SELECT tenant_id, period, tier, revenue_usd, cost_usd, margin_pct "
+        "FROM tenant_unit_economics WHERE period = (SELECT MAX(period) FROM tenant_unit_economics "
+        "WHERE period < (SELECT MAX(period) FROM tenant_unit_economics)) "
+        "ORDER BY margin_pct"
+    )
     with pd.option_context("display.float_format", "{:,.2f}".format, "display.width", 120):
         print(f"\nwarehouse: {redact_url(wh.url)}   days: {params['start']} .. {params['end']}")
         print(f"\ncost by category (USD):\n{totals.to_string(index=False)}")
         print(f"\ntotal: ${totals['cost_usd'].sum():,.2f}   quarantined records: {quarantined}")
         print(f"\ntop tenants (USD):\n{tenants.to_string(index=False)}")
+        print(f"\nSlack alert outbox:\n{outbox.to_string(index=False)}")
+        print(
+            f"\nStripe meter events in the billing ledger:\n{meter_events.to_string(index=False)}"
+        )
+        print(
+            "\nlowest and highest margins of the last complete month:\n"
+            + pd.concat([margins.head(5), margins.tail(5)]).to_string(index=False)
+        )
     wh.dispose()
 
 
@@ -188,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     summ.add_argument("--start", type=date.fromisoformat, required=True)
     summ.add_argument("--end", type=date.fromisoformat, required=True)
     args = parser.parse_args(argv)
+    # Dagster's beta/preview notices are for the code's authors, not for the person running it.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     home = _ensure_dagster_home()
     if args.command == "demo":

@@ -31,11 +31,11 @@ from cost_pipeline.lib.provider_usage import (
     price_provider_usage,
 )
 
-UNLOGGED_SHARE = 0.04
+UNLOGGED_SHARE = 0.03
 UNLOGGED_OPENAI_KEY = "key_batch_summarizer"
 UNLOGGED_ANTHROPIC_KEY = "apikey_batch_summarizer"
 RELABEL = ("gpt-4.1-mini", "gpt-4.1")
-RELABEL_SHARE = 0.3
+RELABEL_SHARE = 0.08
 LONG_CONTEXT_TOKENS = 200_000
 _SUMS = (
     "input_tokens",
@@ -81,14 +81,27 @@ def relabel_pair(models: pd.Series) -> tuple[str, str]:
     return (common[0], common[1]) if len(common) > 1 else RELABEL
 
 
+_DAY_CACHE: dict[tuple[str, date], pd.DataFrame] = {}
+
+
+def _demo_day(config: CostConfig, day: date) -> pd.DataFrame:
+    """The demo app log of `day`, generated once per process (three twins read each day)."""
+    from cost_pipeline.demo.generator import DemoCompany
+
+    key = (config.model_dump_json(), day)
+    if key not in _DAY_CACHE:
+        if len(_DAY_CACHE) >= 4:
+            _DAY_CACHE.pop(next(iter(_DAY_CACHE)))
+        _DAY_CACHE[key] = DemoCompany(config, seed=config.demo.seed).events_for_day(
+            day, config.demo.events_per_day
+        )
+    return _DAY_CACHE[key]
+
+
 def provider_calls(config: CostConfig, day: date, provider: str) -> pd.DataFrame:
     """The calls `provider` really served on `day`: the logged ones (one model relabelled) plus
     the unlogged batch service's, each with the key it used."""
-    from cost_pipeline.demo.generator import DemoCompany
-
-    events = DemoCompany(config, seed=config.demo.seed).events_for_day(
-        day, config.demo.events_per_day
-    )
+    events = _demo_day(config, day)
     calls = events.loc[events["provider"] == provider].reset_index(drop=True)
     rng = np.random.default_rng([config.demo.seed, day.toordinal(), len(provider)])
     calls["model"] = calls["model"].astype(str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -130,3 +131,51 @@ def test_late_sensor_requests_each_touched_day_once(ingest) -> None:
     late = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
     assert [r.partition_key for r in late.run_requests] == ["2026-09-02"]
     assert late.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
+    tmp_path: Path, sqlite_url: str, demo_config
+) -> None:
+    from cost_pipeline.defs.pricing.assets import no_unknown_models, priced_interactions
+    from cost_pipeline.demo.generator import DemoCompany
+
+    log_dir = tmp_path / "log"
+    written = DemoCompany(demo_config, seed=3).write_log(
+        log_dir,
+        start=date(2026, 9, 2),
+        days=1,
+        events_per_day=2000,
+        garbage_fraction=0.01,
+        late_fraction=0.0,
+    )
+    resources = {
+        "warehouse": WarehouseResource(url=sqlite_url),
+        "cost_config": CostConfigResource(),
+        "interaction_log": LandingFolderResource(path=str(log_dir)),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    ingest = dg.materialize(
+        [llm_interactions, no_quarantined_interactions], resources=resources, instance=instance
+    )
+    assert ingest.success
+    garbage = sum(written.garbage_by_kind.values())
+    assert garbage >= 15
+    meta = metadata(ingest)
+    assert meta["rows_quarantined"] == garbage
+    [check] = ingest.get_asset_check_evaluations()
+    assert (check.passed, check.severity) == (False, dg.AssetCheckSeverity.WARN)
+    priced = dg.materialize(
+        [priced_interactions, no_unknown_models],
+        resources=resources,
+        instance=instance,
+        partition_key="2026-09-02",
+    )
+    assert priced.success
+    wh = Warehouse(sqlite_url)
+    counts = wh.query(
+        "SELECT (SELECT COUNT(*) FROM llm_interactions) AS loaded, "
+        "(SELECT COUNT(*) FROM priced_interactions WHERE pricing_status = 'priced') AS priced, "
+        "(SELECT COUNT(*) FROM quarantine WHERE reason <> '') AS with_reason"
+    ).iloc[0]
+    assert counts["loaded"] == meta["rows_loaded"] == counts["priced"]
+    assert counts["with_reason"] == garbage

@@ -64,6 +64,7 @@ def _request(prefix: str, facts: pd.DataFrame, cursor: str | None, what: str) ->
 
 
 @dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
     minimum_interval_seconds=60,
     description="Threshold crossings and forecast breaches in new `budget_status` results.",
@@ -87,6 +88,7 @@ def budget_alert_sensor(
 
 
 @dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
     minimum_interval_seconds=60,
     description="High and critical rows in new `anomaly_scores` materializations.",
@@ -121,6 +123,7 @@ def anomaly_alert_sensor(
 
 
 @dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
     minimum_interval_seconds=60,
     description="Retries alerts whose send failed once their backoff is over.",
@@ -137,6 +140,7 @@ def alert_outbox_sensor(
 
 
 @dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     request_job=alert_delivery_job,
     minimum_interval_seconds=60,
     description="Alerts the default channel when a run of the pipeline fails.",

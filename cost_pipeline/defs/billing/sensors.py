@@ -11,6 +11,7 @@ from cost_pipeline.defs.billing.jobs import billing_run_job
 
 
 @dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     job=billing_run_job,
     minimum_interval_seconds=60,
     description=(
