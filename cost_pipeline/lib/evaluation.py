@@ -1,0 +1,182 @@
+"""Measuring the analytics against labelled data: detector precision/recall, forecast MAPE.
+
+Definitions used by `make eval` (and written here so a reviewer can check them):
+
+- An *alert* is a tenant-day whose rows (total or any driver) of the detector reach
+  `min_severity`. It is a true alert when an incident of that tenant covers the day (start to
+  end, plus `grace_days` after the end while the baseline still remembers it), else a false alarm.
+- An incident is *detected* when at least one true alert falls in its span. Recall and F1 are
+  computed on incidents whose measured size (peak daily cost of the driver during the incident /
+  its median daily cost over the 28 days before) is at least `min_size`; precision on all alerts.
+- False alarms per tenant-quarter = false alarms / (tenant-days scored / 91).
+- Forecast MAPE: mean over tenant-months of |projection - actual month total| / actual, for
+  months with an actual total of at least `min_month_usd`; coverage: share of those months whose
+  actual lies in the 80 % interval.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from cost_pipeline.lib.anomaly import RANK
+
+SUMMARY_KEYS = ["day", "tenant_id", "cost_category", "provider", "model_or_service", "agent_id"]
+
+
+def summarize_events(priced: pd.DataFrame) -> pd.DataFrame:
+    """Priced LLM interactions aggregated into the `daily_cost_summary` shape."""
+    frame = priced.assign(
+        cost_category="llm",
+        model_or_service=priced["model"],
+        requests=1,
+        unpriced_requests=(priced.get("pricing_status", "priced") != "priced").astype(int),
+    )
+    frame["agent_id"] = frame["agent_id"].fillna("(none)")
+    sums = ["requests", "input_tokens", "output_tokens", "cost_usd", "unpriced_requests"]
+    return frame.groupby(SUMMARY_KEYS, as_index=False, dropna=False)[sums].sum()
+
+
+def driver_series(daily: pd.DataFrame, tenant: str, driver: str) -> pd.Series:
+    """Daily cost of one incident driver (`tenant`, `agent:<id>`, `model:<id>`)."""
+    rows = daily[daily["tenant_id"] == tenant]
+    kind, _, name = driver.partition(":")
+    if kind == "agent":
+        rows = rows[rows["agent_id"] == name]
+    elif kind == "model":
+        rows = rows[rows["model_or_service"] == name]
+    return rows.groupby("day")["cost_usd"].sum()
+
+
+def incident_sizes(daily: pd.DataFrame, incidents: list[dict]) -> list[float]:
+    """Measured size of each incident: peak driver cost in its span / usual (28-day median)."""
+    sizes = []
+    for inc in incidents:
+        series = driver_series(daily, inc["tenant_id"], inc["driver"])
+        start, end = inc["start_day"], inc["end_day"]
+        before = [series.get(start - timedelta(days=k), 0.0) for k in range(1, 29)]
+        during = [series.get(start + timedelta(days=k), 0.0) for k in range((end - start).days + 1)]
+        usual = float(np.median(before))
+        sizes.append(max(during) / usual if usual > 0 else float("inf"))
+    return sizes
+
+
+def detector_metrics(
+    alerts: pd.DataFrame,
+    incidents: list[dict],
+    sizes: list[float],
+    *,
+    tenant_days: int,
+    min_size: float = 3.0,
+    grace_days: int = 1,
+) -> dict[str, float]:
+    """Precision, recall, F1 and false alarms per tenant-quarter of one detector's alerts.
+
+    `alerts` has one row per alerting tenant-day (`tenant_id`, `day`); incidents must all lie
+    within the scored days.
+    """
+    spans = pd.DataFrame(
+        {
+            "tenant_id": [i["tenant_id"] for i in incidents],
+            "start": [i["start_day"] for i in incidents],
+            "end": [i["end_day"] + timedelta(days=grace_days) for i in incidents],
+            "size": sizes,
+        }
+    )
+    alerts = alerts[["tenant_id", "day"]].drop_duplicates()
+    joined = alerts.reset_index().merge(spans.reset_index(names="inc"), on="tenant_id")
+    hit = joined[(joined["day"] >= joined["start"]) & (joined["day"] <= joined["end"])]
+    true_alerts = hit["index"].nunique()
+    false_alarms = len(alerts) - true_alerts
+    big = spans["size"] >= min_size
+    detected = spans.index.isin(hit["inc"].unique())
+    first_day = hit[hit["day"] == hit["start"]]["inc"].unique()
+    recall = float(detected[big].mean()) if big.any() else float("nan")
+    precision = true_alerts / len(alerts) if len(alerts) else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {
+        "alerts": len(alerts),
+        "incidents": int(big.sum()),
+        "detected": int(detected[big].sum()),
+        "detected_first_day": int(np.isin(spans.index[big], first_day).sum()),
+        "recall_all_sizes": float(detected.mean()) if len(spans) else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_alarms": false_alarms,
+        "tenant_quarters": tenant_days / 91,
+        "false_alarms_per_tenant_quarter": false_alarms / max(tenant_days / 91, 1e-9),
+    }
+
+
+def alerts_of(scores: pd.DataFrame, detector: str, min_severity: str = "high") -> pd.DataFrame:
+    """Alerting tenant-days of one detector view of `anomaly_scores` rows.
+
+    `total`: the tenant-total row (robust); `drivers`: agent/model rows; `multivariate`: tenant
+    rows raised by the multivariate view (its own flag level); `combined`: any row.
+    """
+    level = scores["severity"].map(RANK)
+    if detector == "total":
+        rows = scores[(scores["driver"] == "tenant") & scores["detector"].str.contains("robust")]
+    elif detector == "drivers":
+        rows = scores[scores["driver"] != "tenant"]
+    elif detector == "multivariate":
+        rows = scores[scores["detector"].fillna("").str.contains("multivariate")]
+        return rows[["tenant_id", "day"]].drop_duplicates()
+    else:
+        rows = scores
+    rows = rows[level.loc[rows.index] >= RANK[min_severity]]
+    return rows[["tenant_id", "day"]].drop_duplicates()
+
+
+def month_totals(daily: pd.DataFrame) -> pd.DataFrame:
+    """Actual spend per tenant (and `__company__`) and month (first day of the month)."""
+    frame = daily.assign(month=[d.replace(day=1) for d in daily["day"]])
+    per = frame.groupby(["tenant_id", "month"], as_index=False)["cost_usd"].sum()
+    company = per.groupby("month", as_index=False)["cost_usd"].sum().assign(tenant_id="__company__")
+    return pd.concat([per, company], ignore_index=True).rename(columns={"cost_usd": "actual_usd"})
+
+
+def forecast_metrics(forecasts: pd.DataFrame, *, min_month_usd: float = 1.0) -> pd.DataFrame:
+    """Per as-of day of month (7, 14, 21): MAPE of the forecast and of the naive run-rate and
+    80 % / 95 % interval coverage. `forecasts` are `cost_forecasts` rows with `actual_usd`."""
+    f = forecasts
+    f = f[(f["actual_usd"] >= min_month_usd) & (f["tenant_id"] != "__company__")]
+    err = (f["forecast_usd"] - f["actual_usd"]).abs() / f["actual_usd"]
+    naive = (f["naive_run_rate_usd"] - f["actual_usd"]).abs() / f["actual_usd"]
+    f = f.assign(
+        err=err,
+        naive_err=naive,
+        in80=(f["actual_usd"] >= f["lower_80_usd"]) & (f["actual_usd"] <= f["upper_80_usd"]),
+        in95=(f["actual_usd"] >= f["lower_95_usd"]) & (f["actual_usd"] <= f["upper_95_usd"]),
+    )
+    out = f.groupby("days_elapsed").agg(
+        tenant_months=("err", "size"),
+        mape_pct=("err", "mean"),
+        naive_mape_pct=("naive_err", "mean"),
+        median_ape_pct=("err", "median"),
+        coverage_80_pct=("in80", "mean"),
+        coverage_95_pct=("in95", "mean"),
+    )
+    for c in ("mape_pct", "naive_mape_pct", "median_ape_pct", "coverage_80_pct", "coverage_95_pct"):
+        out[c] = out[c] * 100
+    out["improvement_pct"] = (1 - out["mape_pct"] / out["naive_mape_pct"]) * 100
+    return out
+
+
+def months_in(start: date, days: int, *, min_history_days: int) -> list[date]:
+    """First days of the whole months within the range that have enough history before them."""
+    end = start + timedelta(days=days - 1)
+    first = (start + timedelta(days=min_history_days)).replace(day=1)
+    months = []
+    m = first if first >= start + timedelta(days=min_history_days) else _next_month(first)
+    while _next_month(m) - timedelta(days=1) <= end:
+        months.append(m)
+        m = _next_month(m)
+    return months
+
+
+def _next_month(d: date) -> date:
+    return date(d.year + d.month // 12, d.month % 12 + 1, 1)

@@ -1,0 +1,131 @@
+"""Protects anomaly scoring: robust weekday baselines, drivers, reasons, new tenants, zero spend."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cost_pipeline.lib.anomaly import RANK, AnomalyParams, score_days
+
+DAY = date(2026, 6, 17)  # a Wednesday
+WEEKLY = np.array([1.2, 1.2, 1.2, 1.2, 1.2, 0.4, 0.4])
+DAYS = 120
+
+
+def _frame(agents: dict[str, np.ndarray], end: date = DAY, tenant: str = "t1") -> pd.DataFrame:
+    rows = []
+    for agent, series in agents.items():
+        for i, v in enumerate(series):
+            day = end - timedelta(days=len(series) - 1 - i)
+            if v:
+                rows.append(
+                    {
+                        "day": day,
+                        "tenant_id": tenant,
+                        "cost_category": "llm",
+                        "model_or_service": "gpt-4o" if agent == "a" else "gpt-4o-mini",
+                        "agent_id": agent,
+                        "requests": int(v * 100),
+                        "input_tokens": int(v * 90_000),
+                        "output_tokens": int(v * 20_000),
+                        "cost_usd": float(v),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _series(level: float, seed: int = 0, days: int = DAYS, end: date = DAY) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dows = np.array([(end - timedelta(days=days - 1 - i)).weekday() for i in range(days)])
+    return level * WEEKLY[dows] * rng.lognormal(0, 0.08, days)
+
+
+def _score(daily: pd.DataFrame, day: date = DAY, **kw) -> pd.DataFrame:
+    return score_days(daily, [day], **kw).set_index("driver")
+
+
+def test_normal_day_is_not_flagged() -> None:
+    out = _score(_frame({"a": _series(20), "b": _series(5, seed=1)}))
+    assert set(out.index) == {"tenant", "agent:a", "agent:b", "model:gpt-4o", "model:gpt-4o-mini"}
+    assert (out["severity"] == "none").all()
+    assert out.loc["tenant", "ratio"] == pytest.approx(1.0, abs=0.25)
+
+
+def test_runaway_agent_is_flagged_with_an_actionable_reason() -> None:
+    a, b = _series(20), _series(5, seed=1)
+    a[-2:] *= 6  # since yesterday
+    out = _score(_frame({"a": a, "b": b}))
+    agent = out.loc["agent:a"]
+    assert agent["severity"] == "critical"
+    assert agent["ratio"] == pytest.approx(6, rel=0.25)
+    assert agent["since_day"] == DAY - timedelta(days=1)
+    assert "agent:a" in agent["reason"] and "usual" in agent["reason"]
+    assert str(DAY - timedelta(days=1)) in agent["reason"]
+    assert out.loc["agent:b", "severity"] == "none"
+    assert RANK[out.loc["tenant", "severity"]] >= RANK["high"]
+    assert "largest driver agent:a" in out.loc["tenant", "reason"]
+
+
+def test_weekday_seasonality_is_respected() -> None:
+    saturday = DAY + timedelta(days=3)
+    series = _series(20, days=DAYS + 3, end=saturday)
+    assert (_score(_frame({"a": series}, saturday), saturday)["severity"] == "none").all()
+    # A Saturday at weekday level is 3x the usual Saturday.
+    series[-1] = 20 * 1.2
+    out = _score(_frame({"a": series}, saturday), saturday)
+    assert out.loc["agent:a", "ratio"] == pytest.approx(3, rel=0.2)
+    assert out.loc["agent:a", "severity"] in ("high", "critical")
+
+
+def test_baseline_is_not_inflated_by_earlier_spikes() -> None:
+    series = _series(20)
+    series[-8] *= 10  # last week's Wednesday incident, same weekday
+    series[-3] *= 10
+    series[-1] *= 3
+    out = _score(_frame({"a": series}))
+    assert out.loc["agent:a", "expected_usd"] == pytest.approx(24, rel=0.15)
+    assert RANK[out.loc["agent:a", "severity"]] >= RANK["high"]
+
+
+def test_new_tenant_is_not_flagged_for_being_new() -> None:
+    new = np.zeros(DAYS)
+    new[-5:] = [2, 3, 40, 60, 80]  # ramping up fast in its first week
+    out = _score(_frame({"a": new}))
+    assert (out["severity"] == "none").all()
+    assert out.loc["tenant", "reason"].startswith("not enough history")
+
+
+def test_zero_spend_tenant_and_listed_tenant_without_rows() -> None:
+    out = score_days(_frame({"a": _series(20)}), [DAY], tenants=["t1", "ghost"])
+    ghost = out[out["tenant_id"] == "ghost"]
+    assert list(ghost["driver"]) == ["tenant"]
+    assert ghost["severity"].iloc[0] == "none" and ghost["actual_usd"].iloc[0] == 0
+    empty = score_days(pd.DataFrame(), [DAY], tenants=["x"])
+    assert list(empty["severity"]) == ["none"]
+
+
+def test_step_change_is_flagged_at_first_then_becomes_usual() -> None:
+    end = DAY + timedelta(days=28)
+    series = _series(20, days=DAYS + 28, end=end)
+    series[DAYS - 1 :] *= 4  # a permanent step up starting on DAY
+    days = [DAY, DAY + timedelta(days=3), end]
+    out = score_days(_frame({"a": series}, end), days)
+    agent = out[out["driver"] == "agent:a"].set_index("day")["severity"]
+    assert agent[DAY] in ("high", "critical")
+    assert (
+        out[out["driver"] == "agent:a"].set_index("day").loc[DAY + timedelta(days=3), "since_day"]
+        == DAY
+    )
+    assert agent[end] == "none"
+
+
+def test_small_driver_excess_below_tenant_share_is_not_flagged() -> None:
+    big, tiny = _series(100), _series(0.2, seed=2)
+    tiny[-1] *= 8  # 8x, but +$1.7 on a $120/day tenant
+    out = _score(_frame({"a": big, "b": tiny}))
+    assert out.loc["agent:b", "severity"] == "none"
+    strict = _score(_frame({"a": big, "b": tiny}), params=AnomalyParams(min_excess_share=0.005))
+    assert strict.loc["agent:b", "severity"] == "critical"
