@@ -25,8 +25,13 @@ import pandas as pd
 
 from cost_pipeline.lib import schemas
 from cost_pipeline.lib.config import CostConfig, Overage
-from cost_pipeline.lib.periods import period_of, period_spend, periods_overlapping_day
-from cost_pipeline.lib.schemas import PRICED_INTERACTIONS, TableSchema, col, money
+from cost_pipeline.lib.periods import (
+    period_of,
+    period_spend,
+    periods_overlapping_day,
+    sum_in_windows,
+)
+from cost_pipeline.lib.schemas import TableSchema, col, money
 from cost_pipeline.lib.warehouse import Warehouse
 
 CENT = Decimal("0.01")
@@ -141,20 +146,9 @@ def period_tokens(
     as_of: datetime,
 ) -> pd.DataFrame:
     """Input + output tokens per tenant of interactions in [start, min(end, as_of)) per tenant."""
-    first = min(b[0] for b in bounds.values())
-    last = min(max(b[1] for b in bounds.values()), as_of)
-    days = pd.date_range(first.date(), last.date(), freq="D").date.tolist()
-    cols = ["occurred_at", "tenant_id", "input_tokens", "output_tokens"]
-    df = warehouse.read(
-        PRICED_INTERACTIONS, days=days, where={"tenant_id": list(bounds)}, columns=cols
-    )
-    start = pd.to_datetime(df["tenant_id"].map({t: b[0] for t, b in bounds.items()}), utc=True)
-    end = pd.to_datetime(
-        df["tenant_id"].map({t: min(b[1], as_of) for t, b in bounds.items()}), utc=True
-    )
-    df = df[(df["occurred_at"] >= start) & (df["occurred_at"] < end)]
-    total = (df["input_tokens"] + df["output_tokens"]).groupby(df["tenant_id"]).sum()
-    return total.rename("usage_tokens").reset_index()
+    windows = {t: (b[0], min(b[1], as_of)) for t, b in bounds.items()}
+    sums = sum_in_windows(warehouse, windows, lambda t: t.c.input_tokens + t.c.output_tokens)
+    return pd.DataFrame({"tenant_id": list(sums), "usage_tokens": list(sums.values())})
 
 
 def periods_for_day(config: CostConfig, day: date) -> dict[str, list[str]]:

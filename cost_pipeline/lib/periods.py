@@ -21,12 +21,14 @@ Public API (also used by Stripe overage billing; keep it small and stable):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import sqlalchemy as sa
 
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
@@ -166,7 +168,7 @@ def period_spend(
             if d <= cutoff_day
         }
     )
-    llm = _llm_spend(warehouse, periods, days, as_of, include_company)
+    llm = _llm_spend(periods, warehouse, as_of)
     other = _other_spend(warehouse, periods, days, cutoff_day, include_company)
     out = pd.DataFrame({"tenant_id": list(periods)})
     out["period"] = [periods[t].key for t in out["tenant_id"]]
@@ -186,24 +188,50 @@ def _frame_for(df: pd.DataFrame, periods: dict[str, Period], include_company: bo
     return own
 
 
-def _llm_spend(
+def sum_in_windows(
     warehouse: Warehouse,
-    periods: dict[str, Period],
-    days: Iterable[date],
-    as_of: datetime,
-    include_company: bool,
-) -> pd.DataFrame:
-    cols = ["occurred_at", "tenant_id", "cost_usd"]
-    df = warehouse.read(PRICED_INTERACTIONS, days=list(days), columns=cols)
-    df = _frame_for(df, periods, include_company)
-    if df.empty:
-        return pd.DataFrame({"tenant_id": [], "llm_cost_usd": []})
-    start = df["tenant_id"].map({t: p.start for t, p in periods.items()})
-    end = df["tenant_id"].map({t: min(p.end, as_of) for t, p in periods.items()})
-    at = df["occurred_at"]
-    inside = (at >= pd.to_datetime(start, utc=True)) & (at < pd.to_datetime(end, utc=True))
-    sums = df[inside].groupby("tenant_id")["cost_usd"].sum()
-    return sums.rename("llm_cost_usd").reset_index()
+    bounds: Mapping[str, tuple[datetime, datetime]],
+    measure: Callable[[sa.Table], Any],
+) -> dict[str, float]:
+    """Per tenant, SUM(`measure`) over its priced calls with start <= occurred_at < end.
+
+    Summed in the database with one grouped query per distinct window (tenants of one time zone
+    share theirs), so a month of interactions never has to fit in memory. The pseudo-tenant
+    `COMPANY` sums every tenant's calls in its window.
+    """
+    table = warehouse.table(PRICED_INTERACTIONS)
+    windows: dict[tuple[datetime, datetime], list[str]] = {}
+    for tenant, window in bounds.items():
+        windows.setdefault(window, []).append(tenant)
+    sums: dict[str, float] = {}
+    with warehouse.engine.connect() as conn:
+        for (start, end), tenants in windows.items():
+            if end <= start:
+                continue
+            inside = sa.and_(
+                table.c.day >= start.date(),
+                table.c.day <= (end - timedelta(microseconds=1)).date(),
+                table.c.occurred_at >= start,
+                table.c.occurred_at < end,
+            )
+            total = sa.func.sum(measure(table))
+            own = [t for t in tenants if t != COMPANY]
+            if own:
+                stmt = sa.select(table.c.tenant_id, total).where(inside, table.c.tenant_id.in_(own))
+                sums.update(
+                    (t, float(v or 0)) for t, v in conn.execute(stmt.group_by(table.c.tenant_id))
+                )
+            if COMPANY in tenants:
+                sums[COMPANY] = float(
+                    conn.execute(sa.select(total).where(inside)).scalar_one() or 0
+                )
+    return sums
+
+
+def _llm_spend(periods: dict[str, Period], warehouse: Warehouse, as_of: datetime) -> pd.DataFrame:
+    bounds = {t: (p.start, min(p.end, as_of)) for t, p in periods.items()}
+    sums = sum_in_windows(warehouse, bounds, lambda t: t.c.cost_usd)
+    return pd.DataFrame({"tenant_id": list(sums), "llm_cost_usd": list(sums.values())})
 
 
 def _other_spend(
