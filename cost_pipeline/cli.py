@@ -186,14 +186,15 @@ def print_summary(days: Sequence[date]) -> None:
         "ORDER BY kind, status"
     )
     meter_events = wh.query(
-        "SELECT mode, status, COUNT(*) AS events, SUM(value_cents) / 100.0 AS usd "
-        "FROM billing_ledger WHERE kind = 'meter_event' GROUP BY mode, status"
+        "SELECT period, mode, status, COUNT(*) AS events, SUM(value_cents) / 100.0 AS usd, "
+        "MAX(last_error) AS note FROM billing_ledger WHERE kind = 'meter_event' "
+        "GROUP BY period, mode, status ORDER BY period"
     )
     margins = wh.query(
-        "SELECT tenant_id, period, tier, revenue_usd, cost_usd, margin_pct "
+        "SELECT tenant_id, period, tier, revenue_usd, cost_usd, gross_margin_usd, margin_pct "
         "FROM tenant_unit_economics WHERE period = (SELECT MAX(period) FROM tenant_unit_economics "
         "WHERE period < (SELECT MAX(period) FROM tenant_unit_economics)) "
-        "ORDER BY margin_pct"
+        "ORDER BY gross_margin_usd"
     )
     with pd.option_context("display.float_format", "{:,.2f}".format, "display.width", 120):
         print(f"\nwarehouse: {redact_url(wh.url)}   days: {params['start']} .. {params['end']}")
