@@ -35,20 +35,6 @@ MATERIAL_SHARE_PCT = 0.5
 _KEYS = ["day", "provider", "model"]
 _TOTAL_COLUMNS = ["requests", "input_tokens", "output_tokens", "cost_usd"]
 
-# The app log of a day, aggregated in the database (memory bounded by the number of groups);
-# its result is a valid `priced_interactions` argument for the functions below.
-APP_LOG_TOTALS_SQL = """
-SELECT day, provider, model, tenant_id,
-       COUNT(*) AS requests,
-       SUM(input_tokens) AS input_tokens,
-       SUM(output_tokens) AS output_tokens,
-       SUM(cost_usd) AS cost_usd,
-       SUM(CASE WHEN pricing_status = 'priced' THEN 0 ELSE 1 END) AS unpriced_requests
-FROM priced_interactions
-WHERE day = :day
-GROUP BY day, provider, model, tenant_id
-"""
-
 
 def _totals(df: pd.DataFrame, tenant_default: str | None) -> pd.DataFrame:
     """Per day, provider, canonical model and tenant: requests, input/output tokens, cost."""

@@ -9,7 +9,7 @@ from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.defs.pricing.assets import priced_interactions
 from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
 from cost_pipeline.lib.allocation import infra_summary_rows
-from cost_pipeline.lib.reconciliation import APP_LOG_TOTALS_SQL, unattributed_summary_rows
+from cost_pipeline.lib.reconciliation import unattributed_summary_rows
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.schemas import (
     DAILY_COST_SUMMARY,
@@ -46,9 +46,7 @@ def daily_cost_summary(
     wh.ensure_tables([PRICED_INTERACTIONS, PROVIDER_USAGE_PRICED, INFRA_COST_ALLOCATION])
     llm = llm_summary_rows(wh.query(LLM_SUMMARY_SQL, {"day": day}))
     # Provider usage the app log does not explain, so the LLM total equals the provider truth.
-    unattributed = unattributed_summary_rows(
-        wh.query(APP_LOG_TOTALS_SQL, {"day": day}), wh.read(PROVIDER_USAGE_PRICED, days=[day])
-    )
+    unattributed = unattributed_summary_rows(llm, wh.read(PROVIDER_USAGE_PRICED, days=[day]))
     infra = infra_summary_rows(wh.read(INFRA_COST_ALLOCATION, days=[day]))
     summary = assemble_summary([llm, unattributed, infra])
     rows = wh.replace_partition(DAILY_COST_SUMMARY, day, summary)

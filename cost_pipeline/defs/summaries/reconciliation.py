@@ -13,7 +13,7 @@ import pandas as pd
 from cost_pipeline.defs.ingestion.provider_assets import provider_reported_costs
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
-from cost_pipeline.lib.reconciliation import APP_LOG_TOTALS_SQL, drift_verdicts, reconcile
+from cost_pipeline.lib.reconciliation import drift_verdicts, reconcile
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.schemas import (
     LLM_COST_RECONCILIATION,
@@ -21,6 +21,7 @@ from cost_pipeline.lib.schemas import (
     PROVIDER_REPORTED_COSTS,
     PROVIDER_USAGE_PRICED,
 )
+from cost_pipeline.lib.summary import LLM_SUMMARY_SQL
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
 _SHOWN = [
@@ -53,7 +54,7 @@ def llm_cost_reconciliation(
     wh = warehouse.get()
     wh.ensure_tables([PRICED_INTERACTIONS, PROVIDER_USAGE_PRICED, PROVIDER_REPORTED_COSTS])
     recon = reconcile(
-        wh.query(APP_LOG_TOTALS_SQL, {"day": day}),
+        wh.query(LLM_SUMMARY_SQL, {"day": day}),
         wh.read(PROVIDER_USAGE_PRICED, days=[day]),
         wh.read(PROVIDER_REPORTED_COSTS, days=[day]),
     )
