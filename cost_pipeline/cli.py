@@ -164,6 +164,7 @@ def print_summary(days: Sequence[date]) -> None:
     """Totals by category and the top tenants over the given days, from the warehouse."""
     import cost_pipeline.definitions  # noqa: F401 - registers every table's schema
     from cost_pipeline import environment
+    from cost_pipeline.lib.summary import top_tenants
     from cost_pipeline.lib.warehouse import Warehouse, redact_url
 
     wh = Warehouse(environment.default_warehouse_url())
@@ -175,11 +176,12 @@ def print_summary(days: Sequence[date]) -> None:
         "GROUP BY cost_category ORDER BY cost_usd DESC",
         params,
     )
-    tenants = wh.query(
-        "SELECT tenant_id, SUM(cost_usd) AS cost_usd FROM daily_cost_summary "
-        "WHERE day BETWEEN :start AND :end GROUP BY tenant_id ORDER BY cost_usd DESC LIMIT 10",
+    by_tenant = wh.query(
+        "SELECT tenant_id, cost_category, SUM(cost_usd) AS cost_usd FROM daily_cost_summary "
+        "WHERE day BETWEEN :start AND :end GROUP BY tenant_id, cost_category",
         params,
     )
+    tenants = top_tenants(by_tenant, n=10)
     quarantined = wh.query("SELECT COUNT(*) AS n FROM quarantine")["n"].iloc[0]
     outbox = wh.query(
         "SELECT kind, status, COUNT(*) AS alerts FROM alert_outbox GROUP BY kind, status "
@@ -200,7 +202,7 @@ def print_summary(days: Sequence[date]) -> None:
         print(f"\nwarehouse: {redact_url(wh.url)}   days: {params['start']} .. {params['end']}")
         print(f"\ncost by category (USD):\n{totals.to_string(index=False)}")
         print(f"\ntotal: ${totals['cost_usd'].sum():,.2f}   quarantined records: {quarantined}")
-        print(f"\ntop tenants (USD):\n{tenants.to_string(index=False)}")
+        print(f"\ntop tenants, whole cost by category (USD):\n{tenants.to_string(index=False)}")
         print(f"\nSlack alert outbox:\n{outbox.to_string(index=False)}")
         print(
             f"\nStripe meter events in the billing ledger:\n{meter_events.to_string(index=False)}"
