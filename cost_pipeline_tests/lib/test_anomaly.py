@@ -129,3 +129,25 @@ def test_small_driver_excess_below_tenant_share_is_not_flagged() -> None:
     assert out.loc["agent:b", "severity"] == "none"
     strict = _score(_frame({"a": big, "b": tiny}), params=AnomalyParams(min_excess_share=0.005))
     assert strict.loc["agent:b", "severity"] == "critical"
+
+
+def test_alert_inside_an_incident_that_began_before_scoring_is_not_a_false_alarm() -> None:
+    from cost_pipeline.lib.evaluation import detector_metrics
+
+    first = DAY
+    earlier = {"tenant_id": "t1", "start_day": first - timedelta(days=1), "end_day": first}
+    inside = {
+        "tenant_id": "t1",
+        "start_day": first + timedelta(days=5),
+        "end_day": first + timedelta(days=5),
+    }
+    alerts = pd.DataFrame(
+        {
+            "tenant_id": ["t1", "t1", "t1"],
+            "day": [first, first + timedelta(days=5), first + timedelta(days=9)],
+        }
+    )
+    plain = detector_metrics(alerts, [inside], [4.0], tenant_days=91)
+    fair = detector_metrics(alerts, [inside], [4.0], tenant_days=91, earlier_incidents=[earlier])
+    assert plain["false_alarms"] == 2 and fair["false_alarms"] == 1
+    assert fair["recall"] == plain["recall"] == 1.0 and fair["incidents"] == 1
