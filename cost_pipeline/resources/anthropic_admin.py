@@ -9,14 +9,12 @@ them (decimal strings in cents); `lib.provider_usage` normalizes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-import dagster as dg
 from pydantic import Field
 
 from cost_pipeline.demo.provider_twins import anthropic_cost_buckets, anthropic_usage_buckets
-from cost_pipeline.resources.http import JsonHttpClient
-from cost_pipeline.resources.openai_admin import flatten_buckets
+from cost_pipeline.resources.admin_api import AdminApiClient, ProviderAdmin
 from cost_pipeline.resources.warehouse import CostConfigResource
 
 SERVICE = "Anthropic admin API"
@@ -35,17 +33,11 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class AnthropicAdmin(dg.ConfigurableResource):
+class AnthropicAdmin(ProviderAdmin):
     """What the assets need from the Anthropic Admin API; the client and the twin implement it."""
 
-    @property
-    def is_configured(self) -> bool:
-        return True
-
-    @property
-    def source_label(self) -> str:
-        """Where the data comes from, for run metadata (never the key)."""
-        return "offline twin (demo)"
+    bucket_start: ClassVar[str] = "starting_at"
+    attach_as: ClassVar[str] = "bucket_starting_at"
 
     def usage_messages(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Messages usage results of the 1d buckets in [start, end), grouped by model,
@@ -58,53 +50,26 @@ class AnthropicAdmin(dg.ConfigurableResource):
         raise NotImplementedError
 
 
-class AnthropicAdminResource(AnthropicAdmin):
+class AnthropicAdminResource(AdminApiClient, AnthropicAdmin):
     """The real client. `admin_key` empty means the source is not configured."""
+
+    service: ClassVar[str] = SERVICE
+    key_env: ClassVar[str] = "ANTHROPIC_ADMIN_KEY"
 
     admin_key: str = Field(default="", description="An Anthropic admin key (ANTHROPIC_ADMIN_KEY).")
     base_url: str = "https://api.anthropic.com/v1"
-    timeout_seconds: float = 30.0
-    max_retries: int = 5
-    backoff_seconds: float = 0.5
 
-    def __repr_args__(self):  # the key must never reach a log line or an error message
-        return [(k, v) for k, v in super().__repr_args__() if k != "admin_key"]
+    def _auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.admin_key, "anthropic-version": API_VERSION}
 
-    @property
-    def is_configured(self) -> bool:
-        return bool(self.admin_key)
-
-    @property
-    def source_label(self) -> str:
-        return f"{SERVICE} at {self.base_url}"
-
-    def _client(self) -> JsonHttpClient:
-        if not self.admin_key:
-            raise ValueError("Anthropic admin API is not configured: set ANTHROPIC_ADMIN_KEY")
-        return JsonHttpClient(
-            service=SERVICE,
-            base_url=self.base_url,
-            headers={"x-api-key": self.admin_key, "anthropic-version": API_VERSION},
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-            backoff_seconds=self.backoff_seconds,
-        )
-
-    def _buckets(self, path: str, start: datetime, end: datetime, group_by: tuple[str, ...]):
-        params = {
+    def _query(self, start: datetime, end: datetime, group_by: tuple[str, ...]) -> dict[str, Any]:
+        return {
             "starting_at": rfc3339(start),
             "ending_at": rfc3339(end),
             "bucket_width": "1d",
             "group_by[]": list(group_by),
             "limit": PAGE_LIMIT,
         }
-        return flatten_buckets(
-            self._client().paginate(path, params),
-            "starting_at",
-            "bucket_starting_at",
-            service=SERVICE,
-            endpoint=f"GET {path}",
-        )
 
     def usage_messages(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         return self._buckets(USAGE_PATH, start, end, USAGE_GROUP_BY)
@@ -120,12 +85,8 @@ class AnthropicAdminTwin(AnthropicAdmin):
 
     def usage_messages(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         buckets = anthropic_usage_buckets(self.cost_config.get(), start=start, end=end)
-        return flatten_buckets(
-            buckets, "starting_at", "bucket_starting_at", service="twin", endpoint=USAGE_PATH
-        )
+        return self._flatten(buckets, service="twin", endpoint=USAGE_PATH)
 
     def costs(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         buckets = anthropic_cost_buckets(self.cost_config.get(), start=start, end=end)
-        return flatten_buckets(
-            buckets, "starting_at", "bucket_starting_at", service="twin", endpoint=COSTS_PATH
-        )
+        return self._flatten(buckets, service="twin", endpoint=COSTS_PATH)

@@ -7,15 +7,14 @@ Both return the documented result objects (`organization.usage.completions.resul
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-import dagster as dg
 from pydantic import Field
 
 from cost_pipeline.demo.provider_twins import openai_cost_buckets, openai_usage_buckets
-from cost_pipeline.resources.http import ApiError, JsonHttpClient
+from cost_pipeline.resources.admin_api import AdminApiClient, ProviderAdmin
+from cost_pipeline.resources.admin_api import flatten_buckets as flatten_buckets  # re-export
 from cost_pipeline.resources.warehouse import CostConfigResource
 
 SERVICE = "OpenAI admin API"
@@ -34,34 +33,11 @@ def unix_seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def flatten_buckets(
-    buckets: Iterable[Any], start_key: str, attach_as: str, *, service: str, endpoint: str
-) -> list[dict[str, Any]]:
-    """The results of every bucket, each with its bucket's start attached under `attach_as`.
-
-    A bucket that is not an object with a `results` list and a start is a malformed page.
-    """
-    out: list[dict[str, Any]] = []
-    for bucket in buckets:
-        results = bucket.get("results") if isinstance(bucket, dict) else None
-        if not isinstance(results, list) or bucket.get(start_key) is None:
-            problem = f"malformed bucket (no {start_key}/results): {bucket!r:.200}"
-            raise ApiError(service, endpoint, 200, problem)
-        out.extend({**r, attach_as: bucket[start_key]} for r in results if isinstance(r, dict))
-    return out
-
-
-class OpenAIAdmin(dg.ConfigurableResource):
+class OpenAIAdmin(ProviderAdmin):
     """What the assets need from OpenAI's admin API; the real client and the twin implement it."""
 
-    @property
-    def is_configured(self) -> bool:
-        return True
-
-    @property
-    def source_label(self) -> str:
-        """Where the data comes from, for run metadata (never the key)."""
-        return "offline twin (demo)"
+    bucket_start: ClassVar[str] = "start_time"
+    attach_as: ClassVar[str] = "bucket_start_time"
 
     def usage_completions(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Completions usage results of the 1d buckets in [start, end), grouped by model,
@@ -74,53 +50,26 @@ class OpenAIAdmin(dg.ConfigurableResource):
         raise NotImplementedError
 
 
-class OpenAIAdminResource(OpenAIAdmin):
+class OpenAIAdminResource(AdminApiClient, OpenAIAdmin):
     """The real client. `admin_key` empty means the source is not configured."""
+
+    service: ClassVar[str] = SERVICE
+    key_env: ClassVar[str] = "OPENAI_ADMIN_KEY"
 
     admin_key: str = Field(default="", description="An OpenAI *admin* key (OPENAI_ADMIN_KEY).")
     base_url: str = "https://api.openai.com/v1"
-    timeout_seconds: float = 30.0
-    max_retries: int = 5
-    backoff_seconds: float = 0.5
 
-    def __repr_args__(self):  # the key must never reach a log line or an error message
-        return [(k, v) for k, v in super().__repr_args__() if k != "admin_key"]
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
 
-    @property
-    def is_configured(self) -> bool:
-        return bool(self.admin_key)
-
-    @property
-    def source_label(self) -> str:
-        return f"{SERVICE} at {self.base_url}"
-
-    def _client(self) -> JsonHttpClient:
-        if not self.admin_key:
-            raise ValueError("OpenAI admin API is not configured: set OPENAI_ADMIN_KEY")
-        return JsonHttpClient(
-            service=SERVICE,
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.admin_key}"},
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-            backoff_seconds=self.backoff_seconds,
-        )
-
-    def _buckets(self, path: str, start: datetime, end: datetime, group_by: tuple[str, ...]):
-        params = {
+    def _query(self, start: datetime, end: datetime, group_by: tuple[str, ...]) -> dict[str, Any]:
+        return {
             "start_time": unix_seconds(start),
             "end_time": unix_seconds(end),
             "bucket_width": "1d",
             "group_by": list(group_by),
             "limit": PAGE_LIMIT,
         }
-        return flatten_buckets(
-            self._client().paginate(path, params),
-            "start_time",
-            "bucket_start_time",
-            service=SERVICE,
-            endpoint=f"GET {path}",
-        )
 
     def usage_completions(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         return self._buckets(USAGE_PATH, start, end, USAGE_GROUP_BY)
@@ -136,12 +85,8 @@ class OpenAIAdminTwin(OpenAIAdmin):
 
     def usage_completions(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         buckets = openai_usage_buckets(self.cost_config.get(), start=start, end=end)
-        return flatten_buckets(
-            buckets, "start_time", "bucket_start_time", service="twin", endpoint=USAGE_PATH
-        )
+        return self._flatten(buckets, service="twin", endpoint=USAGE_PATH)
 
     def costs(self, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
         buckets = openai_cost_buckets(self.cost_config.get(), start=start, end=end)
-        return flatten_buckets(
-            buckets, "start_time", "bucket_start_time", service="twin", endpoint=COSTS_PATH
-        )
+        return self._flatten(buckets, service="twin", endpoint=COSTS_PATH)

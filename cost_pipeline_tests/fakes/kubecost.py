@@ -8,13 +8,12 @@ and misbehaves on demand: `fail_next("500")`, `"429"` (with `Retry-After`) or `"
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from cost_pipeline_tests.fakes.loopback import JsonHandler, LoopbackServer
 
 PATHS = {"kubecost": "/model/allocation", "opencost": "/allocation"}
 IDLE_PARAMS = {"kubecost": "idle", "opencost": "includeIdle"}
@@ -55,7 +54,7 @@ def allocation(
     }
 
 
-class FakeKubecost:
+class FakeKubecost(LoopbackServer):
     """The server for one flavour; `sets[window]` is the allocation set answered for a window."""
 
     def __init__(self, flavor: str = "kubecost", *, hang_seconds: float = 1.0) -> None:
@@ -64,22 +63,7 @@ class FakeKubecost:
         self.requests: list[dict[str, str]] = []
         self.faults: deque[str] = deque()
         self.hang_seconds = hang_seconds
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeKubecost:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler_class())
 
     def fail_next(self, fault: str, *, times: int = 1) -> None:
         self.faults.extend([fault] * times)
@@ -106,26 +90,12 @@ class FakeKubecost:
             body["status"] = "success"
         return 200, body, {}
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[JsonHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
-                status, body, headers = fake._answer(parts.path, dict(parse_qsl(parts.query)))
-                payload = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.send_json(*fake._answer(parts.path, dict(parse_qsl(parts.query))))
 
         return Handler

@@ -8,15 +8,15 @@ pages that repeat the previous page's last bucket.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from cost_pipeline_tests.fakes.loopback import JsonHandler, LoopbackServer
 
 OPENAI_USAGE = "/v1/organization/usage/completions"
 OPENAI_COSTS = "/v1/organization/costs"
@@ -52,7 +52,7 @@ class ProviderAdminFake:
     buckets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
-    _server: ThreadingHTTPServer | None = None
+    _server: LoopbackServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- state ---------------------------------------------------------------------------------
@@ -91,29 +91,21 @@ class ProviderAdminFake:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self._server.url}/v1"
 
     def start(self) -> ProviderAdminFake:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 fake._handle(self)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
+        self._server = LoopbackServer(Handler, poll_interval=0.02).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def __enter__(self) -> ProviderAdminFake:
         return self.start()
@@ -123,7 +115,7 @@ class ProviderAdminFake:
 
     # -- behaviour -----------------------------------------------------------------------------
 
-    def _handle(self, req: BaseHTTPRequestHandler) -> None:
+    def _handle(self, req: JsonHandler) -> None:
         url = urlsplit(req.path)
         params = parse_qs(url.query)
         headers = {k.lower(): v for k, v in req.headers.items()}
@@ -135,17 +127,7 @@ class ProviderAdminFake:
         if fault is not None and fault.kind == "stall":
             time.sleep(fault.seconds)
         self.requests.append(Recorded(path, params, headers, status, time.monotonic()))
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        try:
-            req.send_response(status)
-            req.send_header("Content-Type", "application/json")
-            req.send_header("Content-Length", str(len(data)))
-            for k, v in extra.items():
-                req.send_header(k, v)
-            req.end_headers()
-            req.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout test)
+        req.send_json(status, body, extra)
 
     def _respond(
         self, path: str, params: dict[str, list[str]], headers: dict[str, str], fault: Fault | None

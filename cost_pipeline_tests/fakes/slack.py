@@ -12,9 +12,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from cost_pipeline_tests.fakes.loopback import JsonHandler, LoopbackServer
 
 
 @dataclass
@@ -35,12 +36,12 @@ class FakeSlack:
     _retry_after: int = 0
     _error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: LoopbackServer | None = None
 
     @property
     def base_url(self) -> str:
         assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+        return f"{self._server.url}/api/"
 
     def down_for(self, calls: int) -> None:
         self._down = calls
@@ -54,31 +55,21 @@ class FakeSlack:
     def start(self) -> FakeSlack:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
                 status, headers, body = fake._answer(self.path, self.headers, raw)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
+                self.send_json(
+                    status, body, headers, content_type="application/json; charset=utf-8"
+                )
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(Handler).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def _answer(self, path: str, headers: Any, raw: str) -> tuple[int, dict, dict]:
         with self._lock:

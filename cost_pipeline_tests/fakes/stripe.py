@@ -13,16 +13,16 @@ out and retries while the first request is still in flight).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
+
+from cost_pipeline_tests.fakes.loopback import JsonHandler, LoopbackServer
 
 METER_EVENTS = "/v1/billing/meter_events"
 ADJUSTMENTS = "/v1/billing/meter_event_adjustments"
@@ -39,7 +39,7 @@ class FakeStripeState:
     rejected_customers: set[str] = field(default_factory=set)
 
 
-class FakeStripe:
+class FakeStripe(LoopbackServer):
     """The server and its state; use as a context manager or via `running()`."""
 
     def __init__(self, *, hang_seconds: float = 1.0, retry_after: str = "0") -> None:
@@ -48,28 +48,7 @@ class FakeStripe:
         self.retry_after = retry_after
         self.clock = time.time  # replaced by tests that need "24 hours later"
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeStripe:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeStripe:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._handler_class())
 
     # -- test controls -------------------------------------------------------------------------
 
@@ -198,10 +177,10 @@ class FakeStripe:
             "cancel": {"identifier": identifier},
         }
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[JsonHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
@@ -214,20 +193,7 @@ class FakeStripe:
                     )
                 else:
                     status, extra, payload = fake._handle(self.path, headers, body)
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in extra.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and went away, as the "hang" fault intends
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.send_json(status, payload, extra)
 
         return Handler
 
