@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -49,9 +51,9 @@ def postgres_admin_url() -> str:
     return str(_ADMIN_URL)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def throwaway_postgres_database() -> Iterator[str]:
+    """Create a fresh, empty PostgreSQL database; yield its URL; drop it afterwards."""
     admin_url = postgres_admin_url()
     name = f"cost_pipeline_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -67,15 +69,31 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with throwaway_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def warehouse_url(request: pytest.FixtureRequest) -> str:
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=ENGINES)
+def db_engine(request: pytest.FixtureRequest) -> str:
+    """The database engine a test runs on; shared, so a test using both a warehouse and a
+    Dagster instance runs twice (all SQLite, all Postgres), not four times."""
+    return request.param
+
+
+@pytest.fixture
+def warehouse_url(db_engine: str, request: pytest.FixtureRequest) -> str:
     """The warehouse URL on each supported engine: tests using it run on SQLite and Postgres."""
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    return request.getfixturevalue(fixture)
+    return request.getfixturevalue("sqlite_url" if db_engine == "sqlite" else "postgres_url")
 
 
 @pytest.fixture
@@ -85,6 +103,29 @@ def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
         yield wh
     finally:
         wh.dispose()
+
+
+@pytest.fixture
+def dagster_instance(db_engine: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on each supported storage: SQLite files, or dagster-postgres.
+
+    The Postgres instance keeps its run, event-log and schedule storage in a throw-away
+    database (skipped locally / failed in CI when no server is reachable, like `postgres_url`).
+    """
+    if db_engine == "sqlite":
+        with dg.instance_for_test() as instance:
+            yield instance
+        return
+    with throwaway_postgres_database() as url:
+        # dagster-postgres takes a plain libpq URL.
+        pg_url = sa.engine.make_url(url).set(drivername="postgresql")
+        overrides = {
+            "storage": {"postgres": {"postgres_url": pg_url.render_as_string(hide_password=False)}}
+        }
+        # The instance is disposed on exit; DROP DATABASE ... WITH (FORCE) ends any pooled
+        # connection it leaves behind.
+        with dg.instance_for_test(overrides=overrides) as instance:
+            yield instance
 
 
 @pytest.fixture(scope="session")

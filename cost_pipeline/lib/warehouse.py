@@ -84,7 +84,12 @@ class Warehouse:
             self._tables[schema.name] = table
         table = self._tables[schema.name]
         if schema.name not in self._created:
-            table.create(self.engine, checkfirst=True)
+            # Under a lock: processes that first touch a fresh warehouse at once (Dagster's
+            # multiprocess executor) would otherwise race between the existence check and CREATE,
+            # and Postgres fails the loser with "already exists" / pg_type unique violations.
+            with self.engine.begin() as conn:
+                self._lock(conn, f"ddl:{schema.name}")
+                table.create(conn, checkfirst=True)
             self._created.add(schema.name)
         return table
 
@@ -187,15 +192,21 @@ class Warehouse:
         # Dedupe within the staged batch first (first occurrence wins), then against the table.
         join = " AND ".join(f"t.{k} = s.{k}" for k in key)
         keys = ", ".join(key)
+        # Distinct keys per day, portably: `COUNT(DISTINCT a || b)` fails on Postgres for
+        # non-text keys (no `bigint || bigint`) and lets ('a', 'bc') collide with ('ab', 'c').
+        distinct_cols = ", ".join(dict.fromkeys([f"s.{part}", *(f"s.{k}" for k in key)]))
         new_by_day = conn.exec_driver_sql(
-            f"SELECT s.{part}, COUNT(DISTINCT {' || '.join('s.' + k for k in key)}) FROM {stage} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {join}) GROUP BY s.{part}"
+            f"SELECT {part}, COUNT(*) FROM (SELECT DISTINCT {distinct_cols} FROM {stage} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {join})) AS n GROUP BY {part}"
         ).all()
         cols = ", ".join(schema.column_names)
         if self.dialect == "postgresql":
+            # DISTINCT ON keeps the first row of each key in the ORDER BY; without a tiebreak
+            # that row is arbitrary. The stage is a fresh temp table filled only by COPY, so its
+            # physical order (ctid) is the load order: first occurrence wins, as on SQLite.
             conn.exec_driver_sql(
                 f"INSERT INTO {table.name} ({cols}) SELECT DISTINCT ON ({keys}) {cols} "
-                f"FROM {stage} ORDER BY {keys} ON CONFLICT ({keys}) DO NOTHING"
+                f"FROM {stage} ORDER BY {keys}, ctid ON CONFLICT ({keys}) DO NOTHING"
             )
         else:
             conn.exec_driver_sql(
@@ -345,19 +356,33 @@ def _records(schema: TableSchema, frame: pd.DataFrame) -> list[dict[str, Any]]:
     return obj.to_dict("records")
 
 
+_COPY_TEXT_SPECIAL = r"[\\\t\n\r]"
+_COPY_TEXT_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
 def _copy_postgres(conn: Connection, schema: TableSchema, frame: pd.DataFrame) -> None:
+    # COPY's text format, not CSV: in CSV an unquoted `\N` is NULL, so a text value that is
+    # literally `\N` (a quarantined raw line, say) would be stored as NULL. In the text format
+    # NULL is `\N` and every backslash, tab and newline inside a value is escaped, so any string
+    # round-trips exactly.
     buf = io.StringIO()
     out = frame.copy()
     for c in schema.columns:
         if c.kind == "datetime":
             out[c.name] = out[c.name].dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-    out.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
+        elif c.kind in ("str", "json"):
+            text = out[c.name].dropna().astype(str)
+            special = text[text.str.contains(_COPY_TEXT_SPECIAL, regex=True)]
+            if len(special):  # rare: escape only the values that need it
+                for raw, escaped in _COPY_TEXT_ESCAPES:
+                    special = special.str.replace(raw, escaped, regex=False)
+                out[c.name] = out[c.name].astype(object)
+                out.loc[special.index, c.name] = special
+    out.to_csv(buf, sep="\t", index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_NONE)
     buf.seek(0)
     cols = ", ".join(f'"{c}"' for c in schema.column_names)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.copy_expert(
-            f"COPY {schema.name} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
-        )
+        cursor.copy_expert(f"COPY {schema.name} ({cols}) FROM STDIN WITH (FORMAT text)", buf)
     finally:
         cursor.close()

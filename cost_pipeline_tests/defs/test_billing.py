@@ -46,8 +46,9 @@ def _frozen() -> Iterator[None]:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    url = f"sqlite:///{tmp_path}/w.db"
+def setup(tmp_path: Path, warehouse_url: str) -> Iterator[tuple[str, str]]:
+    """A seeded warehouse on each engine (SQLite and Postgres) and the billing config."""
+    url = warehouse_url
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(RAW_CONFIG))
     wh = Warehouse(url)
@@ -119,9 +120,11 @@ def test_live_run_bills_stripe_exactly_the_overage_charges(setup: tuple[str, str
         assert len(fake.state.events) == 2
 
 
-def test_sensor_requests_one_run_per_new_overage_state(setup: tuple[str, str]) -> None:
+def test_sensor_requests_one_run_per_new_overage_state(
+    setup: tuple[str, str], dagster_instance: dg.DagsterInstance
+) -> None:
     url, config = setup
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     res = resources(url, config)
     with dg.build_sensor_context(instance=instance) as ctx:
         assert isinstance(billing_run_sensor(ctx), dg.SkipReason)

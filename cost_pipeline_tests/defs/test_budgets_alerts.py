@@ -46,10 +46,14 @@ def fake_slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def env(tmp_path, fake_slack) -> dict:
+def env(tmp_path, fake_slack, warehouse_url: str) -> dict:
+    """Resources on the warehouse of each engine (SQLite and Postgres)."""
+    return _env(tmp_path, fake_slack, warehouse_url)
+
+
+def _env(tmp_path, fake_slack: FakeSlack, url: str) -> dict:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
-    url = f"sqlite:///{tmp_path}/w.db"
     return {
         "url": url,
         "resources": {
@@ -88,49 +92,51 @@ def _tick(instance: dg.DagsterInstance, env: dict, cursor: str | None):
     return result, context.cursor if result.cursor is None else result.cursor
 
 
-def test_sensor_requests_once_per_new_crossing_and_the_run_sends_once(env, fake_slack) -> None:
-    with dg.instance_for_test() as instance:
-        _spend(env["url"], DAY, 3.0)  # 60 % of the $5 hard cap
-        _materialize(env, instance, DAY)
-        first, cursor = _tick(instance, env, None)
-        (request,) = first.run_requests
-        # Same materialization, evaluated again: nothing new; from scratch: the same run key.
-        again, _ = _tick(instance, env, cursor)
-        assert again.run_requests == [] and "no new budget crossings" in str(again.skip_reason)
-        replay, _ = _tick(instance, env, None)
-        assert [r.run_key for r in replay.run_requests] == [request.run_key]
+def test_sensor_requests_once_per_new_crossing_and_the_run_sends_once(
+    env, fake_slack, dagster_instance: dg.DagsterInstance
+) -> None:
+    instance = dagster_instance
+    _spend(env["url"], DAY, 3.0)  # 60 % of the $5 hard cap
+    _materialize(env, instance, DAY)
+    first, cursor = _tick(instance, env, None)
+    (request,) = first.run_requests
+    # Same materialization, evaluated again: nothing new; from scratch: the same run key.
+    again, _ = _tick(instance, env, cursor)
+    assert again.run_requests == [] and "no new budget crossings" in str(again.skip_reason)
+    replay, _ = _tick(instance, env, None)
+    assert [r.run_key for r in replay.run_requests] == [request.run_key]
 
-        run = alert_delivery_job.execute_in_process(
-            run_config=request.run_config, instance=instance, resources=env["resources"]
-        )
-        assert run.success
-        # 60 % reached, and the run rate ($0.30 a day) breaks the cap before the month ends.
-        threshold, forecast = sorted(fake_slack.messages, key=lambda m: m.text)
-        assert threshold.channel == "#free1" and threshold.text.startswith("Budget 50% reached")
-        assert "$3.00 of $5.00 tier hard cap (60.0%)" in threshold.text
-        assert forecast.text.startswith("Forecast to exceed budget")
-        assert "Projected breach" in json.dumps(forecast.blocks)
+    run = alert_delivery_job.execute_in_process(
+        run_config=request.run_config, instance=instance, resources=env["resources"]
+    )
+    assert run.success
+    # 60 % reached, and the run rate ($0.30 a day) breaks the cap before the month ends.
+    threshold, forecast = sorted(fake_slack.messages, key=lambda m: m.text)
+    assert threshold.channel == "#free1" and threshold.text.startswith("Budget 50% reached")
+    assert "$3.00 of $5.00 tier hard cap (60.0%)" in threshold.text
+    assert forecast.text.startswith("Forecast to exceed budget")
+    assert "Projected breach" in json.dumps(forecast.blocks)
 
-        # A re-materialization of the same facts requests nothing: the outbox has them.
-        _materialize(env, instance, DAY)
-        rerun, cursor = _tick(instance, env, cursor)
-        assert rerun.run_requests == []
+    # A re-materialization of the same facts requests nothing: the outbox has them.
+    _materialize(env, instance, DAY)
+    rerun, cursor = _tick(instance, env, cursor)
+    assert rerun.run_requests == []
 
-        # A new crossing (50 -> 100 % on the next day) requests exactly one run.
-        _spend(env["url"], date(2026, 10, 11), 2.5)
-        _materialize(env, instance, date(2026, 10, 11))
-        new, cursor = _tick(instance, env, cursor)
-        (request2,) = new.run_requests
-        facts = json.loads(request2.run_config["ops"]["enqueue_alerts"]["config"]["facts_json"])
-        assert {(f["kind"], f["ref"]) for f in facts} == {("budget_threshold", "100")}
-        assert request2.run_key != request.run_key
-        alert_delivery_job.execute_in_process(
-            run_config=request2.run_config, instance=instance, resources=env["resources"]
-        )
-        assert fake_slack.messages[-1].text.startswith("Budget 100% reached")
-        assert len(fake_slack.messages) == 3
-        outbox = Warehouse(env["url"]).read(ALERT_OUTBOX)
-        assert sorted(outbox["status"]) == ["sent", "sent", "sent"]
+    # A new crossing (50 -> 100 % on the next day) requests exactly one run.
+    _spend(env["url"], date(2026, 10, 11), 2.5)
+    _materialize(env, instance, date(2026, 10, 11))
+    new, cursor = _tick(instance, env, cursor)
+    (request2,) = new.run_requests
+    facts = json.loads(request2.run_config["ops"]["enqueue_alerts"]["config"]["facts_json"])
+    assert {(f["kind"], f["ref"]) for f in facts} == {("budget_threshold", "100")}
+    assert request2.run_key != request.run_key
+    alert_delivery_job.execute_in_process(
+        run_config=request2.run_config, instance=instance, resources=env["resources"]
+    )
+    assert fake_slack.messages[-1].text.startswith("Budget 100% reached")
+    assert len(fake_slack.messages) == 3
+    outbox = Warehouse(env["url"]).read(ALERT_OUTBOX)
+    assert sorted(outbox["status"]) == ["sent", "sent", "sent"]
 
     # The hard cap is reached: the gateway's flag blocks the Free tenant until its month ends.
     assert not is_allowed("free1", env["url"], now=datetime(2026, 10, 12, tzinfo=UTC))
@@ -138,25 +144,30 @@ def test_sensor_requests_once_per_new_crossing_and_the_run_sends_once(env, fake_
     assert is_allowed("someone-else", env["url"])
 
 
-def test_outbox_sensor_requests_a_drain_only_when_something_is_due(env, fake_slack) -> None:
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
-            instance=instance, resources={"warehouse": env["resources"]["warehouse"]}
-        )
-        assert isinstance(alert_outbox_sensor(context), dg.SkipReason)
-        _spend(env["url"], DAY, 3.0)
-        _materialize(env, instance, DAY)
-        (request,) = _tick(instance, env, None)[0].run_requests
-        fake_slack.down_for(1)
-        alert_delivery_job.execute_in_process(
-            run_config=request.run_config, instance=instance, resources=env["resources"]
-        )
-        assert fake_slack.messages == []
-        rows = Warehouse(env["url"]).read(ALERT_OUTBOX)
-        assert set(rows["status"]) == {"pending"} and sorted(rows["attempts"]) == [0, 1]
+def test_outbox_sensor_requests_a_drain_only_when_something_is_due(
+    env, fake_slack, dagster_instance: dg.DagsterInstance
+) -> None:
+    instance = dagster_instance
+    context = dg.build_sensor_context(
+        instance=instance, resources={"warehouse": env["resources"]["warehouse"]}
+    )
+    assert isinstance(alert_outbox_sensor(context), dg.SkipReason)
+    _spend(env["url"], DAY, 3.0)
+    _materialize(env, instance, DAY)
+    (request,) = _tick(instance, env, None)[0].run_requests
+    fake_slack.down_for(1)
+    alert_delivery_job.execute_in_process(
+        run_config=request.run_config, instance=instance, resources=env["resources"]
+    )
+    assert fake_slack.messages == []
+    rows = Warehouse(env["url"]).read(ALERT_OUTBOX)
+    assert set(rows["status"]) == {"pending"} and sorted(rows["attempts"]) == [0, 1]
 
 
-def test_definitions_load_and_schedules_request_today_and_the_restatement_window(env) -> None:
+def test_definitions_load_and_schedules_request_today_and_the_restatement_window(
+    tmp_path, fake_slack, sqlite_url: str
+) -> None:
+    env = _env(tmp_path, fake_slack, sqlite_url)  # touches no database: SQLite only
     selection = dg.AssetSelection.assets(budget_status, tenant_enforcement)
     close, hourly = daily_close_schedule(selection), hourly_refresh_schedule(selection)
     defs = dg.Definitions(

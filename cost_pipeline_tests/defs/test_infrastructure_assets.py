@@ -38,8 +38,9 @@ DAY = "2026-09-02"
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/w.db"
+def url(warehouse_url: str) -> str:
+    """The warehouse on each engine (SQLite and Postgres)."""
+    return warehouse_url
 
 
 def resources(url: str, **extra: object) -> dict[str, object]:

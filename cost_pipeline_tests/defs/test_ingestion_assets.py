@@ -13,6 +13,7 @@ from cost_pipeline.defs.ingestion.assets import llm_interactions, no_quarantined
 from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
 from cost_pipeline.defs.partitions import daily_partitions
 from cost_pipeline.defs.summaries.assets import daily_cost_summary
+from cost_pipeline.lib.schemas import PRICED_INTERACTIONS
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
@@ -43,7 +44,7 @@ def write_jsonl(path: Path, lines: list[object]) -> Path:
 
 
 @pytest.fixture
-def ingest(tmp_path: Path, warehouse_url: str):
+def ingest(tmp_path: Path, warehouse_url: str, request: pytest.FixtureRequest):
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     resources = {
@@ -51,7 +52,11 @@ def ingest(tmp_path: Path, warehouse_url: str):
         "cost_config": CostConfigResource(),
         "interaction_log": LandingFolderResource(path=str(log_dir)),
     }
-    instance = dg.DagsterInstance.ephemeral()
+    # Tests that read the instance back (sensors) ask for `dagster_instance`: same engine.
+    if "dagster_instance" in request.fixturenames:
+        instance = request.getfixturevalue("dagster_instance")
+    else:
+        instance = dg.DagsterInstance.ephemeral()
 
     def run() -> dg.ExecuteInProcessResult:
         return dg.materialize(
@@ -112,7 +117,7 @@ def test_unconfigured_source_materializes_empty(tmp_path: Path, sqlite_url: str)
     assert metadata(result)["source"] == "not configured"
 
 
-def test_late_sensor_requests_each_touched_day_once(ingest) -> None:
+def test_late_sensor_requests_each_touched_day_once(ingest, dagster_instance) -> None:
     log_dir, run, _, instance = ingest
     job = dg.define_asset_job(
         "daily_cost_job", selection=[daily_cost_summary], partitions_def=daily_partitions
@@ -134,7 +139,7 @@ def test_late_sensor_requests_each_touched_day_once(ingest) -> None:
 
 
 def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
-    tmp_path: Path, sqlite_url: str, demo_config
+    tmp_path: Path, warehouse_url: str, demo_config
 ) -> None:
     from cost_pipeline.defs.pricing.assets import no_unknown_models, priced_interactions
     from cost_pipeline.demo.generator import DemoCompany
@@ -149,7 +154,7 @@ def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
         late_fraction=0.0,
     )
     resources = {
-        "warehouse": WarehouseResource(url=sqlite_url),
+        "warehouse": WarehouseResource(url=warehouse_url),
         "cost_config": CostConfigResource(),
         "interaction_log": LandingFolderResource(path=str(log_dir)),
     }
@@ -171,7 +176,7 @@ def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
         partition_key="2026-09-02",
     )
     assert priced.success
-    wh = Warehouse(sqlite_url)
+    wh = Warehouse(warehouse_url)
     counts = wh.query(
         "SELECT (SELECT COUNT(*) FROM llm_interactions) AS loaded, "
         "(SELECT COUNT(*) FROM priced_interactions WHERE pricing_status = 'priced') AS priced, "
@@ -179,3 +184,23 @@ def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
     ).iloc[0]
     assert counts["loaded"] == meta["rows_loaded"] == counts["priced"]
     assert counts["with_reason"] == garbage
+
+    # The day's summary: its aggregate SQL (SUMs of BIGINT and NUMERIC) matches on every engine.
+    from cost_pipeline.defs.summaries.assets import summary_matches_priced_interactions
+
+    summary = dg.materialize(
+        [daily_cost_summary, summary_matches_priced_interactions],
+        resources=resources,
+        instance=instance,
+        partition_key="2026-09-02",
+    )
+    [matches] = summary.get_asset_check_evaluations()
+    assert matches.passed, matches.metadata
+    llm = wh.query(
+        "SELECT SUM(requests) AS n, SUM(input_tokens) AS tokens, SUM(cost_usd) AS usd "
+        "FROM daily_cost_summary WHERE cost_category = 'llm'"
+    ).iloc[0]
+    priced_rows = wh.read(PRICED_INTERACTIONS)
+    assert int(llm["n"]) == len(priced_rows) == counts["priced"]
+    assert int(llm["tokens"]) == int(priced_rows["input_tokens"].sum())
+    assert float(llm["usd"]) == pytest.approx(priced_rows["cost_usd"].sum(), abs=1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -37,8 +36,9 @@ INGESTION = [openai_usage, anthropic_usage, provider_reported_costs]
 
 
 @pytest.fixture
-def wh_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/w.db"
+def wh_url(warehouse_url: str) -> str:
+    """The warehouse on each engine (SQLite and Postgres)."""
+    return warehouse_url
 
 
 @pytest.fixture

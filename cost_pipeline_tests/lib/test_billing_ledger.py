@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,10 +25,9 @@ def fake() -> Iterator[FakeStripe]:
 
 
 @pytest.fixture
-def wh(tmp_path: Path) -> Iterator[Warehouse]:
-    warehouse = Warehouse(f"sqlite:///{tmp_path}/w.db")
-    yield warehouse
-    warehouse.dispose()
+def wh(warehouse: Warehouse) -> Warehouse:
+    """The warehouse on SQLite and on Postgres (conftest's `warehouse`)."""
+    return warehouse
 
 
 def stripe_resource(fake: FakeStripe, **overrides: object) -> StripeBillingResource:

@@ -83,8 +83,8 @@ def test_top_drivers_keeps_three_costliest() -> None:
     assert out[0]["cost_usd"] == 10.0
 
 
-def test_evaluate_day_status_breach_and_enforcement(tmp_path) -> None:
-    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+def test_evaluate_day_status_breach_and_enforcement(warehouse: Warehouse) -> None:
+    wh = warehouse
     rows = [(date(2026, 10, d), "pro1", "cloud", "EC2", None, 10.0) for d in range(1, 11)]
     rows += [(date(2026, 10, 10), "pro1", "llm", "gpt-4o", "a1", 150.0)]
     rows += [(date(2026, 10, 9), "free1", "k8s", "c", None, 6.0)]
@@ -124,8 +124,10 @@ def test_evaluate_day_status_breach_and_enforcement(tmp_path) -> None:
     assert enf.loc["pro1", "allowed"] and enf.loc["pro1", "reason"] == "no hard cap"
 
 
-def test_month_end_day_gives_two_periods_for_a_tenant_ahead_of_utc(tmp_path) -> None:
-    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+def test_month_end_day_gives_two_periods_for_a_tenant_ahead_of_utc(
+    warehouse: Warehouse,
+) -> None:
+    wh = warehouse
     status = evaluate_day(wh, CONFIG, date(2026, 10, 31))
     got = status[status["tenant_id"] == "free1"].sort_values("period")
     # Tokyo's November begins at 15:00 UTC on Oct 31.

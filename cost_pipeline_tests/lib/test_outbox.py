@@ -47,8 +47,9 @@ def fake_slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def wh(tmp_path) -> Warehouse:
-    return Warehouse(f"sqlite:///{tmp_path}/w.db")
+def wh(warehouse: Warehouse) -> Warehouse:
+    """The warehouse on SQLite and on Postgres (conftest's `warehouse`)."""
+    return warehouse
 
 
 def _sender(fake: FakeSlack) -> tuple[SlackResource, outbox.Sender]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -59,8 +58,8 @@ def test_rounding_happens_once_on_the_total_not_per_row() -> None:
     assert row["amount_cents"] == 0
 
 
-def test_overage_for_day_uses_the_tenant_local_month(tmp_path: Path) -> None:
-    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+def test_overage_for_day_uses_the_tenant_local_month(warehouse: Warehouse) -> None:
+    wh = warehouse
     seed(
         wh,
         [
@@ -85,7 +84,6 @@ def test_overage_for_day_uses_the_tenant_local_month(tmp_path: Path) -> None:
     assert sept.loc["pronto", "amount_cents"] == 5_750
     assert sept.loc["toki", "usage_tokens"] == 1_400_000
     assert sept.loc["toki", "amount_cents"] == 100  # 0.4 Mtok x 2.50
-    wh.dispose()
 
 
 def test_unit_economics_shows_who_loses_money() -> None:

@@ -156,8 +156,8 @@ def _interactions(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
     )
 
 
-def test_period_spend_counts_exact_events_in_local_month(tmp_path) -> None:
-    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+def test_period_spend_counts_exact_events_in_local_month(warehouse: Warehouse) -> None:
+    wh = warehouse
     wh.append(
         PRICED_INTERACTIONS,
         _interactions(
@@ -207,8 +207,8 @@ def test_period_spend_counts_exact_events_in_local_month(tmp_path) -> None:
     assert early.to_dict("records")[0]["spend_usd"] == pytest.approx(3.5)
 
 
-def test_period_spend_on_empty_warehouse(tmp_path) -> None:
-    wh = Warehouse(f"sqlite:///{tmp_path}/w.db")
+def test_period_spend_on_empty_warehouse(warehouse: Warehouse) -> None:
+    wh = warehouse
     out = period_spend(wh, CONFIG, as_of=utc(2026, 3, 9))
     assert out["spend_usd"].tolist() == [0.0, 0.0]
     assert out["period"].tolist() == ["2026-03", "2026-03"]

@@ -8,7 +8,15 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, LLM_INTERACTIONS, SchemaError
+from cost_pipeline.lib.schemas import (
+    DAILY_COST_SUMMARY,
+    LLM_INTERACTIONS,
+    QUARANTINE,
+    TOKEN_COLUMNS,
+    SchemaError,
+    TableSchema,
+    col,
+)
 from cost_pipeline.lib.warehouse import Warehouse, redact_url
 
 DAY = date(2026, 3, 1)
@@ -95,6 +103,32 @@ def test_concurrent_runs_of_one_day_leave_one_copy(warehouse_url: str) -> None:
     assert Warehouse(warehouse_url).count(DAILY_COST_SUMMARY, days=[DAY]) == 500
 
 
+def test_writers_that_first_touch_a_fresh_warehouse_at_once_all_succeed(
+    warehouse_url: str,
+) -> None:
+    # Parallel asset runs on a new database each create the tables they use, at the same time.
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        wh = Warehouse(warehouse_url)
+        try:
+            start.wait()
+            wh.ensure_tables()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            wh.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Warehouse(warehouse_url).count(LLM_INTERACTIONS) == 0
+
+
 def test_strings_with_separators_and_nulls_survive_bulk_load(warehouse: Warehouse) -> None:
     ts = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
     row = {
@@ -123,6 +157,77 @@ def test_strings_with_separators_and_nulls_survive_bulk_load(warehouse: Warehous
     assert out["user_id"] is None
     assert bool(out["batch"]) is True
     assert pd.isna(out["latency_ms"])
+
+
+def interaction_rows(event_ids: list[str], tokens: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "event_id": event_ids,
+            "occurred_at": datetime(2026, 3, 1, 9, tzinfo=UTC),
+            "day": DAY,
+            "tenant_id": "acme",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            **dict.fromkeys(TOKEN_COLUMNS, 0),
+            "input_tokens": tokens,
+        }
+    )
+
+
+def test_text_that_looks_like_the_copy_null_marker_is_kept(warehouse: Warehouse) -> None:
+    # Quarantine keeps bad input whole: a raw line `\N` (Postgres' COPY null marker), tabs,
+    # carriage returns and backslashes must come back byte for byte, and '' must stay ''.
+    raws = ["\\N", "\\", "a\tb\r\nc", "C:\\dir\\N", "", '"quoted", \\N']
+    warehouse.append(
+        QUARANTINE,
+        pd.DataFrame(
+            {
+                "source": "llm_interactions",
+                "day": DAY,
+                "raw": raws,
+                "reason": [f"r{i}" for i in range(len(raws))],
+                "detected_at": datetime(2026, 3, 1, tzinfo=UTC),
+            }
+        ),
+    )
+    out = warehouse.read(QUARANTINE).sort_values("reason")
+    assert out["raw"].tolist() == raws
+
+
+def test_insert_new_keeps_the_first_occurrence_of_a_repeated_key(warehouse: Warehouse) -> None:
+    # 12 events, each delivered three times in one batch with a different payload; the first
+    # delivery wins on every engine, and a second batch adds nothing.
+    ids = [f"ev{i % 12:02d}" for i in range(36)]
+    with warehouse.transaction() as conn:
+        new = warehouse.insert_new(
+            conn, LLM_INTERACTIONS, [interaction_rows(ids[:20], list(range(20)))]
+        )
+        new2 = warehouse.insert_new(
+            conn, LLM_INTERACTIONS, [interaction_rows(ids[20:], list(range(20, 36)))]
+        )
+    assert (new, new2) == ({str(DAY): 12}, {})
+    out = warehouse.read(LLM_INTERACTIONS).sort_values("event_id")
+    assert out["input_tokens"].tolist() == list(range(12))
+
+
+def test_insert_new_counts_composite_keys_of_any_type(warehouse: Warehouse) -> None:
+    schema = TableSchema(
+        name="composite_keys",
+        columns=(
+            col("day", "date", nullable=False),
+            col("a", "str", nullable=False),
+            col("b", "str", nullable=False),
+            col("n", "int", nullable=False),
+        ),
+        partition_column="day",
+        unique=("a", "b", "n"),
+    )
+    # ('a', 'bc') and ('ab', 'c') are different keys even though their texts concatenate alike.
+    rows = pd.DataFrame({"day": DAY, "a": ["a", "ab", "ab"], "b": ["bc", "c", "c"], "n": [1, 1, 2]})
+    with warehouse.transaction() as conn:
+        assert warehouse.insert_new(conn, schema, [rows]) == {str(DAY): 3}
+        assert warehouse.insert_new(conn, schema, [rows]) == {}
+    assert warehouse.count(schema) == 3
 
 
 def test_chunked_reads_equal_one_read(warehouse: Warehouse) -> None:
