@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -40,14 +41,15 @@ def generate_demo_data(*, fresh: bool = False) -> list[date]:
     if not config.demo.enabled:
         raise SystemExit("the configuration has demo.enabled = false: refusing to write demo data")
     demo = config.demo
-    days = _days(demo.start_date, demo.days)
+    days = demo.window(datetime.now(UTC).date())
     out = environment.demo_data_dir()
     log_dir = out / "interactions"
-    if fresh or not any(log_dir.glob("interactions-*")):
-        print(f"generating {demo.days} days of the demo company into {out} ...", flush=True)
+    if fresh or not (log_dir / f"interactions-{days[-1]}.jsonl.gz").exists():
+        print(f"generating {len(days)} days of the demo company into {out} ...", flush=True)
+        shutil.rmtree(log_dir, ignore_errors=True)  # an older window's files would linger
         started = time.perf_counter()
         summary = DemoCompany(config, seed=demo.seed).write_log(
-            log_dir, start=demo.start_date, days=demo.days, events_per_day=demo.events_per_day
+            log_dir, start=days[0], days=len(days), events_per_day=demo.events_per_day
         )
         print(f"  {summary} ({time.perf_counter() - started:.1f} s)", flush=True)
     for extra in _demo_extras():

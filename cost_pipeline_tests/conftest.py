@@ -11,8 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
 
-from cost_pipeline.lib.config import CostConfig, load_config
+from cost_pipeline.lib.config import CONFIG_ENV, CostConfig, load_config, packaged_config_path
 from cost_pipeline.lib.warehouse import Warehouse
 
 POSTGRES_ENV = "COST_PIPELINE_TEST_POSTGRES_URL"
@@ -131,3 +132,23 @@ def dagster_instance(db_engine: str) -> Iterator[dg.DagsterInstance]:
 @pytest.fixture(scope="session")
 def demo_config() -> CostConfig:
     return load_config()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_demo_window(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The packaged demo configuration with its window pinned to fixed dates.
+
+    The product's demo follows today's date; tests must not, so every test that loads the
+    default configuration (explicitly or through a resource) gets 2026-09-01 .. 2026-10-30.
+    """
+    raw = yaml.safe_load(packaged_config_path().read_text())
+    raw["demo"].update(start_date="2026-09-01", days=60)
+    path = tmp_path_factory.mktemp("config") / "demo_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    previous = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(CONFIG_ENV, None)
+    else:
+        os.environ[CONFIG_ENV] = previous

@@ -42,6 +42,7 @@ MEAN_CALL_USD = 0.021
 DEFAULT_EVENTS_PER_DAY = 6000
 WEEKDAY_FACTOR = np.array([1.2, 1.2, 1.2, 1.2, 1.2, 0.5, 0.5])  # Mon..Sun, mean 1
 MONTHLY_GROWTH = 0.06
+GROWTH_ANCHOR = date(2026, 10, 1)
 
 MODELS: tuple[tuple[str, str], ...] = (
     ("openai", "gpt-4o-mini-2024-07-18"),
@@ -179,7 +180,6 @@ class DemoCompany:
         self.agent_cum = np.cumsum(rng.dirichlet(base * 300, size=len(self.tenants)), axis=1)
         self.users = np.array([TIER_USERS.get(tier, 10) for tier in tiers])
         self.zones = [ZoneInfo(t.timezone) for t in config.tenants]
-        self.anchor = config.demo.start_date + timedelta(days=config.demo.days // 2)
 
     def write_log(
         self,
@@ -259,7 +259,9 @@ class DemoCompany:
 
     def day_volume(self, day: date, events_per_day: int) -> float:
         """Expected calls on `day` before incidents: weekday rhythm and growth around the volume."""
-        months = (day - self.anchor).days / 30
+        # A fixed anchor keeps a day's volume a function of (seed, day) alone, whatever window
+        # the demo covers; clamped so that far-off days stay within a year's growth.
+        months = min(max((day - GROWTH_ANCHOR).days / 30, -12.0), 12.0)
         growth = (1 + MONTHLY_GROWTH) ** months
         return events_per_day * WEEKDAY_FACTOR[day.weekday()] * growth
 

@@ -39,8 +39,7 @@ RESTATEMENT_FACTOR = 0.97  # the mid-month delivery under-reports; the final one
 
 
 def demo_days(config: CostConfig) -> list[date]:
-    start = config.demo.start_date
-    return [start + timedelta(days=i) for i in range(config.demo.days)]
+    return config.demo.window(datetime.now(UTC).date())
 
 
 def tenant_daily_infra(config: CostConfig) -> pd.Series:

@@ -8,7 +8,7 @@ and the reason, so a typo fails when the code location loads, not inside a 3 a.m
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import cached_property
 from importlib import resources
@@ -153,11 +153,28 @@ class Allocation(_Model):
 
 
 class Demo(_Model):
+    """The generated demo company.
+
+    Without `start_date` the demo covers the first day of the previous month through
+    yesterday (UTC), so its months are current: the month being forecast is this one, and the
+    last complete month can still be billed within Stripe's 35-day window. With `start_date`,
+    it covers `days` days from there.
+    """
+
     enabled: bool = False
     seed: int = 7
-    start_date: date = date(2026, 9, 1)
+    start_date: date | None = None
     days: Annotated[int, Field(ge=1)] = 60
     events_per_day: Annotated[int, Field(ge=1)] = 6000
+
+    def window(self, today: date) -> list[date]:
+        """The demo days, given today's UTC date."""
+        if self.start_date is not None:
+            first, count = self.start_date, self.days
+        else:
+            first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+            count = (today - first).days
+        return [first + timedelta(days=i) for i in range(count)]
 
 
 class CostConfig(_Model):
@@ -224,12 +241,15 @@ class CostConfig(_Model):
         return out
 
 
+def packaged_config_path() -> Path:
+    """The demo configuration shipped with the package."""
+    return Path(str(resources.files("cost_pipeline.demo").joinpath(DEMO_CONFIG)))
+
+
 def config_path() -> Path:
     """The configured file, or the packaged demo configuration."""
     explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(str(resources.files("cost_pipeline.demo").joinpath(DEMO_CONFIG)))
+    return Path(explicit).expanduser() if explicit else packaged_config_path()
 
 
 def load_config(path: str | Path | None = None) -> CostConfig:

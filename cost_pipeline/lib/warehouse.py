@@ -9,8 +9,8 @@ twice at once — leaves exactly one copy. Postgres loads use `COPY ... FROM STD
 
 from __future__ import annotations
 
-import csv
 import io
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
@@ -18,12 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from cost_pipeline.lib.schemas import TABLES, Column, TableSchema
 
 WRITE_CHUNK_ROWS = 200_000
+_PG_UTC_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "json": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "money": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "datetime": pa.timestamp("us", tz="UTC"),
+}
 
 _SA_TYPES: dict[str, Any] = {
     "str": sa.Text,
@@ -283,15 +296,64 @@ class Warehouse:
         """Stream a table in chunks of at most `chunk_rows`, each conformed to the schema."""
         table = self.table(schema)
         sub = _subset(schema, columns)
-        stmt = sa.select(*(table.c[c] for c in sub.column_names))
         filters = dict(where or {})
         if days is not None:
             filters[schema.partition_column or "day"] = list(days)
-        for k, v in filters.items():
-            stmt = stmt.where(table.c[k].in_(list(v)))
+        conditions = [table.c[k].in_(list(v)) for k, v in filters.items()]
+        if self.dialect == "postgresql":
+            yield from self._copy_out_chunks(table, sub, conditions, chunk_rows)
+            return
+        stmt = sa.select(*(table.c[c] for c in sub.column_names)).where(*conditions)
         with self.engine.connect().execution_options(stream_results=True) as conn:
             for chunk in pd.read_sql(stmt, conn, chunksize=chunk_rows):
                 yield sub.conform(chunk)
+
+    def _copy_out_chunks(
+        self, table: sa.Table, sub: TableSchema, conditions: list[Any], chunk_rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """Postgres: `COPY (SELECT ...) TO STDOUT` spooled to a temp file, parsed by pyarrow.
+
+        The database's bulk path out, as `COPY FROM` is the way in: no Python object per value.
+        Timestamps leave as UTC ISO text, so the session time zone does not matter.
+        """
+        selected = [
+            sa.func.to_char(sa.func.timezone("UTC", table.c[c.name]), _PG_UTC_FORMAT).label(c.name)
+            if c.kind == "datetime"
+            else table.c[c.name]
+            for c in sub.columns
+        ]
+        stmt = sa.select(*selected).where(*conditions)
+        sql = str(stmt.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+        with tempfile.SpooledTemporaryFile(max_size=256 << 20) as spool:
+            with self.engine.connect() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()
+                try:
+                    cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", spool)
+                finally:
+                    cursor.close()
+            if spool.tell() == 0:
+                return
+            spool.seek(0)
+            reader = pacsv.open_csv(
+                spool,
+                read_options=pacsv.ReadOptions(column_names=sub.column_names),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c.name: _ARROW_TYPES[c.kind] for c in sub.columns},
+                    true_values=["t"],
+                    false_values=["f"],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            pending: pa.Table | None = None
+            for batch in reader:
+                table_part = pa.Table.from_batches([batch])
+                pending = table_part if pending is None else pa.concat_tables([pending, table_part])
+                while pending.num_rows >= chunk_rows:
+                    yield sub.conform(pending.slice(0, chunk_rows).to_pandas())
+                    pending = pending.slice(chunk_rows)
+            if pending is not None and pending.num_rows:
+                yield sub.conform(pending.to_pandas())
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self.engine.connect() as conn:
@@ -356,33 +418,21 @@ def _records(schema: TableSchema, frame: pd.DataFrame) -> list[dict[str, Any]]:
     return obj.to_dict("records")
 
 
-_COPY_TEXT_SPECIAL = r"[\\\t\n\r]"
-_COPY_TEXT_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-
-
 def _copy_postgres(conn: Connection, schema: TableSchema, frame: pd.DataFrame) -> None:
-    # COPY's text format, not CSV: in CSV an unquoted `\N` is NULL, so a text value that is
-    # literally `\N` (a quarantined raw line, say) would be stored as NULL. In the text format
-    # NULL is `\N` and every backslash, tab and newline inside a value is escaped, so any string
-    # round-trips exactly.
-    buf = io.StringIO()
-    out = frame.copy()
-    for c in schema.columns:
-        if c.kind == "datetime":
-            out[c.name] = out[c.name].dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        elif c.kind in ("str", "json"):
-            text = out[c.name].dropna().astype(str)
-            special = text[text.str.contains(_COPY_TEXT_SPECIAL, regex=True)]
-            if len(special):  # rare: escape only the values that need it
-                for raw, escaped in _COPY_TEXT_ESCAPES:
-                    special = special.str.replace(raw, escaped, regex=False)
-                out[c.name] = out[c.name].astype(object)
-                out.loc[special.index, c.name] = special
-    out.to_csv(buf, sep="\t", index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_NONE)
+    # CSV written by pyarrow's C++ writer with every non-null value quoted: in COPY's CSV
+    # format only an unquoted empty field is NULL, so any text — including a literal `\N`, tabs
+    # or newlines — round-trips exactly, and no value has to be escaped in Python.
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    buf = io.BytesIO()
+    pacsv.write_csv(
+        table,
+        buf,
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+    )
     buf.seek(0)
     cols = ", ".join(f'"{c}"' for c in schema.column_names)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {schema.name} ({cols}) FROM STDIN WITH (FORMAT text)", buf)
+        cursor.copy_expert(f"COPY {schema.name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
     finally:
         cursor.close()

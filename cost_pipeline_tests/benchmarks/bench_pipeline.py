@@ -24,6 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 DAY = date(2026, 10, 6)
+MODULE = "cost_pipeline_tests.benchmarks.bench_pipeline"
 ADMIN_URL = os.environ.get(
     "COST_PIPELINE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
@@ -86,11 +87,12 @@ def run_engine(engine: str, log_dir: Path, work: Path) -> dict:
         url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(False)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", __name__, "--child", url, str(log_dir)],
-            check=True,
+            [sys.executable, "-m", MODULE, "--child", url, str(log_dir)],
             capture_output=True,
             text=True,
         )
+        if out.returncode != 0:
+            raise SystemExit(f"{engine} run failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         if admin is not None:

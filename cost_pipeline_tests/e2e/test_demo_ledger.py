@@ -55,7 +55,6 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_config: CostCon
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv("INTERACTION_LOG_DIR", str(log_dir))
     monkeypatch.delenv("COST_WAREHOUSE_URL", raising=False)
-    monkeypatch.delenv("COST_PIPELINE_CONFIG", raising=False)
     defs = build_defs(build_resources(demo_config))
     instance = dg.DagsterInstance.ephemeral()
     wh = Warehouse(default_warehouse_url())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cost_pipeline.lib.config import ConfigError, CostConfig, load_config
+from cost_pipeline.lib.config import ConfigError, CostConfig, load_config, packaged_config_path
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -94,3 +95,19 @@ def test_one_source_id_cannot_belong_to_two_tenants(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="'proj_x' is mapped to both 'a' and 'b'"):
         load_config(write(tmp_path, config))
+
+
+@pytest.mark.parametrize(
+    ("today", "first", "last"),
+    [
+        (date(2026, 11, 23), date(2026, 10, 1), date(2026, 11, 22)),
+        (date(2026, 3, 1), date(2026, 2, 1), date(2026, 2, 28)),
+        (date(2027, 1, 15), date(2026, 12, 1), date(2027, 1, 14)),
+    ],
+)
+def test_demo_window_follows_today_unless_pinned(today: date, first: date, last: date) -> None:
+    packaged = load_config(packaged_config_path())
+    days = packaged.demo.window(today)
+    assert (days[0], days[-1], len(days)) == (first, last, (last - first).days + 1)
+    pinned = packaged.demo.model_copy(update={"start_date": date(2026, 9, 1), "days": 60})
+    assert pinned.window(today)[0] == date(2026, 9, 1) and len(pinned.window(today)) == 60
