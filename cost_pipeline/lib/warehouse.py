@@ -179,12 +179,18 @@ class Warehouse:
         return len(frame)
 
     def insert_new(
-        self, conn: Connection, schema: TableSchema, frames: Iterable[pd.DataFrame]
+        self,
+        conn: Connection,
+        schema: TableSchema,
+        frames: Iterable[pd.DataFrame],
+        *,
+        conformed: bool = False,
     ) -> dict[str, int]:
         """Insert rows whose unique key is not yet stored; return new rows per partition day.
 
         Rows are bulk-loaded into a temporary staging table first, then moved with the
         database's insert-or-ignore, so memory stays bounded and a re-delivered row adds nothing.
+        `conformed=True` skips re-checking frames that were conformed to `schema` already.
         """
         if not schema.unique:
             raise ValueError(f"{schema.name} has no unique key")
@@ -199,29 +205,33 @@ class Warehouse:
         stage_table = sa.Table(stage, sa.MetaData(), *(_sa_column(c) for c in schema.columns))
         for frame in frames:
             if not frame.empty:
-                self._insert_frame(conn, stage_schema, stage_table, schema.conform(frame))
+                frame = frame if conformed else schema.conform(frame)
+                self._insert_frame(conn, stage_schema, stage_table, frame)
         key = schema.unique
         part = schema.partition_column or "day"
-        # Dedupe within the staged batch first (first occurrence wins), then against the table.
-        join = " AND ".join(f"t.{k} = s.{k}" for k in key)
         keys = ", ".join(key)
-        # Distinct keys per day, portably: `COUNT(DISTINCT a || b)` fails on Postgres for
-        # non-text keys (no `bigint || bigint`) and lets ('a', 'bc') collide with ('ab', 'c').
-        distinct_cols = ", ".join(dict.fromkeys([f"s.{part}", *(f"s.{k}" for k in key)]))
-        new_by_day = conn.exec_driver_sql(
-            f"SELECT {part}, COUNT(*) FROM (SELECT DISTINCT {distinct_cols} FROM {stage} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {join})) AS n GROUP BY {part}"
-        ).all()
         cols = ", ".join(schema.column_names)
         if self.dialect == "postgresql":
-            # DISTINCT ON keeps the first row of each key in the ORDER BY; without a tiebreak
-            # that row is arbitrary. The stage is a fresh temp table filled only by COPY, so its
+            # One statement inserts and counts: the new rows come back from RETURNING and are
+            # grouped by day inside the database. DISTINCT ON keeps the first row of each key
+            # in the ORDER BY; the stage is a fresh temp table filled only by COPY, so its
             # physical order (ctid) is the load order: first occurrence wins, as on SQLite.
-            conn.exec_driver_sql(
-                f"INSERT INTO {table.name} ({cols}) SELECT DISTINCT ON ({keys}) {cols} "
-                f"FROM {stage} ORDER BY {keys}, ctid ON CONFLICT ({keys}) DO NOTHING"
-            )
+            new_by_day = conn.exec_driver_sql(
+                f"WITH inserted AS (INSERT INTO {table.name} ({cols}) "
+                f"SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys}, ctid "
+                f"ON CONFLICT ({keys}) DO NOTHING RETURNING {part}) "
+                f"SELECT {part}, COUNT(*) FROM inserted GROUP BY {part}"
+            ).all()
         else:
+            # Distinct keys per day, portably (a `||` of the keys would let ('a', 'bc') and
+            # ('ab', 'c') collide), before INSERT OR IGNORE keeps the first of each key.
+            join = " AND ".join(f"t.{k} = s.{k}" for k in key)
+            distinct_cols = ", ".join(dict.fromkeys([f"s.{part}", *(f"s.{k}" for k in key)]))
+            new_by_day = conn.exec_driver_sql(
+                f"SELECT {part}, COUNT(*) FROM (SELECT DISTINCT {distinct_cols} FROM {stage} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {join})) AS n "
+                f"GROUP BY {part}"
+            ).all()
             conn.exec_driver_sql(
                 f"INSERT OR IGNORE INTO {table.name} ({cols}) SELECT {cols} FROM {stage}"
             )

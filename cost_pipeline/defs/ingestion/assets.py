@@ -59,7 +59,7 @@ def llm_interactions(
 
         # One transaction per file: its rows, its quarantine and its "seen" mark land together.
         with wh.transaction(lock_key=f"{SOURCE}:ingest") as conn:
-            by_day = wh.insert_new(conn, LLM_INTERACTIONS, good_chunks())
+            by_day = wh.insert_new(conn, LLM_INTERACTIONS, good_chunks(), conformed=True)
             loaded = sum(by_day.values())
             wh.append(
                 INGESTED_FILES,
