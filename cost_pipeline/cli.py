@@ -94,6 +94,7 @@ def materialize_days(days: Sequence[date], *, instance=None) -> None:
     the outbox and the billing ledger without a daemon running.
     """
     from cost_pipeline.definitions import defs
+    from cost_pipeline.defs.partitions import monthly_partitions
 
     instance = instance or dg.DagsterInstance.get()
     started = time.perf_counter()
@@ -110,29 +111,36 @@ def materialize_days(days: Sequence[date], *, instance=None) -> None:
             label=f"[{i:>3}/{len(days)}] {day} daily_cost_job",
         )
     ]
-    months = sorted({d.strftime("%Y-%m-01") for d in days})
+    # Monthly outputs exist for complete months only (the current one is not a partition yet).
+    closed = set(monthly_partitions.get_partition_keys())
+    months = sorted({d.strftime("%Y-%m-01") for d in days} & closed)
     for month in months:
-        _run(
+        if not _run(
             defs.resolve_job_def("focus_export_job"),
             instance=instance,
             partition_key=month,
             label=f"{month[:7]} focus_export_job",
-        )
+        ):
+            failed.append(f"focus_export_job {month[:7]}")
     run_action_sensors(defs, instance)
-    # Close the months the days cover completely (the last one may still be open).
+    # Close the complete months the days cover from their first to their last day.
     for month in months:
         first = date.fromisoformat(month)
         last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
-        if first in days and last in days and last < max(days):
-            _run(
+        if (
+            first in days
+            and last in days
+            and not _run(
                 defs.resolve_job_def("billing_close_job"),
                 instance=instance,
                 partition_key=month,
                 label=f"{month[:7]} billing_close_job",
             )
+        ):
+            failed.append(f"billing_close_job {month[:7]}")
     print(f"materialized {len(days)} day(s) in {time.perf_counter() - started:.0f} s")
     if failed:
-        print(f"FAILED days: {', '.join(map(str, failed))}", file=sys.stderr)
+        print(f"FAILED: {', '.join(map(str, failed))}", file=sys.stderr)
         raise SystemExit(1)
 
 
