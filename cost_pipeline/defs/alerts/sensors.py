@@ -15,6 +15,7 @@ import pandas as pd
 
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
 from cost_pipeline.lib import outbox
+from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.resources.warehouse import WarehouseResource
 
@@ -63,6 +64,14 @@ def _request(prefix: str, facts: pd.DataFrame, cursor: str | None, what: str) ->
     )
 
 
+def _new_facts(warehouse: WarehouseResource, facts: pd.DataFrame) -> pd.DataFrame:
+    """One row per fact — its latest day, whose numbers are the freshest — not yet in the outbox."""
+    latest = facts.sort_values("day").drop_duplicates(
+        ["tenant_id", "period", "kind", "ref"], keep="last"
+    )
+    return outbox.unseen(warehouse.get(), latest)
+
+
 @dg.sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
@@ -79,12 +88,7 @@ def budget_alert_sensor(
         day = record.partition_key
         rows += [{**fact, "day": day} for fact in (meta.value if meta is not None else [])]
     facts = pd.DataFrame(rows, columns=["tenant_id", "period", "kind", "ref", "day"])
-    # The latest day of a fact wins; its numbers are the freshest.
-    facts = facts.sort_values("day").drop_duplicates(
-        ["tenant_id", "period", "kind", "ref"], keep="last"
-    )
-    facts = outbox.unseen(warehouse.get(), facts)
-    return _request("budget", facts, cursor, "budget crossings")
+    return _request("budget", _new_facts(warehouse, facts), cursor, "budget crossings")
 
 
 @dg.sensor(
@@ -98,28 +102,17 @@ def anomaly_alert_sensor(
 ) -> dg.SensorResult:
     records, cursor = _new_materializations(context, "anomaly_scores")
     days = sorted({date.fromisoformat(r.partition_key) for r in records if r.partition_key})
-    wh = warehouse.get()
-    if days:
-        scores = wh.query(
-            "SELECT * FROM anomaly_scores WHERE day IN ("
-            + ", ".join(f":d{i}" for i in range(len(days)))
-            + ") AND severity IN ('high', 'critical')",
-            {f"d{i}": d.isoformat() for i, d in enumerate(days)},
-        )
-    else:
-        scores = pd.DataFrame(columns=["tenant_id", "day", "driver", "severity", "since_day"])
-    scores = scores[scores["tenant_id"] != COMPANY] if not scores.empty else scores
+    scores = warehouse.get().read(
+        ANOMALY_SCORES, days=days, where={"severity": ["high", "critical"]}
+    )
+    scores = scores[scores["tenant_id"] != COMPANY]
     start = scores["since_day"].where(scores["since_day"].notna(), scores["day"]).astype(str)
     facts = scores.assign(
         period=start.str[:7],
         kind="anomaly",
         ref=scores["driver"].fillna("tenant").astype(str) + "@" + start,
     )
-    facts = facts.sort_values("day").drop_duplicates(
-        ["tenant_id", "period", "kind", "ref"], keep="last"
-    )
-    facts = outbox.unseen(wh, facts)
-    return _request("anomaly", facts, cursor, "high or critical anomalies")
+    return _request("anomaly", _new_facts(warehouse, facts), cursor, "high or critical anomalies")
 
 
 @dg.sensor(
