@@ -172,7 +172,6 @@ def run_action_sensors(defs, instance) -> None:
 
 def print_summary(days: Sequence[date]) -> None:
     """Totals by category and the top tenants over the given days, from the warehouse."""
-    import cost_pipeline.definitions  # noqa: F401 - registers every table's schema
     from cost_pipeline import environment
     from cost_pipeline.lib.summary import top_tenants
     from cost_pipeline.lib.warehouse import Warehouse, redact_url

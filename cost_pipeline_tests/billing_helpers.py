@@ -6,8 +6,9 @@ from datetime import datetime
 
 import pandas as pd
 
+from cost_pipeline.catalog import PRICED_INTERACTIONS
 from cost_pipeline.lib.config import CostConfig, parse_config
-from cost_pipeline.lib.schemas import PRICED_INTERACTIONS, TOKEN_COLUMNS
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS
 from cost_pipeline.lib.warehouse import Warehouse
 
 RAW_CONFIG = {

@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cost_pipeline.catalog import LLM_INTERACTIONS
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.schemas import LLM_INTERACTIONS
 
 if TYPE_CHECKING:
     from cost_pipeline.demo.log_writer import WriteSummary

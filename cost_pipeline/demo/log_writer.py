@@ -23,7 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cost_pipeline.lib.schemas import LLM_INTERACTIONS, TOKEN_COLUMNS
+from cost_pipeline.catalog import LLM_INTERACTIONS
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
     from cost_pipeline.demo.generator import DemoCompany

@@ -23,8 +23,9 @@ import json
 import numpy as np
 import pandas as pd
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY, INFRA_COST_ALLOCATION
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, INFRA_COST_ALLOCATION, MONEY_DECIMALS
+from cost_pipeline.lib.schemas import MONEY_DECIMALS
 
 IDLE = "__idle__"
 UNALLOCATED = "__unallocated__"

@@ -30,32 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
-from cost_pipeline.lib import schemas
-from cost_pipeline.lib.schemas import TableSchema, col, money
-
-ANOMALY_SCORES = schemas.register(
-    TableSchema(
-        name="anomaly_scores",
-        columns=(
-            col("day", "date", nullable=False),
-            col("tenant_id", "str", nullable=False),
-            col("driver", "str", nullable=False),
-            money("actual_usd", signed=True),
-            money("expected_usd", nullable=True, signed=True),
-            col("ratio", "float"),
-            col("score", "float"),
-            col("multivariate_score", "float"),
-            col("severity", "str", nullable=False),
-            col("detector", "str"),
-            col("since_day", "date"),
-            col("reason", "str", nullable=False),
-        ),
-        indexes=(("day",), ("tenant_id", "day")),
-        doc="Per day, tenant and driver ('tenant', 'agent:<id>', 'model:<id>'): actual vs "
-        "expected cost, ratio, robust z-score, severity none/low/medium/high/critical, since "
-        "when, and a reason a person can act on.",
-    )
-)
+from cost_pipeline.catalog import ANOMALY_SCORES
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}

@@ -32,74 +32,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cost_pipeline.lib import schemas
-from cost_pipeline.lib.schemas import TableSchema, col
+from cost_pipeline.catalog import BILLING_LEDGER, BILLING_PERIOD_CLOSE
 from cost_pipeline.lib.warehouse import Warehouse
-
-BILLING_LEDGER = schemas.register(
-    TableSchema(
-        name="billing_ledger",
-        columns=(
-            col("identifier", "str", nullable=False),
-            col("tenant_id", "str", nullable=False),
-            col("period", "str", nullable=False),
-            col("sequence", "int", nullable=False, min_value=1),
-            col("kind", "str", nullable=False),  # meter_event | pending_credit
-            col("mode", "str", nullable=False),  # live | dry_run
-            col("stripe_customer_id", "str"),
-            col("event_name", "str"),
-            col("value_cents", "int", nullable=False, min_value=0),
-            col("event_timestamp", "datetime"),
-            col("status", "str", nullable=False),
-            col("attempts", "int", nullable=False, min_value=0),
-            col("last_error", "str"),
-            col("created_at", "datetime", nullable=False),
-            col("updated_at", "datetime", nullable=False),
-        ),
-        partition_column=None,
-        unique=("identifier",),
-        indexes=(("tenant_id", "period"),),
-        doc="Every intended Stripe meter event (recorded before sending) and its outcome.",
-    )
-)
-
-BILLING_PERIOD_CLOSE = schemas.register(
-    TableSchema(
-        name="billing_period_close",
-        columns=(
-            col("period", "str", nullable=False),
-            col("tenant_id", "str", nullable=False),
-            col("computed_cents", "int", nullable=False, min_value=0),
-            col("reported_cents", "int", nullable=False),
-            col("closed_at", "datetime", nullable=False),
-        ),
-        partition_column=None,
-        unique=("period", "tenant_id"),
-        doc="Finalized billing periods; the billing run sends nothing more for them.",
-    )
-)
-
-BILLING_RECONCILIATION = schemas.register(
-    TableSchema(
-        name="billing_reconciliation",
-        columns=(
-            col("period", "str", nullable=False),
-            col("tenant_id", "str", nullable=False),
-            col("mode", "str", nullable=False),
-            col("computed_cents", "int", nullable=False, min_value=0),
-            col("reported_cents", "int", nullable=False),
-            col("unconfirmed_cents", "int", nullable=False, min_value=0),
-            col("pending_credit_cents", "int", nullable=False, min_value=0),
-            col("resolved_credit_cents", "int", nullable=False, min_value=0),
-            col("difference_cents", "int", nullable=False),
-            col("ok", "bool", nullable=False),
-            col("reconciled_at", "datetime", nullable=False),
-        ),
-        partition_column=None,
-        unique=("period", "tenant_id"),
-        doc="Per closing period and tenant: the ledger's reported total vs computed overage.",
-    )
-)
 
 LOCK_KEY = "billing_ledger"
 STRIPE_WINDOW = timedelta(days=35)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cost_pipeline.catalog import CLOUD_COSTS, QUARANTINE
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.schemas import CLOUD_COSTS, QUARANTINE, Column, TableSchema, col, register
 
 SOURCE = "cloud_costs"
 FOCUS_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -53,22 +53,6 @@ DECIMAL_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost")
 CHARGE_CATEGORIES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
 
 # One row per loaded delivery scope: which delivery is the current truth of a billing period.
-CLOUD_COST_DELIVERIES = register(
-    TableSchema(
-        name="cloud_cost_deliveries",
-        columns=(
-            col("provider", "str", nullable=False),
-            col("billing_period_start", "date", nullable=False),
-            col("delivery", "str", nullable=False),
-            col("delivered_at", "datetime", nullable=False),
-            Column("rows_loaded", "int", nullable=False, min_value=0),
-            col("ingested_at", "datetime", nullable=False),
-        ),
-        partition_column=None,
-        indexes=(("provider", "billing_period_start"),),
-        doc="The FOCUS delivery currently loaded for each provider and billing period.",
-    )
-)
 
 
 @dataclass(frozen=True)

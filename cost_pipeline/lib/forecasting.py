@@ -47,36 +47,8 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import HuberRegressor, LinearRegression
 
-from cost_pipeline.lib import schemas
+from cost_pipeline.catalog import COST_FORECASTS
 from cost_pipeline.lib.periods import COMPANY
-from cost_pipeline.lib.schemas import TableSchema, col, money
-
-COST_FORECASTS = schemas.register(
-    TableSchema(
-        name="cost_forecasts",
-        columns=(
-            col("day", "date", nullable=False),
-            col("tenant_id", "str", nullable=False),
-            col("month", "date", nullable=False),
-            col("days_elapsed", "int", nullable=False, min_value=1),
-            col("days_in_month", "int", nullable=False, min_value=28),
-            money("spend_to_date_usd", signed=True),
-            money("forecast_usd", signed=True),
-            money("lower_80_usd", signed=True),
-            money("upper_80_usd", signed=True),
-            money("lower_95_usd", signed=True),
-            money("upper_95_usd", signed=True),
-            money("naive_run_rate_usd", signed=True),
-            money("budget_usd", nullable=True),
-            col("model", "str", nullable=False),
-            col("backtest_error_pct", "float"),
-            col("history_days", "int", min_value=0),
-        ),
-        indexes=(("day",), ("tenant_id", "day")),
-        doc="Per as-of day and tenant (and the company, tenant_id '__company__'): projected "
-        "month-end spend with 80/95 % intervals, spend to date, naive run-rate, model used.",
-    )
-)
 
 Z80 = 1.2815515655446004
 Z95 = 1.959963984540054

@@ -30,7 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from cost_pipeline.lib.schemas import LLM_INTERACTIONS, QUARANTINE, TOKEN_COLUMNS
+from cost_pipeline.catalog import LLM_INTERACTIONS, QUARANTINE
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS
 
 SOURCE = "llm_interactions"
 REQUIRED_TEXT = ("event_id", "tenant_id", "provider", "model")

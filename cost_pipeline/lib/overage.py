@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import pandas as pd
 
-from cost_pipeline.lib import schemas
+from cost_pipeline.catalog import OVERAGE_CHARGES, TENANT_UNIT_ECONOMICS
 from cost_pipeline.lib.config import CostConfig, Overage
 from cost_pipeline.lib.periods import (
     period_of,
@@ -31,41 +31,11 @@ from cost_pipeline.lib.periods import (
     periods_overlapping_day,
     sum_in_windows,
 )
-from cost_pipeline.lib.schemas import TableSchema, col, money
 from cost_pipeline.lib.warehouse import Warehouse
 
 CENT = Decimal("0.01")
 MTOK = Decimal(1_000_000)
 
-OVERAGE_CHARGES = schemas.register(
-    TableSchema(
-        name="overage_charges",
-        columns=(
-            col("tenant_id", "str", nullable=False),
-            col("period", "str", nullable=False),
-            col("period_start", "datetime", nullable=False),
-            col("period_end", "datetime", nullable=False),
-            col("tier", "str", nullable=False),
-            col("stripe_customer_id", "str"),
-            col("rate_source", "str", nullable=False),  # tier | contract | none (capped tier)
-            col("overage_unit", "str"),  # usd | tokens | null when no overage terms
-            money("included_usage_usd", nullable=True),
-            col("included_tokens", "int", min_value=0),
-            money("usage_usd"),
-            col("usage_tokens", "int", min_value=0),
-            col("overage_quantity", "float", nullable=False, min_value=0),
-            col("markup", "float", min_value=0),
-            money("unit_price_usd", nullable=True),
-            money("amount_usd"),
-            col("amount_cents", "int", nullable=False, min_value=0),
-            col("computed_at", "datetime", nullable=False),
-        ),
-        partition_column=None,
-        unique=("tenant_id", "period"),
-        indexes=(("period",),),
-        doc="Per tenant and local billing month: allowance, usage, overage and amount to bill.",
-    )
-)
 
 USAGE_COLUMNS = ["tenant_id", "period", "period_start", "period_end", "usage_usd", "usage_tokens"]
 
@@ -211,29 +181,6 @@ def overage_for_day(
     ]
     usage = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=USAGE_COLUMNS)
     return compute_overage(usage, config, computed_at=now)
-
-
-TENANT_UNIT_ECONOMICS = schemas.register(
-    TableSchema(
-        name="tenant_unit_economics",
-        columns=(
-            col("tenant_id", "str", nullable=False),
-            col("period", "str", nullable=False),
-            col("tier", "str", nullable=False),
-            money("tier_price_usd"),
-            money("overage_usd"),
-            money("revenue_usd"),
-            money("cost_usd", signed=True),
-            money("gross_margin_usd", signed=True),
-            col("margin_pct", "float"),
-            col("computed_at", "datetime", nullable=False),
-        ),
-        partition_column=None,
-        unique=("tenant_id", "period"),
-        indexes=(("period",),),
-        doc="Per tenant and local month: revenue (tier price + overage) vs whole cost, margin.",
-    )
-)
 
 
 def unit_economics(charges: pd.DataFrame, config: CostConfig) -> pd.DataFrame:

@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import sqlalchemy as sa
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
 from cost_pipeline.lib.warehouse import Warehouse
 
 COMPANY = "__company__"

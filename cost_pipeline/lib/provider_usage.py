@@ -17,14 +17,14 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.schemas import (
+from cost_pipeline.catalog import (
     ANTHROPIC_USAGE,
     OPENAI_USAGE,
     PROVIDER_REPORTED_COSTS,
     PROVIDER_USAGE_PRICED,
-    TOKEN_COLUMNS,
 )
+from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"

@@ -61,8 +61,8 @@ from genai_prices.types import (
     Usage,
 )
 
+from cost_pipeline.catalog import MODEL_PRICES
 from cost_pipeline.lib.config import PriceOverride
-from cost_pipeline.lib.schemas import MODEL_PRICES
 
 CATALOG_SOURCE = f"genai-prices {genai_prices.__version__}"
 OVERRIDE_SOURCE = "override"

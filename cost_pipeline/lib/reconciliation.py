@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY, LLM_COST_RECONCILIATION
 from cost_pipeline.lib.provider_usage import ANTHROPIC, OPENAI, canonical_model
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, LLM_COST_RECONCILIATION
 
 PROVIDERS = (OPENAI, ANTHROPIC)
 UNATTRIBUTED_TENANT = "__unattributed__"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 
 # Aggregated in the database: one pass over the day, memory bounded by the number of groups.
 LLM_SUMMARY_SQL = """

@@ -23,7 +23,8 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cost_pipeline.lib.schemas import TABLES, Column, TableSchema
+from cost_pipeline.catalog import TABLES
+from cost_pipeline.lib.schemas import Column, TableSchema
 
 WRITE_CHUNK_ROWS = 200_000
 _PG_UTC_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.defs.analytics.assets import anomaly_scores, cost_forecasts
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.forecasting import COST_FORECASTS
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline_tests.benchmarks.synthetic import synthetic_daily_summary

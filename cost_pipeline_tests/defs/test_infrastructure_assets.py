@@ -10,6 +10,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import (
+    CLOUD_COSTS,
+    DAILY_COST_SUMMARY,
+    INFRA_COST_ALLOCATION,
+    K8S_ALLOCATIONS,
+    QUARANTINE,
+)
 from cost_pipeline.defs.infrastructure.assets import (
     cloud_costs,
     focus_export,
@@ -20,13 +27,6 @@ from cost_pipeline.demo.infrastructure import focus_rows
 from cost_pipeline.lib.allocation import infra_summary_rows
 from cost_pipeline.lib.config import load_config
 from cost_pipeline.lib.focus_export import export_paths, read_focus_export
-from cost_pipeline.lib.schemas import (
-    CLOUD_COSTS,
-    DAILY_COST_SUMMARY,
-    INFRA_COST_ALLOCATION,
-    K8S_ALLOCATIONS,
-    QUARANTINE,
-)
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.focus_exports import FocusExports, FocusExportsTwin
 from cost_pipeline.resources.kubecost import KubecostResource, KubecostTwin

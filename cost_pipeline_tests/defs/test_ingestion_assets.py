@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cost_pipeline.catalog import PRICED_INTERACTIONS
 from cost_pipeline.defs.ingestion.assets import llm_interactions, no_quarantined_interactions
 from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
 from cost_pipeline.defs.partitions import daily_partitions
 from cost_pipeline.defs.summaries.assets import daily_cost_summary
-from cost_pipeline.lib.schemas import PRICED_INTERACTIONS
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource

@@ -9,6 +9,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import (
+    ANTHROPIC_USAGE,
+    OPENAI_USAGE,
+    PRICED_INTERACTIONS,
+    PROVIDER_REPORTED_COSTS,
+)
 from cost_pipeline.defs.alerts.schedules import daily_close_schedule
 from cost_pipeline.defs.ingestion.provider_assets import (
     NOT_CONFIGURED,
@@ -16,13 +22,7 @@ from cost_pipeline.defs.ingestion.provider_assets import (
     openai_usage,
     provider_reported_costs,
 )
-from cost_pipeline.lib.schemas import (
-    ANTHROPIC_USAGE,
-    OPENAI_USAGE,
-    PRICED_INTERACTIONS,
-    PROVIDER_REPORTED_COSTS,
-    TOKEN_COLUMNS,
-)
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.anthropic_admin import AnthropicAdminResource, AnthropicAdminTwin
 from cost_pipeline.resources.openai_admin import OpenAIAdminResource, OpenAIAdminTwin
@@ -225,6 +225,7 @@ def demo_day(wh_url: str, demo_config) -> date:
 def test_demo_reconciliation_shows_coverage_drift_and_the_mislabelled_model(
     wh_url, demo_day
 ) -> None:
+    from cost_pipeline.catalog import LLM_COST_RECONCILIATION, PROVIDER_USAGE_PRICED
     from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
     from cost_pipeline.defs.summaries.reconciliation import (
         app_log_matches_provider_usage,
@@ -233,7 +234,6 @@ def test_demo_reconciliation_shows_coverage_drift_and_the_mislabelled_model(
     )
     from cost_pipeline.demo.provider_twins import relabel_pair
     from cost_pipeline.lib.reconciliation import unattributed_summary_rows
-    from cost_pipeline.lib.schemas import LLM_COST_RECONCILIATION, PROVIDER_USAGE_PRICED
 
     config = CostConfigResource()
     result = dg.materialize(

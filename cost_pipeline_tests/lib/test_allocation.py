@@ -7,6 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY, INFRA_COST_ALLOCATION
 from cost_pipeline.demo.infrastructure import (
     demo_days,
     focus_rows,
@@ -22,7 +23,6 @@ from cost_pipeline.lib.allocation import (
 )
 from cost_pipeline.lib.config import CostConfig, parse_config
 from cost_pipeline.lib.focus import split_focus
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, INFRA_COST_ALLOCATION
 from cost_pipeline.resources.kubecost import parse_allocations
 
 DAY = date(2026, 9, 1)

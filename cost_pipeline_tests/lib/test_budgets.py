@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.lib.budgets import (
     alert_facts,
     enforcement,
@@ -18,7 +19,6 @@ from cost_pipeline.lib.budgets import (
 )
 from cost_pipeline.lib.config import parse_config
 from cost_pipeline.lib.periods import COMPANY
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
 from cost_pipeline.lib.warehouse import Warehouse
 
 CONFIG = parse_config(

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from genai_prices import Usage, calc_price
 
+from cost_pipeline.catalog import LLM_INTERACTIONS
 from cost_pipeline.demo.generator import AGENT_NAMES, DemoCompany
 from cost_pipeline.lib.config import CostConfig, load_config
 from cost_pipeline.lib.interaction_log import iter_log_file
-from cost_pipeline.lib.schemas import LLM_INTERACTIONS
 
 START = date(2026, 9, 1)
 PROVIDERS = frozenset({"openai", "anthropic", "selfhosted"})

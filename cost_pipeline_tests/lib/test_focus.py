@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cost_pipeline.catalog import CLOUD_COSTS, QUARANTINE
 from cost_pipeline.lib.config import CostConfig, parse_config
 from cost_pipeline.lib.focus import read_focus_file, split_focus
-from cost_pipeline.lib.schemas import CLOUD_COSTS, QUARANTINE
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.focus_export import (
     LLM_CATEGORY,
@@ -18,7 +19,6 @@ from cost_pipeline.lib.focus_export import (
     validate_focus,
     write_focus_month,
 )
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
 
 MONTH = date(2026, 9, 1)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import LLM_INTERACTIONS, QUARANTINE
 from cost_pipeline.demo.generator import DemoCompany
 from cost_pipeline.lib.config import load_config
 from cost_pipeline.lib.interaction_log import LogChunk, file_digest, iter_log_file, log_format
-from cost_pipeline.lib.schemas import LLM_INTERACTIONS, QUARANTINE
 
 PROVIDERS = frozenset({"openai", "anthropic", "selfhosted"})
 DAY = date(2026, 9, 8)

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.lib import outbox
 from cost_pipeline.lib.budgets import alert_facts, evaluate_day
 from cost_pipeline.lib.config import parse_config
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
 from cost_pipeline.lib.slack_messages import budget_alerts, digest_message
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.slack import SlackResource

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
 from cost_pipeline.lib.config import parse_config
 from cost_pipeline.lib.periods import (
     COMPANY,
@@ -15,7 +16,6 @@ from cost_pipeline.lib.periods import (
     period_spend,
     periods_overlapping_day,
 )
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
 from cost_pipeline.lib.warehouse import Warehouse
 
 

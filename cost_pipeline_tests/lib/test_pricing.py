@@ -13,10 +13,10 @@ from genai_prices.types import StartDateConstraint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cost_pipeline.catalog import PRICED_INTERACTIONS
 from cost_pipeline.lib.config import PriceOverride
 from cost_pipeline.lib.pricing import COST_COLUMNS, PricingEngine
 from cost_pipeline.lib.rate_card import catalog_models, price_context
-from cost_pipeline.lib.schemas import PRICED_INTERACTIONS
 
 TIERS = [None, "default", "auto", "flex", "priority", "fast", "standard", "batch", "scale"]
 OVERRIDES = [

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE
 from cost_pipeline.lib.provider_usage import (
     canonical_model,
     normalize_anthropic_costs,
@@ -15,7 +16,6 @@ from cost_pipeline.lib.provider_usage import (
     normalize_openai_usage,
     price_provider_usage,
 )
-from cost_pipeline.lib.schemas import ANTHROPIC_USAGE, OPENAI_USAGE
 
 SEPT_1 = 1_788_220_800  # 2026-09-01T00:00:00Z, before the demo's October discount
 

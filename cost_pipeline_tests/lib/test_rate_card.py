@@ -7,6 +7,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import MODEL_PRICES
 from cost_pipeline.lib.config import PriceOverride
 from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.rate_card import (
@@ -16,7 +17,6 @@ from cost_pipeline.lib.rate_card import (
     price_context,
     price_version,
 )
-from cost_pipeline.lib.schemas import MODEL_PRICES
 
 OVERRIDES = [
     PriceOverride(provider="anthropic", model="*", discount_pct=5, effective_from="2026-10-01"),

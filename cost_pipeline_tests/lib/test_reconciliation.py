@@ -7,13 +7,13 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.lib.reconciliation import (
     UNATTRIBUTED_TENANT,
     drift_verdicts,
     reconcile,
     unattributed_summary_rows,
 )
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
 
 D1, D2 = date(2026, 9, 1), date(2026, 9, 2)
 

@@ -8,15 +8,8 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib.schemas import (
-    DAILY_COST_SUMMARY,
-    LLM_INTERACTIONS,
-    QUARANTINE,
-    TOKEN_COLUMNS,
-    SchemaError,
-    TableSchema,
-    col,
-)
+from cost_pipeline.catalog import DAILY_COST_SUMMARY, LLM_INTERACTIONS, QUARANTINE
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS, SchemaError, TableSchema, col
 from cost_pipeline.lib.warehouse import Warehouse, redact_url
 
 DAY = date(2026, 3, 1)

@@ -9,13 +9,13 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES, RANK, WINDOW_DAYS, score_days
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.forecasting import COST_FORECASTS, HISTORY_DAYS, forecast_month_end
 from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import DAILY_COST_SUMMARY
 from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 

@@ -11,6 +11,14 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from cost_pipeline.catalog import (
+    CLOUD_COSTS,
+    DAILY_COST_SUMMARY,
+    INFRA_COST_ALLOCATION,
+    INGESTED_FILES,
+    K8S_ALLOCATIONS,
+    QUARANTINE,
+)
 from cost_pipeline.defs.partitions import daily_partitions, monthly_partitions, partition_day
 from cost_pipeline.lib.allocation import (
     allocate,
@@ -33,14 +41,6 @@ from cost_pipeline.lib.focus_export import (
     write_focus_month,
 )
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import (
-    CLOUD_COSTS,
-    DAILY_COST_SUMMARY,
-    INFRA_COST_ALLOCATION,
-    INGESTED_FILES,
-    K8S_ALLOCATIONS,
-    QUARANTINE,
-)
 from cost_pipeline.resources.focus_exports import FocusExports
 from cost_pipeline.resources.kubecost import KubernetesAllocations
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource

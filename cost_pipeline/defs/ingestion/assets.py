@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.catalog import INGESTED_FILES, LLM_INTERACTIONS, QUARANTINE
 from cost_pipeline.defs.ingestion.sensors import NEW_ROWS_BY_DAY
 from cost_pipeline.lib.interaction_log import file_digest, iter_log_file
 from cost_pipeline.lib.providers import known_providers
-from cost_pipeline.lib.schemas import INGESTED_FILES, LLM_INTERACTIONS, QUARANTINE
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_REPORTED_COSTS
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.provider_usage import (
@@ -24,12 +25,7 @@ from cost_pipeline.lib.provider_usage import (
     normalize_openai_usage,
 )
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import (
-    ANTHROPIC_USAGE,
-    OPENAI_USAGE,
-    PROVIDER_REPORTED_COSTS,
-    TableSchema,
-)
+from cost_pipeline.lib.schemas import TableSchema
 from cost_pipeline.resources.anthropic_admin import AnthropicAdmin
 from cost_pipeline.resources.openai_admin import OpenAIAdmin
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource

@@ -5,11 +5,11 @@
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.catalog import LLM_INTERACTIONS, MODEL_PRICES, PRICED_INTERACTIONS
 from cost_pipeline.defs.ingestion.assets import llm_interactions
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.lib.pricing import PRICED, PricingEngine
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import LLM_INTERACTIONS, MODEL_PRICES, PRICED_INTERACTIONS
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
 

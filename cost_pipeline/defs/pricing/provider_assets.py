@@ -6,12 +6,12 @@
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_USAGE_PRICED
 from cost_pipeline.defs.ingestion.provider_assets import anthropic_usage, openai_usage
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.provider_usage import price_provider_usage
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_USAGE_PRICED
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
 

@@ -4,6 +4,12 @@
 # definition time and rejects them as strings.
 import dagster as dg
 
+from cost_pipeline.catalog import (
+    DAILY_COST_SUMMARY,
+    INFRA_COST_ALLOCATION,
+    PRICED_INTERACTIONS,
+    PROVIDER_USAGE_PRICED,
+)
 from cost_pipeline.defs.infrastructure.assets import infra_cost_allocation
 from cost_pipeline.defs.partitions import daily_partitions, partition_day
 from cost_pipeline.defs.pricing.assets import priced_interactions
@@ -11,12 +17,6 @@ from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
 from cost_pipeline.lib.allocation import infra_summary_rows
 from cost_pipeline.lib.reconciliation import unattributed_summary_rows
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import (
-    DAILY_COST_SUMMARY,
-    INFRA_COST_ALLOCATION,
-    PRICED_INTERACTIONS,
-    PROVIDER_USAGE_PRICED,
-)
 from cost_pipeline.lib.summary import (
     LLM_SUMMARY_SQL,
     assemble_summary,

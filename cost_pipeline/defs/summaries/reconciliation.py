@@ -10,17 +10,17 @@ The checks WARN past `reconciliation.drift_warn_pct` and fail with ERROR past `d
 import dagster as dg
 import pandas as pd
 
-from cost_pipeline.defs.ingestion.provider_assets import provider_reported_costs
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
-from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
-from cost_pipeline.lib.reconciliation import drift_verdicts, reconcile
-from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.schemas import (
+from cost_pipeline.catalog import (
     LLM_COST_RECONCILIATION,
     PRICED_INTERACTIONS,
     PROVIDER_REPORTED_COSTS,
     PROVIDER_USAGE_PRICED,
 )
+from cost_pipeline.defs.ingestion.provider_assets import provider_reported_costs
+from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
+from cost_pipeline.lib.reconciliation import drift_verdicts, reconcile
+from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.summary import LLM_SUMMARY_SQL
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 

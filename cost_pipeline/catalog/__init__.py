@@ -1,0 +1,73 @@
+"""The table catalogue: every warehouse table, declared once, importable on its own.
+
+Each `TableSchema` names its columns, kinds, bounds and documentation. The store creates and
+migrates tables from it (`cost_pipeline.store`), `TableSchema.conform` validates frames against
+it, and the Dagster assets publish it as their column schema. Nothing registers tables as a side
+effect of an import: this package is the whole list.
+"""
+
+from __future__ import annotations
+
+from cost_pipeline.catalog.alerts import ALERT_OUTBOX
+from cost_pipeline.catalog.analytics import ANOMALY_SCORES, COST_FORECASTS
+from cost_pipeline.catalog.billing import (
+    BILLING_LEDGER,
+    BILLING_PERIOD_CLOSE,
+    BILLING_RECONCILIATION,
+    OVERAGE_CHARGES,
+    TENANT_UNIT_ECONOMICS,
+)
+from cost_pipeline.catalog.budgets import BUDGET_STATUS, TENANT_ENFORCEMENT
+from cost_pipeline.catalog.infrastructure import (
+    CLOUD_COST_DELIVERIES,
+    CLOUD_COSTS,
+    INFRA_COST_ALLOCATION,
+    K8S_ALLOCATIONS,
+)
+from cost_pipeline.catalog.ledger import (
+    ANTHROPIC_USAGE,
+    DAILY_COST_SUMMARY,
+    INGESTED_FILES,
+    LLM_COST_RECONCILIATION,
+    LLM_INTERACTIONS,
+    MODEL_PRICES,
+    OPENAI_USAGE,
+    PRICED_INTERACTIONS,
+    PROVIDER_REPORTED_COSTS,
+    PROVIDER_USAGE_PRICED,
+    QUARANTINE,
+)
+from cost_pipeline.lib.schemas import TableSchema
+
+TABLES: dict[str, TableSchema] = {
+    t.name: t
+    for t in (
+        LLM_INTERACTIONS,
+        QUARANTINE,
+        INGESTED_FILES,
+        MODEL_PRICES,
+        PRICED_INTERACTIONS,
+        OPENAI_USAGE,
+        ANTHROPIC_USAGE,
+        PROVIDER_USAGE_PRICED,
+        PROVIDER_REPORTED_COSTS,
+        LLM_COST_RECONCILIATION,
+        CLOUD_COSTS,
+        CLOUD_COST_DELIVERIES,
+        K8S_ALLOCATIONS,
+        INFRA_COST_ALLOCATION,
+        DAILY_COST_SUMMARY,
+        COST_FORECASTS,
+        ANOMALY_SCORES,
+        BUDGET_STATUS,
+        TENANT_ENFORCEMENT,
+        OVERAGE_CHARGES,
+        TENANT_UNIT_ECONOMICS,
+        BILLING_LEDGER,
+        BILLING_PERIOD_CLOSE,
+        BILLING_RECONCILIATION,
+        ALERT_OUTBOX,
+    )
+}
+
+

@@ -1,0 +1,204 @@
+"""The ledger's core tables: the interaction log, quarantine, ingested files, the rate card, priced
+interactions, provider usage and reported costs, reconciliation and the daily summary."""
+
+from __future__ import annotations
+
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS, TableSchema, col, money, tokens
+
+INTERACTION_KEYS = (
+    col("event_id", "str", nullable=False),
+    col("occurred_at", "datetime", nullable=False),
+    col("day", "date", nullable=False),
+    col("tenant_id", "str", nullable=False),
+    col("user_id", "str"),
+    col("agent_id", "str"),
+    col("workflow_id", "str"),
+    col("parent_event_id", "str"),
+    col("provider", "str", nullable=False),
+    col("model", "str", nullable=False),
+    col("service_tier", "str"),
+    col("batch", "bool"),
+)
+
+LLM_INTERACTIONS = TableSchema(
+    name="llm_interactions",
+    columns=(
+        *INTERACTION_KEYS,
+        *(tokens(t) for t in TOKEN_COLUMNS),
+        col("latency_ms", "int", min_value=0),
+        col("status", "str"),
+        col("source_file", "str"),
+    ),
+    unique=("event_id",),
+    indexes=(("day",), ("tenant_id", "day")),
+    doc="One row per LLM call from the app's interaction log.",
+)
+
+QUARANTINE = TableSchema(
+    name="quarantine",
+    columns=(
+        col("source", "str", nullable=False),
+        col("day", "date"),
+        col("raw", "str", nullable=False),
+        col("reason", "str", nullable=False),
+        col("detected_at", "datetime", nullable=False),
+    ),
+    partition_column=None,
+    indexes=(("source",),),
+    doc="Every rejected input record, whole, with the reason.",
+)
+
+INGESTED_FILES = TableSchema(
+    name="ingested_files",
+    columns=(
+        col("source", "str", nullable=False),
+        col("path", "str", nullable=False),
+        col("sha256", "str", nullable=False),
+        col("size_bytes", "int", nullable=False, min_value=0),
+        col("rows_loaded", "int", nullable=False, min_value=0),
+        col("rows_duplicate", "int", nullable=False, min_value=0),
+        col("rows_quarantined", "int", nullable=False, min_value=0),
+        col("ingested_at", "datetime", nullable=False),
+    ),
+    partition_column=None,
+    unique=("source", "sha256"),
+    doc="Files ingested by the incremental file ingesters; same content is never read twice.",
+)
+
+MODEL_PRICES = TableSchema(
+    name="model_prices",
+    columns=(
+        col("provider", "str", nullable=False),
+        col("model_pattern", "str", nullable=False),
+        col("effective_from", "datetime"),
+        col("effective_to", "datetime"),
+        col("service_tier", "str"),
+        col("batch", "bool"),
+        col("input_mtok", "float", min_value=0),
+        col("cache_read_mtok", "float", min_value=0),
+        col("cache_write_mtok", "float", min_value=0),
+        col("cache_write_1h_mtok", "float", min_value=0),
+        col("output_mtok", "float", min_value=0),
+        col("web_search_ktok", "float", min_value=0),
+        col("long_context_threshold", "int", min_value=0),
+        col("long_input_mtok", "float", min_value=0),
+        col("long_cache_read_mtok", "float", min_value=0),
+        col("long_cache_write_mtok", "float", min_value=0),
+        col("long_cache_write_1h_mtok", "float", min_value=0),
+        col("long_output_mtok", "float", min_value=0),
+        col("source", "str", nullable=False),
+        col("price_version", "str", nullable=False),
+    ),
+    partition_column=None,
+    doc="Effective-dated rate card: genai-prices snapshot plus negotiated overrides.",
+)
+
+PRICED_INTERACTIONS = TableSchema(
+    name="priced_interactions",
+    columns=(
+        *INTERACTION_KEYS,
+        *(tokens(t) for t in TOKEN_COLUMNS),
+        money("cost_input_usd"),
+        money("cost_cache_read_usd"),
+        money("cost_cache_write_usd"),
+        money("cost_output_usd"),
+        money("cost_other_usd"),
+        money("cost_usd"),
+        col("price_version", "str"),
+        col("pricing_status", "str", nullable=False),
+    ),
+    indexes=(("day",), ("tenant_id", "day")),
+    doc="Interactions priced with the effective rate card; unknown models flagged, never $0.",
+)
+
+PROVIDER_USAGE_COLUMNS = (
+    col("day", "date", nullable=False),
+    col("provider", "str", nullable=False),
+    col("project_or_workspace_id", "str"),
+    col("api_key_id", "str"),
+    col("model", "str"),
+    col("service_tier", "str"),
+    col("context_window", "str"),
+    col("batch", "bool"),
+    *(tokens(t) for t in TOKEN_COLUMNS),
+    tokens("requests"),
+    col("tenant_id", "str"),
+)
+
+OPENAI_USAGE = TableSchema(
+    name="openai_usage",
+    columns=PROVIDER_USAGE_COLUMNS,
+    doc="OpenAI usage buckets normalized to the token convention.",
+)
+ANTHROPIC_USAGE = TableSchema(
+    name="anthropic_usage",
+    columns=PROVIDER_USAGE_COLUMNS,
+    doc="Anthropic usage buckets normalized to the token convention.",
+)
+
+PROVIDER_USAGE_PRICED = TableSchema(
+    name="provider_usage_priced",
+    columns=(
+        *PROVIDER_USAGE_COLUMNS,
+        money("cost_input_usd"),
+        money("cost_cache_read_usd"),
+        money("cost_cache_write_usd"),
+        money("cost_output_usd"),
+        money("cost_other_usd"),
+        money("cost_usd"),
+        col("price_version", "str"),
+        col("pricing_status", "str", nullable=False),
+    ),
+    doc="Provider usage buckets priced with the same engine as interactions.",
+)
+
+PROVIDER_REPORTED_COSTS = TableSchema(
+    name="provider_reported_costs",
+    columns=(
+        col("day", "date", nullable=False),
+        col("provider", "str", nullable=False),
+        col("project_or_workspace_id", "str"),
+        col("line_item", "str"),
+        col("model", "str"),
+        money("amount_usd", signed=True),
+        col("tenant_id", "str"),
+    ),
+    doc="What the providers' cost endpoints report, in USD.",
+)
+
+LLM_COST_RECONCILIATION = TableSchema(
+    name="llm_cost_reconciliation",
+    columns=(
+        col("day", "date", nullable=False),
+        col("provider", "str", nullable=False),
+        col("model", "str"),
+        money("app_log_cost_usd"),
+        money("provider_usage_cost_usd"),
+        money("provider_reported_cost_usd", nullable=True, signed=True),
+        col("coverage_pct", "float"),
+        col("drift_pct", "float"),
+        col("reported_drift_pct", "float"),
+        col("tenant_id", "str"),
+    ),
+    doc="Per day and provider: app-log vs provider-usage vs provider-reported cost.",
+)
+
+
+DAILY_COST_SUMMARY = TableSchema(
+    name="daily_cost_summary",
+    columns=(
+        col("day", "date", nullable=False),
+        col("tenant_id", "str", nullable=False),
+        col("cost_category", "str", nullable=False),
+        col("provider", "str"),
+        col("model_or_service", "str"),
+        col("agent_id", "str"),
+        tokens("requests"),
+        tokens("input_tokens"),
+        tokens("output_tokens"),
+        money("cost_usd", signed=True),
+        tokens("unpriced_requests"),
+    ),
+    indexes=(("day",), ("tenant_id", "day")),
+    doc="Per day, tenant, category, provider, model or service and agent: requests, tokens, cost.",
+)
