@@ -69,5 +69,3 @@ TABLES: dict[str, TableSchema] = {
         ALERT_OUTBOX,
     )
 }
-
-

@@ -39,13 +39,16 @@ QUARANTINE = TableSchema(
     columns=(
         col("source", "str", nullable=False),
         col("day", "date"),
+        col("source_file", "str"),
+        col("line", "int", min_value=0),
         col("raw", "str", nullable=False),
         col("reason", "str", nullable=False),
         col("detected_at", "datetime", nullable=False),
     ),
     partition_column=None,
     indexes=(("source",),),
-    doc="Every rejected input record, whole, with the reason.",
+    doc="Every rejected input record with its file, line (or row) number, raw text (bounded) "
+    "and the reason; a file that cannot be opened at all is one row with no line.",
 )
 
 INGESTED_FILES = TableSchema(

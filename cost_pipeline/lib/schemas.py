@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 Kind = Literal["str", "int", "float", "money", "bool", "date", "datetime", "json"]
 
@@ -126,3 +127,22 @@ TOKEN_COLUMNS = (
     "reasoning_tokens",
     "web_search_requests",
 )
+
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "json": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "money": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "datetime": pa.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_schema(schema: TableSchema) -> pa.Schema:
+    """The Arrow form of a table contract: the columns in order, with their kinds' types."""
+    return pa.schema(
+        [pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in schema.columns]
+    )
