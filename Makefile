@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.cost_pipeline
 
-.PHONY: install demo test ui lint format bench eval clean
+.PHONY: install demo test ui lint format bench eval clean focus-validator
 
 $(BIN)/dagster: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,21 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/cost-pipeline demo
 
+# The FinOps `focus-validator` needs Python >= 3.12: its own venv, used by
+# cost_pipeline_tests/lib/test_focus_validator.py. Built once (a file target), reused after.
+# pyarrow < 22 because focus-validator pins numpy < 2 and newer pyarrow needs numpy 2.
+FOCUS_PYTHON ?= python3.12
+FOCUS_VENV := .venv-focus
+$(FOCUS_VENV)/bin/focus-validator:
+	PYENV_VERSION=$${PYENV_VERSION:-$$(pyenv versions --bare 2>/dev/null | grep -m1 '^3\.12')} \
+		$(FOCUS_PYTHON) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/pip install --quiet focus-validator==2.2.1 'pyarrow<22'
+	@touch $@
+
+focus-validator: $(FOCUS_VENV)/bin/focus-validator
+
 ## The test suite (warehouse and instance tests on SQLite and PostgreSQL).
-test: install
+test: install $(FOCUS_VENV)/bin/focus-validator
 	$(BIN)/pytest -q
 
 ## Dagster UI and daemon on the same instance the demo wrote to.
@@ -42,10 +55,12 @@ format: install
 bench: install
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_pricing
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_pipeline
+	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_analytics
 
 ## Detector and forecast evaluation on held-out seeds.
 eval: install
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.evaluate
+	$(BIN)/python -m cost_pipeline_tests.benchmarks.evaluate_families
 
 clean:
 	rm -rf .cost_pipeline

@@ -1,4 +1,4 @@
-"""Command line: `cost-pipeline demo | run | summary`.
+"""Command line: `cost-pipeline demo | run | migrate | summary`.
 
 `demo` generates the demo company's data (once), then materializes every asset for every demo
 day on the Dagster instance in `$DAGSTER_HOME`, so that `dagster dev` shows the same runs.
@@ -18,6 +18,10 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 
 def _ensure_dagster_home() -> Path:
@@ -101,16 +105,12 @@ def materialize_days(days: Sequence[date], *, instance=None) -> None:
     if not _run(defs.resolve_job_def("ingest_job"), instance=instance, label="ingest_job"):
         raise SystemExit(1)
     job = defs.resolve_job_def("daily_cost_job")
-    failed = [
-        day
-        for i, day in enumerate(days, start=1)
-        if not _run(
-            job,
-            instance=instance,
-            partition_key=day.isoformat(),
-            label=f"[{i:>3}/{len(days)}] {day} daily_cost_job",
-        )
-    ]
+    failed: list[object] = []
+    # One run per contiguous stretch of days: the daily assets build a range in a single run.
+    for first, last in _stretches(days):
+        label = f"{first} .. {last} daily_cost_job ({(last - first).days + 1} day(s))"
+        if not _run(job, instance=instance, label=label, tags=_range_tags(first, last)):
+            failed.append(f"daily_cost_job {first} .. {last}")
     # Monthly outputs exist for complete months only (the current one is not a partition yet).
     closed = set(monthly_partitions.get_partition_keys())
     months = sorted({d.strftime("%Y-%m-01") for d in days} & closed)
@@ -144,6 +144,24 @@ def materialize_days(days: Sequence[date], *, instance=None) -> None:
         raise SystemExit(1)
 
 
+def _stretches(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Contiguous (first, last) runs of the sorted days."""
+    out: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if out and day == out[-1][1] + timedelta(days=1):
+            out[-1] = (out[-1][0], day)
+        else:
+            out.append((day, day))
+    return out
+
+
+def _range_tags(first: date, last: date) -> dict[str, str]:
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+    }
+
+
 ACTION_SENSORS = ("budget_alert_sensor", "anomaly_alert_sensor", "billing_run_sensor")
 
 
@@ -174,52 +192,45 @@ def print_summary(days: Sequence[date]) -> None:
     """Totals by category and the top tenants over the given days, from the warehouse."""
     from cost_pipeline import environment
     from cost_pipeline.lib.summary import top_tenants
-    from cost_pipeline.lib.warehouse import Warehouse, redact_url
+    from cost_pipeline.store import queries
+    from cost_pipeline.store.warehouse import Warehouse, redact_url
 
     wh = Warehouse(environment.default_warehouse_url())
-    wh.ensure_tables()
-    params = {"start": min(days), "end": max(days)}
-    totals = wh.query(
-        "SELECT cost_category, SUM(cost_usd) AS cost_usd, SUM(requests) AS requests "
-        "FROM daily_cost_summary WHERE day BETWEEN :start AND :end "
-        "GROUP BY cost_category ORDER BY cost_usd DESC",
-        params,
-    )
-    by_tenant = wh.query(
-        "SELECT tenant_id, cost_category, SUM(cost_usd) AS cost_usd FROM daily_cost_summary "
-        "WHERE day BETWEEN :start AND :end GROUP BY tenant_id, cost_category",
-        params,
-    )
-    tenants = top_tenants(by_tenant, n=10)
-    quarantined = wh.query("SELECT COUNT(*) AS n FROM quarantine")["n"].iloc[0]
-    outbox = wh.query(
-        "SELECT kind, status, COUNT(*) AS alerts FROM alert_outbox GROUP BY kind, status "
-        "ORDER BY kind, status"
-    )
-    meter_events = wh.query(
-        "SELECT period, mode, status, COUNT(*) AS events, SUM(value_cents) / 100.0 AS usd, "
-        "MAX(last_error) AS note FROM billing_ledger WHERE kind = 'meter_event' "
-        "GROUP BY period, mode, status ORDER BY period"
-    )
-    margins = wh.query(
-        "SELECT tenant_id, period, tier, revenue_usd, cost_usd, gross_margin_usd, margin_pct "
-        "FROM tenant_unit_economics WHERE period = (SELECT MAX(period) FROM tenant_unit_economics "
-        "WHERE period < (SELECT MAX(period) FROM tenant_unit_economics)) "
-        "ORDER BY gross_margin_usd"
-    )
+    wh.migrate()
+    found = queries.report(wh, days)
+    totals = found["totals"]
+    quarantined = int(found["quarantine"]["records"].sum())
     with pd.option_context("display.float_format", "{:,.2f}".format, "display.width", 120):
-        print(f"\nwarehouse: {redact_url(wh.url)}   days: {params['start']} .. {params['end']}")
+        print(f"\nwarehouse: {redact_url(wh.url)}   days: {min(days)} .. {max(days)}")
         print(f"\ncost by category (USD):\n{totals.to_string(index=False)}")
         print(f"\ntotal: ${totals['cost_usd'].sum():,.2f}   quarantined records: {quarantined}")
+        if quarantined:
+            print(f"\nquarantine by reason:\n{found['quarantine'].head(10).to_string(index=False)}")
+        tenants = top_tenants(found["by_tenant"], n=10)
         print(f"\ntop tenants, whole cost by category (USD):\n{tenants.to_string(index=False)}")
-        print(f"\nSlack alert outbox:\n{outbox.to_string(index=False)}")
+        print(f"\nalert outbox:\n{found['outbox'].to_string(index=False)}")
         print(
-            f"\nStripe meter events in the billing ledger:\n{meter_events.to_string(index=False)}"
+            "\nStripe meter events in the billing ledger:\n"
+            + found["meter_events"].to_string(index=False)
         )
+        margins = found["margins"]
         print(
             "\nlowest and highest margins of the last complete month:\n"
             + pd.concat([margins.head(5), margins.tail(5)]).to_string(index=False)
         )
+    wh.dispose()
+
+
+def migrate() -> None:
+    """Create or migrate the warehouse's tables, views and day partitions."""
+    from cost_pipeline import environment
+    from cost_pipeline.lib.config import load_config
+    from cost_pipeline.store.warehouse import Warehouse, redact_url
+
+    config = load_config(environment.config_file() or None)
+    wh = Warehouse(environment.default_warehouse_url())
+    changes = wh.migrate(first_day=config.first_partition_day(datetime.now(UTC).date()))
+    print(f"warehouse {redact_url(wh.url)}: " + ("; ".join(changes) or "up to date"))
     wh.dispose()
 
 
@@ -232,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = sub.add_parser("run", help="ingest, then materialize the daily job for a day range")
     run.add_argument("--start", type=date.fromisoformat, required=True)
     run.add_argument("--end", type=date.fromisoformat, required=True)
+    sub.add_parser("migrate", help="create or migrate the warehouse tables (idempotent)")
     summ = sub.add_parser("summary", help="print totals and top tenants for a day range")
     summ.add_argument("--start", type=date.fromisoformat, required=True)
     summ.add_argument("--end", type=date.fromisoformat, required=True)
@@ -252,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         days = _days(args.start, (args.end - args.start).days + 1)
         materialize_days(days)
         print_summary(days)
+    elif args.command == "migrate":
+        migrate()
     else:
         print_summary(_days(args.start, (args.end - args.start).days + 1))
 

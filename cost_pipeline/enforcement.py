@@ -13,8 +13,8 @@ from functools import cache
 
 import pandas as pd
 
-from cost_pipeline.lib.budgets import TENANT_ENFORCEMENT
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.store import queries
+from cost_pipeline.store.warehouse import Warehouse
 
 
 @cache
@@ -25,12 +25,7 @@ def _warehouse(url: str) -> Warehouse:
 def is_allowed(tenant_id: str, warehouse_url: str, *, now: datetime | None = None) -> bool:
     """True unless the tenant's latest enforcement row blocks it for the current period."""
     wh = _warehouse(warehouse_url)
-    wh.table(TENANT_ENFORCEMENT)
-    rows = wh.query(
-        "SELECT allowed, period_end FROM tenant_enforcement WHERE tenant_id = :t "
-        "ORDER BY day DESC LIMIT 1",
-        {"t": tenant_id},
-    )
+    rows = queries.latest_enforcement(wh, tenant_id)
     if rows.empty:
         return True
     row = rows.iloc[0]

@@ -9,7 +9,7 @@ import pandas as pd
 from cost_pipeline.catalog import PRICED_INTERACTIONS
 from cost_pipeline.lib.config import CostConfig, parse_config
 from cost_pipeline.lib.schemas import TOKEN_COLUMNS
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.store.warehouse import Warehouse
 
 RAW_CONFIG = {
     "tiers": {

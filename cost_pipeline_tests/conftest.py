@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 import yaml
 
 from cost_pipeline.lib.config import CONFIG_ENV, CostConfig, load_config, packaged_config_path
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.store.warehouse import Warehouse
 
 POSTGRES_ENV = "COST_PIPELINE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -52,14 +54,43 @@ def postgres_admin_url() -> str:
     return str(_ADMIN_URL)
 
 
+_TEMPLATE: str | None = None
+
+
+def _migrated_template(admin: sa.Engine, admin_url: str) -> str:
+    """A database holding the migrated catalogue, made once per test process: each warehouse
+    test copies it (CREATE DATABASE ... TEMPLATE) instead of creating ~370 day partitions."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        name = f"cost_pipeline_tmpl_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = sa.engine.make_url(admin_url).set(database=name).render_as_string(False)
+        wh = Warehouse(url)
+        wh.migrate()
+        wh.dispose()
+        _TEMPLATE = name
+        atexit.register(_drop_database, admin_url, name)
+    return _TEMPLATE
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
 @contextmanager
-def throwaway_postgres_database() -> Iterator[str]:
-    """Create a fresh, empty PostgreSQL database; yield its URL; drop it afterwards."""
+def throwaway_postgres_database(*, migrated: bool = False) -> Iterator[str]:
+    """Create a fresh PostgreSQL database (empty, or with the warehouse's tables); yield its
+    URL; drop it afterwards."""
     admin_url = postgres_admin_url()
     name = f"cost_pipeline_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    template = f' TEMPLATE "{_migrated_template(admin, admin_url)}"' if migrated else ""
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
     url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
@@ -71,14 +102,19 @@ def throwaway_postgres_database() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    with throwaway_postgres_database() as url:
+    """A fresh PostgreSQL warehouse (tables migrated) for one test, dropped afterwards."""
+    with throwaway_postgres_database(migrated=True) as url:
         yield url
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+    """A fresh SQLite warehouse (tables migrated) for one test."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    wh = Warehouse(url)
+    wh.migrate()
+    wh.dispose()
+    return url
 
 
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -134,21 +170,37 @@ def demo_config() -> CostConfig:
     return load_config()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def pinned_demo_window(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The packaged demo configuration with its window pinned to fixed dates.
+_PINNED: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The packaged demo configuration with its window and partitions pinned to fixed dates.
 
     The product's demo follows today's date; tests must not, so every test that loads the
-    default configuration (explicitly or through a resource) gets 2026-09-01 .. 2026-10-30.
+    default configuration (explicitly, through a resource, or through the partitions that the
+    definitions build at import time) gets the window 2026-09-01 .. 2026-10-30 and daily
+    partitions from 2026-01-01. Set before collection, because test modules import the
+    definitions.
     """
     raw = yaml.safe_load(packaged_config_path().read_text())
     raw["demo"].update(start_date="2026-09-01", days=60)
-    path = tmp_path_factory.mktemp("config") / "demo_config.yaml"
+    raw["partitions"] = {"first_day": "2026-01-01"}
+    path = Path(tempfile.mkdtemp(prefix="cost-pipeline-config-")) / "demo_config.yaml"
     path.write_text(yaml.safe_dump(raw))
-    previous = os.environ.get(CONFIG_ENV)
+    _PINNED["previous"] = os.environ.get(CONFIG_ENV)
+    _PINNED["path"] = str(path)
     os.environ[CONFIG_ENV] = str(path)
-    yield path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = _PINNED.get("previous")
     if previous is None:
         os.environ.pop(CONFIG_ENV, None)
     else:
         os.environ[CONFIG_ENV] = previous
+
+
+@pytest.fixture(scope="session")
+def pinned_demo_window() -> Path:
+    """The pinned demo configuration file (see `pytest_configure`)."""
+    return Path(str(_PINNED["path"]))

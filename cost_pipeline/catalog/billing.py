@@ -23,7 +23,7 @@ OVERAGE_CHARGES = TableSchema(
         col("overage_quantity", "float", nullable=False, min_value=0),
         col("markup", "float", min_value=0),
         money("unit_price_usd", nullable=True),
-        money("amount_usd"),
+        money("amount_usd", doc="Overage amount to bill for the period, in USD."),
         col("amount_cents", "int", nullable=False, min_value=0),
         col("computed_at", "datetime", nullable=False),
     ),

@@ -27,9 +27,25 @@ CLOUD_COSTS = TableSchema(
         col("extensions", "json"),
         col("source_file", "str"),
         col("tenant_id", "str"),
+        # FOCUS detail kept so the export can restate it (lib/focus.py, lib/focus_export.py).
+        col("charge_period_end", "datetime"),
+        money("contracted_cost", nullable=True, signed=True),
+        col("list_unit_price", "float"),
+        col("consumed_quantity", "float"),
+        col("consumed_unit", "str"),
+        col("pricing_quantity", "float"),
+        col("pricing_unit", "str"),
+        col("charge_class", "str"),
+        col("charge_frequency", "str"),
+        col("charge_description", "str"),
+        col("sku_id", "str"),
+        col("service_subcategory", "str"),
+        col("needs_fx", "bool"),
     ),
     indexes=(("day",),),
-    doc="FinOps FOCUS rows, normalized.",
+    doc="FinOps FOCUS rows, normalized, one row per day of a charge period (multi-day charges "
+    "amortized, nano-exact). Costs are in `currency`: rows with `needs_fx` true are not USD and "
+    "must be left out of USD totals until converted.",
 )
 
 

@@ -20,18 +20,22 @@ INTERACTION_KEYS = (
     col("batch", "bool"),
 )
 
+CALL_DETAILS = (
+    col("latency_ms", "int", min_value=0, doc="Wall time of the call in milliseconds."),
+    col("status", "str", doc="The call's outcome as the app logged it (ok, error, ...)."),
+    col("source_file", "str", doc="The landing file the call was read from."),
+)
+
 LLM_INTERACTIONS = TableSchema(
     name="llm_interactions",
     columns=(
         *INTERACTION_KEYS,
         *(tokens(t) for t in TOKEN_COLUMNS),
-        col("latency_ms", "int", min_value=0),
-        col("status", "str"),
-        col("source_file", "str"),
+        *CALL_DETAILS,
     ),
-    unique=("event_id",),
-    indexes=(("day",), ("tenant_id", "day")),
-    doc="One row per LLM call from the app's interaction log.",
+    view_of="priced_interactions",
+    doc="One row per LLM call from the app's interaction log (the raw columns of "
+    "priced_interactions, where each call is stored once).",
 )
 
 QUARANTINE = TableSchema(
@@ -64,8 +68,10 @@ INGESTED_FILES = TableSchema(
         col("ingested_at", "datetime", nullable=False),
     ),
     partition_column=None,
-    unique=("source", "sha256"),
-    doc="Files ingested by the incremental file ingesters; same content is never read twice.",
+    unique=("source", "path", "sha256"),
+    doc="Files ingested by the incremental file ingesters, by path and content: the interaction "
+    "log never reads the same content twice; a FOCUS delivery that re-delivers older content "
+    "under a new folder is a new delivery.",
 )
 
 MODEL_PRICES = TableSchema(
@@ -109,9 +115,12 @@ PRICED_INTERACTIONS = TableSchema(
         money("cost_usd"),
         col("price_version", "str"),
         col("pricing_status", "str", nullable=False),
+        *CALL_DETAILS,
     ),
-    indexes=(("day",), ("tenant_id", "day")),
-    doc="Interactions priced with the effective rate card; unknown models flagged, never $0.",
+    unique=("day", "event_id"),
+    day_partitioned=True,
+    doc="Every logged LLM call, stored once, priced with the effective rate card at ingestion "
+    "and re-priced per day when the rate card changes; unknown models flagged, never $0.",
 )
 
 PROVIDER_USAGE_COLUMNS = (
@@ -163,7 +172,7 @@ PROVIDER_REPORTED_COSTS = TableSchema(
         col("project_or_workspace_id", "str"),
         col("line_item", "str"),
         col("model", "str"),
-        money("amount_usd", signed=True),
+        money("amount_usd", signed=True, doc="The amount the provider reports, in USD."),
         col("tenant_id", "str"),
     ),
     doc="What the providers' cost endpoints report, in USD.",

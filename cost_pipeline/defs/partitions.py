@@ -1,23 +1,169 @@
-"""The one daily partitioning of the pipeline: UTC days."""
+"""The one daily partitioning of the pipeline (UTC days), and running a day's logic over ranges.
+
+Daily assets are written for one day and decorated with `for_each_day`: a backfill or the demo
+materializes a whole range of days in ONE run (`BackfillPolicy.single_run()`), and the
+decorated body runs once per day of the range, oldest first, with `partition_day(context)`
+naming the day being built. The first partition comes from the configuration
+(`partitions.first_day`; see `lib.config.Partitions`).
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
+import pandas as pd
 
-PARTITIONS_START = "2026-01-01"
+from cost_pipeline import environment
+from cost_pipeline.lib.config import load_config
+from cost_pipeline.lib.reporting import markdown_table
+
+PARTITIONS_START = load_config(environment.config_file() or None).first_partition_day(
+    datetime.now(UTC).date()
+)
 
 # end_offset=1: today is a partition too, refreshed hourly while the day is still running.
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START, timezone="UTC", end_offset=1
+    start_date=PARTITIONS_START.isoformat(), timezone="UTC", end_offset=1
 )
+# Calendar months (UTC) for month-level outputs: the FOCUS export and the billing close.
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=PARTITIONS_START.replace(day=1).isoformat(), timezone="UTC"
+)
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+_DAY: contextvars.ContextVar[date | None] = contextvars.ContextVar("partition_day", default=None)
+
+
+def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[date]:
+    """Every UTC day of the run's partition (one day, or a range in a single-run backfill)."""
+    keys = context.partition_key_range
+    first, last = date.fromisoformat(keys.start), date.fromisoformat(keys.end)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
-    """The UTC day of the partition being materialized or checked."""
+    """The UTC day being materialized or checked (inside `for_each_day`, the current one)."""
+    current = _DAY.get()
+    if current is not None:
+        return current
     return date.fromisoformat(context.partition_key)
 
 
-# Calendar months (UTC) for month-level outputs: the FOCUS export and the billing close.
-monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a one-day asset or check body for each day of the run's partition range.
+
+    One day: the body's own result. Several: one result whose metadata has the range, a table
+    of every day's numeric figures, and the last day's full metadata; a check passes only if
+    every day passes, and names the days that did not.
+    """
+
+    def each_day(context: Any, args: Any, kwargs: Any) -> Iterator[tuple[date, Any]]:
+        for day in partition_days(context):
+            token = _DAY.set(day)
+            try:
+                yield day, fn(context, *args, **kwargs)
+            finally:
+                _DAY.reset(token)
+
+    if inspect.isgeneratorfunction(fn):
+        # A body that yields its materialization and its checks' results: each day's events
+        # are collected, then merged per kind (and per check name).
+        @functools.wraps(fn)
+        def run_yielding(context: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            per_day = [(day, list(events)) for day, events in each_day(context, args, kwargs)]
+            if len(per_day) == 1:
+                yield from per_day[0][1]
+                return
+            days = [day for day, _ in per_day]
+            yield _merge_materializations(
+                days,
+                [
+                    next(e for e in events if isinstance(e, dg.MaterializeResult))
+                    for _, events in per_day
+                ],
+            )
+            names = [e.check_name for e in per_day[0][1] if isinstance(e, dg.AssetCheckResult)]
+            for name in names:
+                results = [
+                    next(
+                        e
+                        for e in events
+                        if isinstance(e, dg.AssetCheckResult) and e.check_name == name
+                    )
+                    for _, events in per_day
+                ]
+                yield _merge_checks(days, results, check_name=name)
+
+        return run_yielding
+
+    @functools.wraps(fn)
+    def run(context: Any, *args: Any, **kwargs: Any) -> Any:
+        per_day = list(each_day(context, args, kwargs))
+        if len(per_day) == 1:
+            return per_day[0][1]
+        days, results = [d for d, _ in per_day], [r for _, r in per_day]
+        if isinstance(results[0], dg.AssetCheckResult):
+            return _merge_checks(days, results)
+        return _merge_materializations(days, results)
+
+    return run
+
+
+def _scalars(metadata: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metadata.items():
+        raw = getattr(value, "value", value)
+        if isinstance(raw, bool):
+            continue
+        if isinstance(raw, int | float):
+            out[key] = raw
+    return out
+
+
+def _merge_materializations(
+    days: list[date], results: list[dg.MaterializeResult]
+) -> dg.MaterializeResult:
+    table = pd.DataFrame(
+        [
+            {"day": day, **_scalars(dict(r.metadata or {}))}
+            for day, r in zip(days, results, strict=True)
+        ]
+    )
+    last = dict(results[-1].metadata or {})
+    return dg.MaterializeResult(
+        metadata={
+            **{f"last_day_{k}": v for k, v in last.items()},
+            "days": len(days),
+            "first_day": str(days[0]),
+            "last_day": str(days[-1]),
+            "per_day": dg.MetadataValue.md(markdown_table(table, max_rows=len(days))),
+        }
+    )
+
+
+def _merge_checks(
+    days: list[date], results: list[dg.AssetCheckResult], check_name: str | None = None
+) -> dg.AssetCheckResult:
+    failed = [str(d) for d, r in zip(days, results, strict=True) if not r.passed]
+    worst = dg.AssetCheckSeverity.WARN
+    if any(not r.passed and r.severity == dg.AssetCheckSeverity.ERROR for r in results):
+        worst = dg.AssetCheckSeverity.ERROR
+    first_failure = next((r for r in results if not r.passed), None)
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not failed,
+        severity=worst if failed else results[0].severity,
+        description=(
+            f"failed on {len(failed)} of {len(days)} day(s): {', '.join(failed[:10])}"
+            + (f" — first: {first_failure.description}" if first_failure else "")
+            if failed
+            else f"passed on all {len(days)} day(s) {days[0]} .. {days[-1]}"
+        ),
+        metadata={"failed_days": dg.MetadataValue.json(failed), "days": len(days)},
+    )

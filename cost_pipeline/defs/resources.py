@@ -9,6 +9,7 @@ dry: messages and meter events are recorded in the outbox tables, never sent.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -70,7 +71,10 @@ def build_resources(config: CostConfig | None = None) -> dict[str, Any]:
         focus_exports = FocusExports(path=focus_dir)
 
     return {
-        "warehouse": WarehouseResource(url=environment.default_warehouse_url()),
+        "warehouse": WarehouseResource(
+            url=environment.default_warehouse_url(),
+            first_day=config.first_partition_day(datetime.now(UTC).date()).isoformat(),
+        ),
         "cost_config": cost_config,
         "interaction_log": LandingFolderResource(
             path=environment.env_or_demo_dir(

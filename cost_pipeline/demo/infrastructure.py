@@ -42,6 +42,35 @@ def demo_days(config: CostConfig) -> list[date]:
     return config.demo.window(datetime.now(UTC).date())
 
 
+def infra_incidents(config: CostConfig) -> list[dict]:
+    """The demo's two labelled infrastructure incidents, near the end of the demo window so
+    the last materialized days show them: Amazon EC2 of the first enterprise tenant at 6x for
+    one day (3 days before the window's end), and the Kubernetes namespace of the first pro
+    tenant at 10x for one day (2 days before the end)."""
+    days = demo_days(config)
+    if len(days) < 3 or not config.tenants:
+        return []
+    by_tier = {t.tier: t.id for t in reversed(config.tenants)}
+    first = config.tenants[0].id
+    return [
+        {
+            "kind": "cloud_service_spike",
+            "tenant_id": by_tier.get("enterprise", first),
+            "driver": "service:Amazon Elastic Compute Cloud",
+            "service": "Amazon Elastic Compute Cloud",
+            "day": days[-3],
+            "multiplier": 6.0,
+        },
+        {
+            "kind": "namespace_spike",
+            "tenant_id": by_tier.get("pro", first),
+            "driver": f"namespace:tenant-{by_tier.get('pro', first)}",
+            "day": days[-2],
+            "multiplier": 10.0,
+        },
+    ]
+
+
 def tenant_daily_infra(config: CostConfig) -> pd.Series:
     """Typical daily infrastructure USD per tenant id (cloud + Kubernetes)."""
     return pd.Series(
@@ -86,6 +115,9 @@ def kubecost_allocation_response(
     base = tenant_daily_infra(config) * 0.5
     rng = _rng(config, day, 1)
     totals = base.to_numpy() * _jitter(rng, len(base), day)
+    for inc in infra_incidents(config):
+        if inc["kind"] == "namespace_spike" and inc["day"] == day:
+            totals = totals * np.where(base.index == inc["tenant_id"], inc["multiplier"], 1.0)
     split = {"cpuCost": 0.45, "ramCost": 0.25, "pvCost": 0.12, "networkCost": 0.08}
     allocations: dict[str, dict] = {}
     for (tenant, total), tier in zip(
@@ -146,6 +178,14 @@ def focus_rows(
         shared_services = [("Cloud Monitoring", "Management and Governance", 0.02, None)]
     rows = per_day.merge(services, how="cross")
     rows["billed"] = rows["base"] * rows["share"]
+    for inc in infra_incidents(config):
+        if inc["kind"] == "cloud_service_spike" and flavor == "aws":
+            hit = (
+                (rows["day"] == pd.Timestamp(inc["day"], tz="UTC"))
+                & (rows["tenant"] == inc["tenant_id"])
+                & (rows["svc"] == inc["service"])
+            )
+            rows.loc[hit, "billed"] *= inc["multiplier"]
     rows["effective"] = rows["billed"] * rows["eff"]
     daily = per_day.groupby("day", as_index=False)["base"].sum()
     shared = daily.merge(

@@ -25,15 +25,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from cost_pipeline.catalog import BILLING_LEDGER, BILLING_PERIOD_CLOSE
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.catalog import BILLING_LEDGER
 
 LOCK_KEY = "billing_ledger"
 STRIPE_WINDOW = timedelta(days=35)
@@ -122,40 +119,6 @@ def event_timestamp(period_end: datetime, now: datetime) -> datetime | None:
 # -- reading and writing under the lock ---------------------------------------------------------
 
 
-def read_ledger(warehouse: Warehouse, conn: Connection | None = None) -> pd.DataFrame:
-    table = warehouse.table(BILLING_LEDGER)
-    if conn is None:
-        return warehouse.read(BILLING_LEDGER)
-    return BILLING_LEDGER.conform(pd.read_sql(sa.select(table), conn))
-
-
-def _upsert(warehouse: Warehouse, conn: Connection, rows: pd.DataFrame) -> None:
-    if rows.empty:
-        return
-    table = warehouse.table(BILLING_LEDGER)
-    conn.execute(table.delete().where(table.c.identifier.in_(list(rows["identifier"]))))
-    # Work around `warehouse._records` passing NaT through when a datetime column mixes nulls
-    # and values: insert rows with and without an event timestamp separately.
-    stamped = pd.to_datetime(rows["event_timestamp"], utc=True).notna().to_numpy()
-    for part in (rows[stamped], rows[~stamped]):
-        if not part.empty:
-            warehouse.append(BILLING_LEDGER, part, conn=conn)
-
-
-def _record(warehouse: Warehouse, row: pd.Series, **changes: object) -> pd.Series:
-    updated = row.copy()
-    for k, v in changes.items():
-        updated[k] = v
-    with warehouse.transaction(LOCK_KEY) as conn:
-        _upsert(warehouse, conn, updated.to_frame().T)
-    return updated
-
-
-def closed_keys(warehouse: Warehouse) -> set[tuple[str, str]]:
-    closed = warehouse.read(BILLING_PERIOD_CLOSE, columns=["tenant_id", "period"])
-    return set(zip(closed["tenant_id"], closed["period"], strict=True))
-
-
 # -- the pure part: how much is committed and what to do ---------------------------------------
 
 
@@ -242,42 +205,7 @@ def _new_rows(
 # -- the run -------------------------------------------------------------------------------------
 
 
-def report_overage(
-    warehouse: Warehouse,
-    charges: pd.DataFrame,
-    sender: MeterEventSender,
-    *,
-    now: datetime | None = None,
-) -> BillingRunSummary:
-    """Bring Stripe (or, in dry-run, the ledger) to exactly `charges` for every open period."""
-    now = now or datetime.now(UTC)
-    mode = "live" if sender.live else "dry_run"
-    summary = BillingRunSummary()
-    closed = closed_keys(warehouse)
-    keys = list(zip(charges["tenant_id"], charges["period"], strict=True))
-    charges = charges[[k not in closed for k in keys]].reset_index(drop=True)
-
-    _resend_unconfirmed(warehouse, sender, mode, summary, now)
-    _cancel_excess(warehouse, charges, sender, mode, summary, now)
-
-    with warehouse.transaction(LOCK_KEY) as conn:
-        ledger = read_ledger(warehouse, conn)
-        diff = diff_against(ledger, charges, mode)
-        intents = _plan_events(ledger, diff[diff["diff_cents"] > 0], sender, mode, now)
-        credits, superseded = _plan_credits(ledger, diff, mode, now)
-        _upsert(warehouse, conn, pd.concat([intents, credits, superseded], ignore_index=True))
-    summary.new_pending_credits = credits
-
-    for _, row in intents[intents["status"].isin([INTENDED])].iterrows():
-        _send(warehouse, sender, row, summary, now)
-    for _, row in intents[intents["status"].eq(DRY_RUN)].iterrows():
-        summary.record(row, SendOutcome("dry_run"), "event")
-    for _, row in intents[intents["status"].eq(FAILED)].iterrows():
-        summary.record(row, SendOutcome("failed", row["last_error"]), "event")
-    return summary
-
-
-def _plan_events(
+def plan_events(
     ledger: pd.DataFrame, new: pd.DataFrame, sender: MeterEventSender, mode: str, now: datetime
 ) -> pd.DataFrame:
     new = new.assign(value_cents=new["diff_cents"]).reset_index(drop=True)
@@ -297,7 +225,7 @@ def _plan_events(
     return rows
 
 
-def _plan_credits(
+def plan_credits(
     ledger: pd.DataFrame, diff: pd.DataFrame, mode: str, now: datetime
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """New pending credits for excess, and the open ones they replace (or that are now moot)."""
@@ -320,105 +248,6 @@ def _plan_credits(
         need, kind="pending_credit", mode=mode, status=PENDING_CREDIT, event_name=None, now=now
     )
     return credits, BILLING_LEDGER.conform(superseded)
-
-
-def _resend_unconfirmed(
-    warehouse: Warehouse,
-    sender: MeterEventSender,
-    mode: str,
-    summary: BillingRunSummary,
-    now: datetime,
-) -> None:
-    ledger = read_ledger(warehouse)
-    ledger = ledger[ledger["mode"].eq(mode) & ledger["kind"].eq("meter_event")]
-    for _, row in ledger[ledger["status"].isin(UNCONFIRMED)].iterrows():
-        if pd.isna(row["stripe_customer_id"]) or pd.isna(row["event_timestamp"]):
-            continue  # cannot be sent as recorded; the close check reports it
-        _send(warehouse, sender, row, summary, now)
-    for _, row in ledger[ledger["status"].eq(CANCEL_INTENDED)].iterrows():
-        _cancel(warehouse, sender, row, summary, now)
-
-
-def _cancel_excess(
-    warehouse: Warehouse,
-    charges: pd.DataFrame,
-    sender: MeterEventSender,
-    mode: str,
-    summary: BillingRunSummary,
-    now: datetime,
-) -> None:
-    if mode != "live":
-        return  # a dry run shows the excess as a pending credit; nothing to adjust in Stripe
-    with warehouse.transaction(LOCK_KEY) as conn:
-        ledger = read_ledger(warehouse, conn)
-        diff = diff_against(ledger, charges, mode)
-        chosen = select_cancellations(ledger, diff[diff["diff_cents"] < 0], now=now)
-        chosen = chosen.assign(status=CANCEL_INTENDED, updated_at=now)
-        _upsert(warehouse, conn, chosen)
-    for _, row in chosen.iterrows():
-        _cancel(warehouse, sender, row, summary, now)
-
-
-def _send(
-    warehouse: Warehouse,
-    sender: MeterEventSender,
-    row: pd.Series,
-    summary: BillingRunSummary,
-    now: datetime,
-) -> None:
-    ts = pd.Timestamp(row["event_timestamp"])
-    outcome = sender.send_meter_event(
-        identifier=row["identifier"],
-        customer=row["stripe_customer_id"],
-        value=int(row["value_cents"]),
-        timestamp=int(ts.timestamp()),
-    )
-    status = {"sent": SENT, "failed": FAILED, "unconfirmed": INTENDED, "dry_run": DRY_RUN}
-    _record(
-        warehouse,
-        row,
-        status=status[outcome.status],
-        attempts=int(row["attempts"]) + 1,
-        last_error=outcome.error,
-        updated_at=now,
-    )
-    summary.record(row, outcome, "event")
-
-
-def _cancel(
-    warehouse: Warehouse,
-    sender: MeterEventSender,
-    row: pd.Series,
-    summary: BillingRunSummary,
-    now: datetime,
-) -> None:
-    outcome = sender.cancel_meter_event(identifier=row["identifier"])
-    # Refused (too late): the event stands and its amount becomes a pending credit.
-    status = {"sent": CANCELLED, "failed": SENT, "unconfirmed": CANCEL_INTENDED}
-    _record(
-        warehouse,
-        row,
-        status=status.get(outcome.status, CANCELLED),
-        attempts=int(row["attempts"]) + 1,
-        last_error=outcome.error,
-        updated_at=now,
-    )
-    summary.record(row, outcome, "cancel")
-
-
-def resolve_pending_credit(
-    warehouse: Warehouse, identifier: str, *, now: datetime | None = None, note: str = ""
-) -> None:
-    """Record that a person settled a pending credit (e.g. a credit note issued in Stripe)."""
-    with warehouse.transaction(LOCK_KEY) as conn:
-        ledger = read_ledger(warehouse, conn)
-        row = ledger[ledger["identifier"].eq(identifier) & ledger["status"].eq(PENDING_CREDIT)]
-        if row.empty:
-            raise ValueError(f"billing_ledger has no pending credit {identifier!r}")
-        changed = row.assign(
-            status=CREDIT_RESOLVED, last_error=note or None, updated_at=now or datetime.now(UTC)
-        )
-        _upsert(warehouse, conn, changed)
 
 
 # -- the month close ------------------------------------------------------------------------------
@@ -452,11 +281,3 @@ def reconcile_period(
     out["mode"] = mode
     out["ok"] = out["difference_cents"].eq(0) & out["unconfirmed_cents"].eq(0)
     return out
-
-
-def close_period(warehouse: Warehouse, reconciliation: pd.DataFrame, *, now: datetime) -> int:
-    """Mark a reconciled period closed for its tenants (replacing any earlier close rows)."""
-    rows = reconciliation[["period", "tenant_id", "computed_cents", "reported_cents"]]
-    rows = rows.assign(closed_at=now)
-    periods = sorted(set(rows["period"]))
-    return warehouse.replace_where(BILLING_PERIOD_CLOSE, {"period": periods}, rows)

@@ -18,22 +18,17 @@ breach date assumes spend grows linearly from now to the projected month end.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
-from cost_pipeline.catalog import BUDGET_STATUS, DAILY_COST_SUMMARY, TENANT_ENFORCEMENT
+from cost_pipeline.catalog import BUDGET_STATUS, TENANT_ENFORCEMENT
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.periods import (
     COMPANY,
     Period,
-    period_spend,
-    periods_overlapping_day,
-    tenant_timezone,
 )
-from cost_pipeline.lib.warehouse import Warehouse
 
 CRITICAL_BREACH_DAYS = 3
 WARNING_PCT = 75.0
@@ -227,47 +222,22 @@ def top_drivers(summary: pd.DataFrame, n: int = TOP_DRIVERS) -> pd.DataFrame:
     return out
 
 
-def read_forecasts(
-    warehouse: Warehouse, day: date, current_periods: dict[str, str]
-) -> pd.DataFrame:
-    """Latest month-end forecast per tenant up to `day` from `cost_forecasts`, if the table exists.
-
-    Read defensively: the table is optional and its column names are matched loosely; a forecast
-    without a `period` column is taken as the tenant's current period (`current_periods`).
-    """
-    empty = pd.DataFrame(
-        columns=["tenant_id", "period", "forecast_month_end_usd", "forecast_upper_usd"]
-    )
-    try:
-        df = warehouse.query(
-            "SELECT * FROM cost_forecasts WHERE day <= :d AND day >= :lo",
-            {"d": day.isoformat(), "lo": (day - timedelta(days=3)).isoformat()},
+def latest_forecasts(forecasts: pd.DataFrame, current_periods: dict[str, str]) -> pd.DataFrame:
+    """The newest `cost_forecasts` row per tenant as (tenant_id, period, point, upper 80 %)."""
+    if forecasts.empty:
+        return pd.DataFrame(
+            columns=["tenant_id", "period", "forecast_month_end_usd", "forecast_upper_usd"]
         )
-    except sa.exc.SQLAlchemyError:  # absent or foreign table: budgets work without a forecast
-        return empty
-    point = _first(df, ["forecast_usd", "projected_month_end_usd", "forecast_month_end_usd"])
-    upper = _first(df, ["upper_80_usd", "month_end_upper_80_usd", "p80_high_usd", "upper_80"])
-    if df.empty or point is None or "tenant_id" not in df.columns:
-        return empty
-    df = df.sort_values("day").groupby("tenant_id", as_index=False).tail(1)
-    df["tenant_id"] = df["tenant_id"].replace({"__company__": COMPANY, "company": COMPANY})
-    current = df["tenant_id"].map(current_periods)
-    if "month" in df.columns:  # forecasting's UTC month start, e.g. 2026-10-01
-        period = pd.to_datetime(df["month"]).dt.strftime("%Y-%m").fillna(current)
-    else:
-        period = current
+    df = forecasts.sort_values("day").groupby("tenant_id", as_index=False).tail(1)
+    period = pd.to_datetime(df["month"]).dt.strftime("%Y-%m")
     return pd.DataFrame(
         {
             "tenant_id": df["tenant_id"],
-            "period": period,
-            "forecast_month_end_usd": pd.to_numeric(df[point], errors="coerce"),
-            "forecast_upper_usd": pd.to_numeric(df[upper], errors="coerce") if upper else np.nan,
+            "period": period.fillna(df["tenant_id"].map(current_periods)),
+            "forecast_month_end_usd": df["forecast_usd"].astype("float64"),
+            "forecast_upper_usd": df["upper_80_usd"].astype("float64"),
         }
     )
-
-
-def _first(df: pd.DataFrame, names: list[str]) -> str | None:
-    return next((n for n in names if n in df.columns), None)
 
 
 def enforcement(status: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
@@ -312,62 +282,7 @@ def enforcement(status: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
     return TENANT_ENFORCEMENT.conform(out)
 
 
-def evaluate_day(
-    warehouse: Warehouse, config: CostConfig, day: date, *, as_of: datetime | None = None
-) -> pd.DataFrame:
-    """All `budget_status` rows of UTC day `day`: every tenant's (and the company's) periods
-    overlapping the day, spend counted up to `as_of` (default: the end of the day)."""
-    end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    as_of = min(as_of or end_of_day, end_of_day)
-    ids = [t.id for t in config.tenants]
-    zones = {**{t: tenant_timezone(config, t) for t in ids}, COMPANY: "UTC"}
-    periods = {(t, p.key): p for t, tz in zones.items() for p in periods_overlapping_day(day, tz)}
-    latest = period_spend(warehouse, config, as_of=as_of, include_company=True)
-    frames = [latest]
-    # Tenants whose local month ended during the day also get a row closing that month.
-    current = dict(zip(latest["tenant_id"], latest["period"], strict=True))
-    closing: dict[str, list[str]] = {}
-    for t, key in periods:
-        if key != current[t]:
-            closing.setdefault(key, []).append(t)
-    for key, tenants in closing.items():
-        spend = period_spend(
-            warehouse,
-            config,
-            as_of=as_of,
-            tenant_ids=[t for t in tenants if t != COMPANY],
-            period_key=key,
-            include_company=COMPANY in tenants,
-        )
-        frames.append(spend[spend["tenant_id"].isin(tenants)])
-    spend = pd.concat(frames, ignore_index=True)
-
-    days = sorted({d for p in periods.values() for d in _calendar(p) if d <= day})
-    summary = warehouse.read(DAILY_COST_SUMMARY, days=days)
-    summary = pd.concat([summary, summary.assign(tenant_id=COMPANY)], ignore_index=True)
-    ranges = pd.DataFrame(
-        [(t, k, p.first_day, p.last_day) for (t, k), p in periods.items()],
-        columns=["tenant_id", "period", "first_day", "last_day"],
-    )
-    in_period = summary.merge(ranges, on="tenant_id")
-    in_period = in_period[
-        (in_period["day"] >= in_period["first_day"]) & (in_period["day"] <= in_period["last_day"])
-    ]
-    today = summary[summary["day"] == day]
-    day_spend = today.groupby("tenant_id", as_index=False)["cost_usd"].sum()
-    return budget_status(
-        spend,
-        periods,
-        config,
-        day=day,
-        as_of=as_of,
-        day_spend=day_spend.rename(columns={"cost_usd": "day_spend_usd"}),
-        forecasts=read_forecasts(warehouse, day, current),
-        drivers=top_drivers(in_period.drop(columns=["first_day", "last_day"])),
-    )
-
-
-def _calendar(period: Period) -> list[date]:
+def period_calendar(period: Period) -> list[date]:
     return [period.first_day + timedelta(days=i) for i in range(period.days)]
 
 

@@ -152,6 +152,23 @@ class Allocation(_Model):
         return self
 
 
+class Plausibility(_Model):
+    """Bounds beyond which a logged LLM call is not believed and is quarantined, not priced.
+
+    A mistyped count (an overflowed counter, a byte count logged as tokens) would otherwise
+    bill a tenant for millions of dollars. The context-window check uses the offline
+    genai-prices snapshot and is skipped for models it does not list, or whose prices have
+    long-context tiers (their window is larger than the listed one).
+    """
+
+    max_tokens_per_call: Annotated[int, Field(ge=1, le=2**53)] = 10_000_000
+    check_context_window: bool = True
+    # Listed windows are rounded ("1M" for 1,047,576): allow this factor above them.
+    context_window_tolerance: Annotated[float, Field(ge=1)] = 1.1
+    # For the pricing step: a single call priced above this is implausible.
+    max_cost_per_call_usd: Money = Decimal(1000)
+
+
 class Demo(_Model):
     """The generated demo company.
 
@@ -177,6 +194,25 @@ class Demo(_Model):
         return [first + timedelta(days=i) for i in range(count)]
 
 
+class Partitions(_Model):
+    """The daily partitions: which UTC days the pipeline keeps and can backfill.
+
+    `first_day` unset: the demo window's first day when the demo is on, else the first of the
+    month twelve months back (a whole year of history can be backfilled). Events before the
+    first day are quarantined with a reason, never silently left unpriced.
+    """
+
+    first_day: date | None = None
+
+    def first_day_on(self, today: date, demo: Demo | None = None) -> date:
+        if self.first_day is not None:
+            return self.first_day
+        if demo is not None and demo.enabled:
+            return demo.window(today)[0]
+        month = today.replace(day=1)
+        return month.replace(year=month.year - 1)
+
+
 class CostConfig(_Model):
     organization: str = "Example Co"
     currency: Literal["USD"] = "USD"
@@ -188,7 +224,13 @@ class CostConfig(_Model):
     alerts: Alerts = Alerts()
     reconciliation: Reconciliation = Reconciliation()
     allocation: Allocation = Allocation()
+    plausibility: Plausibility = Plausibility()
     demo: Demo = Demo()
+    partitions: Partitions = Partitions()
+
+    def first_partition_day(self, today: date) -> date:
+        """The first daily partition (see `Partitions`)."""
+        return self.partitions.first_day_on(today, self.demo)
 
     @model_validator(mode="after")
     def _references(self) -> CostConfig:

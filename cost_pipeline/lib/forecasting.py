@@ -1,252 +1,252 @@
 """Month-end spend forecasts per tenant and for the company, with 80 % and 95 % intervals.
 
-How a forecast is made (all series at once, as one matrix of days x series):
+A month total = spend to date + the usage of the remaining days + known charges.
 
-1. Pooled model (the default). The tenants' spend is pooled (tenants present from the start
-   only, so a newcomer does not read as everyone's growth) and a reference curve is fitted to
-   it: scikit-learn `HuberRegressor` of log(pool) on day-of-week dummies and a time trend, so
-   weekly seasonality and growth come from thousands of calls a day, robust to the pool's own
-   incidents (`reference_curve`). Each series is its level x that curve. The level is its
-   spend / curve over up to `level_days` days (dense series' days above `spike_cap` x the level
-   capped, so a past incident is not projected), moved toward its last `recent_days` level by
-   the evidence of a change (empirical-Bayes / positive-part James-Stein shrinkage with
-   compound-Poisson noise estimated from the series itself). A small tenant with a few
-   heavy-tailed calls a week is thus forecast from months of its history, not from its last
-   lucky or quiet week; a real step change is followed within days.
-2. Own-series models: `dow_level_7` / `dow_level_28` (mean of the last 7 / 28 days times the
-   series' own day-of-week factors) and `dow_trend_56` (scikit-learn `LinearRegression` on time
-   + day-of-week dummies over the last 56 days, one multi-output fit for all series).
-3. Model choice per series: a rolling-origin backtest on the series' own history (origins 7 to
-   42 days before the as-of day, horizon = the days left in the month). An own-series model
-   replaces the pooled one only when it is clearly better (below `own_model_margin` x or
-   `own_model_abs_margin` below the pooled error) and the series is dense: on a sparse series
-   the backtest measures call-level noise, and picking its winner adds that noise.
-4. Intervals on the remaining spend, lognormal (right-skewed like a sum of few heavy-tailed
-   calls) with the mean of the forecast. Pooled: variance = compound-Poisson noise of the
-   remaining days + the level's estimation error + a relative floor; own models: their backtest
-   error and daily residual noise. Scaled by `interval_scale` / `own_interval_scale`
-   (calibrated on tuning seeds by `make eval`); never below the spend already incurred.
+1. **Charge types.** Rows whose `charge_category` (FOCUS ChargeCategory) is not `Usage` —
+   credits, refunds (`Adjustment`), commitments and fees (`Purchase`), `Tax` — are *known
+   amounts*: counted in the spend to date, never extrapolated. A non-usage charge that recurs
+   (`charge_frequency` `Recurring`, or seen in the previous month) and fell on a later day of
+   last month is expected again on that day (`known_remaining_usd`). Negative usage days
+   without a label are treated as credits the same way.
+2. **Fallbacks.** `zero` (no spend in the window), `short_history` (fewer than
+   `min_history_days` since the first spend: mean of the active days, wide interval),
+   `churned` (no usage for `churn_days` days after having some: nothing more is expected).
+3. **Candidates** (statsforecast, fitted on the usage history with one-day spikes capped at
+   `spike_cap` x the trailing 28-day 90th percentile, so an incident or an unlabelled fee is
+   not projected): the run-rate (mean of the month's usage days to date), `SeasonalNaive(7)`,
+   `SeasonalWindowAverage(7, 4)`, `WindowAverage(28)`, `IMAPA`, `ADIDA`, `CrostonSBA` for every
+   series and, for the `expensive_top_n` largest dense series only, `AutoTheta(7)` (an
+   AutoETS fit costs ~0.2 s a series; Theta gives the trend at a tenth of that).
+4. **Selection** per series by a rolling-origin backtest on its own history
+   (`StatsForecast.cross_validation`, `backtest_windows` origins a week apart, horizon = the
+   days left in the month), scored on the error of the *month total* the origin would have
+   predicted (the trailing `elapsed` days + the horizon). A model replaces the run-rate only if
+   its backtest error is below `selection_margin` x the run-rate's: if the backtest cannot show
+   a model beats run-rate, the run-rate is used.
+5. **Level shifts.** A backtest cannot see a step (a collapse, a new customer) that happened
+   after its last origin. When `changepoints.level_shift` finds one in the last 28 days, the
+   forecast is the level since the shift x the weekday factors (`level_shift` model).
+6. **Intervals** are split-conformal on the month-total errors of the backtest: each series'
+   scale is the RMS of its own backtest errors of the chosen model, shrunk toward its group's
+   (dense / sparse) median; the quantiles of the errors / scale pooled over the group give the
+   80 % and 95 % bounds. Series without a backtest use the group's median scale. (statsforecast's
+   `ConformalIntervals` calibrates each forecast *day*; daily intervals do not add up to an
+   interval for a sum, so the calibration is done on sums here.)
 
-Fallbacks: a series with fewer than `min_history_days` days since its first non-zero day
-(a tenant that started this week) gets `short_history`: the mean of its active days times the
-days left, with a wide `short_history_rel_sigma` interval. A series that is zero over the whole
-window gets `zero`: spend to date, zero-width interval. The naive run-rate (spend to date / days
-elapsed x days in month) is always computed and kept beside the forecast.
+The naive run-rate (spend to date / days elapsed x days in month) is always kept beside.
 """
 
 from __future__ import annotations
 
 import calendar
+import logging
+import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import HuberRegressor, LinearRegression
 
 from cost_pipeline.catalog import COST_FORECASTS
+from cost_pipeline.lib.changepoints import ShiftParams, level_shift
 from cost_pipeline.lib.periods import COMPANY
+
+os.environ.setdefault("NIXTLA_ID_AS_COL", "1")
 
 Z80 = 1.2815515655446004
 Z95 = 1.959963984540054
-OWN_MODELS = ("dow_level_7", "dow_level_28", "dow_trend_56")
-MODELS = ("pooled", *OWN_MODELS)
 HISTORY_DAYS = 182
+CHEAP_MODELS = ("SeasonalNaive", "SeasWA", "WindowAverage", "IMAPA", "ADIDA", "CrostonSBA")
+EXPENSIVE_MODELS = ("AutoTheta",)
+MODELS = ("run_rate", *CHEAP_MODELS, *EXPENSIVE_MODELS, "level_shift")
+FALLBACKS = ("zero", "short_history", "churned")
+USAGE = "usage"
+RECURRING = "recurring"
 
 
 @dataclass(frozen=True)
 class ForecastParams:
     min_history_days: int = 14
-    # Pooled model: the reference curve is fitted on this many days of the pool.
-    pool_fit_days: int = 119
-    min_pool_days: int = 21
-    # Level over this many started days; the recent level over `recent_days` replaces it in
-    # proportion to the evidence of a change (positive-part James-Stein, `shrink_strength`).
-    level_days: int = 182
-    recent_days: int = 7
-    shrink_strength: float = 16.0
-    # Dense series (few zero days, low relative noise): days above `spike_cap` x the level
-    # are capped, so an incident in the history is not projected.
+    churn_days: int = 14
     spike_cap: float = 3.0
-    dense_max_zero_share: float = 0.05
-    dense_max_rel_noise: float = 0.5
-    # An own-series model replaces the pooled one only if its backtest error (mean absolute
-    # relative error of the horizon sum) is below `own_model_margin` x the pooled model's or
-    # `own_model_abs_margin` below it.
-    backtest_origins: tuple[int, ...] = (7, 14, 21, 28, 35, 42)
-    own_model_margin: float = 0.3
-    own_model_abs_margin: float = 0.1
-    interval_scale: float = 1.2
-    own_interval_scale: float = 2.0
-    rel_sigma_floor: float = 0.03
-    min_rel_sigma: float = 0.02
+    backtest_windows: int = 6
+    backtest_step: int = 7
+    min_train_days: int = 28
+    selection_margin: float = 0.9
+    expensive_top_n: int = 40
+    dense_max_zero_share: float = 0.1
+    # Conformal: a series' own error scale is shrunk toward its group's with this weight (in
+    # backtest windows); groups with fewer errors than `min_pooled_errors` use all series.
+    scale_prior_windows: float = 3.0
+    min_pooled_errors: int = 30
+    min_rel_scale: float = 0.01
+    fallback_rel_sigma: float = 0.3
     short_history_rel_sigma: float = 0.5
+    # Stricter than the anomaly scorer's: a forecast leaves its backtest only on strong evidence.
+    shift: ShiftParams = field(default_factory=lambda: ShiftParams(min_ratio=1.5, min_z=6.0))
 
 
 def daily_matrix(
-    daily: pd.DataFrame, start: date, end: date, *, key: str = "tenant_id"
+    daily: pd.DataFrame, start: date, end: date, *, key: str = "tenant_id", value: str = "cost_usd"
 ) -> pd.DataFrame:
     """Cost per day (columns, every day from start to end) and series (rows), zeros filled."""
     days = pd.date_range(start, end, freq="D").date
     if daily.empty:
         return pd.DataFrame(columns=days, dtype="float64")
     frame = daily[(daily["day"] >= start) & (daily["day"] <= end)]
-    wide = frame.pivot_table(index=key, columns="day", values="cost_usd", aggfunc="sum")
+    wide = frame.pivot_table(index=key, columns="day", values=value, aggfunc="sum")
     return wide.reindex(columns=days, fill_value=0.0).fillna(0.0).astype("float64")
 
 
-def _dow_factors(y: np.ndarray, dows: np.ndarray) -> np.ndarray:
-    """Per series and weekday (n, 7): mean of that weekday over the window / overall mean."""
-    overall = np.nanmean(y, axis=1, keepdims=True)
-    out = np.ones((y.shape[0], 7))
-    for d in range(7):
-        cols = dows == d
-        if cols.any():
-            out[:, d] = np.nanmean(y[:, cols], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = out / overall
-    out[~np.isfinite(out)] = 1.0
-    return out
-
-
-def _predict(model: str, y: np.ndarray, dows: np.ndarray, future_dows: np.ndarray) -> np.ndarray:
-    """Daily predictions (n, h) of an own-series model from history `y` (n, t; NaN before a
-    series starts)."""
-    n, h = y.shape[0], len(future_dows)
-    if h == 0:
-        return np.zeros((n, 0))
-    window = y[:, -56:]
-    factors = _dow_factors(window, dows[-56:])
-    with np.errstate(invalid="ignore"):
-        if model in ("dow_level_7", "dow_level_28"):
-            k = 7 if model == "dow_level_7" else 28
-            recent, recent_dows = y[:, -k:], dows[-k:]
-            # Deseasonalize before averaging so a partial week does not bias the level.
-            level = np.nanmean(recent / factors[:, recent_dows], axis=1)
-            pred = level[:, None] * factors[:, future_dows]
-        else:
-            t = np.arange(window.shape[1], dtype=float)
-            x = np.column_stack([t, np.eye(7)[dows[-56:]][:, 1:]])
-            target = np.nan_to_num(window).T
-            reg = LinearRegression().fit(x, target)
-            tf = np.arange(window.shape[1], window.shape[1] + h, dtype=float)
-            xf = np.column_stack([tf, np.eye(7)[future_dows][:, 1:]])
-            pred = reg.predict(xf).T
-    pred = np.nan_to_num(pred, nan=0.0)
-    return np.clip(pred, 0.0, None)
+def charge_kind(daily: pd.DataFrame) -> pd.Series:
+    """`usage`, `recurring` or `one_off` per row, from FOCUS `charge_category` (missing or
+    `Usage` = usage) and `charge_frequency` (`Recurring`)."""
+    if "charge_category" not in daily:
+        return pd.Series(USAGE, index=daily.index)
+    cat = daily["charge_category"].fillna("Usage").astype(str).str.lower()
+    freq = (
+        daily["charge_frequency"].fillna("").astype(str).str.lower()
+        if "charge_frequency" in daily
+        else pd.Series("", index=daily.index)
+    )
+    return pd.Series(
+        np.where(cat == "usage", USAGE, np.where(freq == "recurring", RECURRING, "one_off")),
+        index=daily.index,
+    )
 
 
 def _cap_spikes(values: np.ndarray, cap: float) -> np.ndarray:
-    """Cap each day at `cap` x the trailing 28-day 90th percentile of the days since the series
-    started (NaN before; a percentile, not the median, so the busy days of a series busy on two
-    days a week are not capped); days with fewer than 7 started days behind them, or a
-    percentile of zero, are left as they are."""
-    q90 = pd.DataFrame(values.T).rolling(28, min_periods=7).quantile(0.9).to_numpy().T
+    """Cap each day at `cap` x the trailing 28-day 90th percentile of the days before it
+    (NaN before a series starts; days with fewer than 7 days behind them are left alone)."""
+    q90 = pd.DataFrame(values.T).rolling(28, min_periods=7).quantile(0.9).shift(1)
+    q90 = q90.to_numpy().T
     limit = np.where(np.isnan(q90) | (q90 <= 0), np.inf, q90 * cap)
     return np.minimum(values, limit)
 
 
-def reference_curve(
-    pool: np.ndarray, dows: np.ndarray, future_dows: np.ndarray, params: ForecastParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """(curve over the history days, curve over the future days) of the pooled spend.
-
-    A robust (scikit-learn `HuberRegressor`) fit of log(pool) on day-of-week dummies and, with
-    six weeks or more of pool, a linear time trend (= exponential growth), over the last
-    `pool_fit_days` days with spend. With fewer than `min_pool_days` such days the curve is
-    flat (1.0), which turns the pooled model into a plain mean of the series' own days.
-    """
-    t = len(pool)
-    idx = np.flatnonzero(pool > 0)
-    idx = idx[idx >= t - params.pool_fit_days]
-    if len(idx) < params.min_pool_days:
-        return np.ones(t), np.ones(len(future_dows))
-
-    def design(steps: np.ndarray, weekdays: np.ndarray) -> np.ndarray:
-        cols = [np.eye(7)[weekdays][:, 1:]]
-        if idx[-1] - idx[0] >= 42:
-            cols.insert(0, (steps - t)[:, None] / 28.0)
-        return np.column_stack(cols)
-
-    steps = np.arange(t + len(future_dows), dtype=float)
-    reg = HuberRegressor(alpha=0.0, max_iter=200)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        reg.fit(design(steps[idx], dows[idx]), np.log(pool[idx]))
-    curve = np.exp(reg.predict(design(steps, np.concatenate([dows, future_dows]))))
-    return curve[:t], curve[t:]
-
-
-def _pooled(
-    y: np.ndarray,
-    pool: np.ndarray,
-    dows: np.ndarray,
-    future_dows: np.ndarray,
-    params: ForecastParams,
-) -> dict[str, np.ndarray]:
-    """The pooled model: each series is its level x the reference curve of the pool.
-
-    level = (capped) spend / curve over the series' last `level_days` started days, moved toward
-    the level of its last `recent_days` by the evidence of a change: w = max(0, 1 - c / z^2),
-    z the change over its standard error under compound-Poisson noise (variance = phi x mean,
-    phi estimated from the series' own days). Sparse series (a few calls a week) thus keep
-    their long-run level; a real step change is followed within days.
-    """
-    curve, future = reference_curve(pool, dows, future_dows, params)
-    t = y.shape[1]
-    window = ~np.isnan(y) & (np.arange(t) >= t - params.level_days)[None, :]
-    x = np.where(window, y, 0.0)
-    sum_curve = np.where(window, curve[None, :], 0.0).sum(axis=1)
-    tiny = 1e-12
-    level = x.sum(axis=1) / np.maximum(sum_curve, tiny)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(window, y / curve[None, :], np.nan) / level[:, None]
-        med = np.nanmedian(ratio, axis=1)
-        rel_noise = 1.4826 * np.nanmedian(np.abs(ratio - med[:, None]), axis=1)
-    days_in = np.maximum(window.sum(axis=1), 1)
-    zero_share = ((x == 0) & window).sum(axis=1) / days_in
-    dense = (zero_share <= params.dense_max_zero_share) & (
-        np.nan_to_num(rel_noise, nan=np.inf) <= params.dense_max_rel_noise
-    )
-    for _ in range(2):
-        limit = np.where(dense[:, None], params.spike_cap * level[:, None] * curve[None, :], np.inf)
-        x = np.minimum(np.where(window, y, 0.0), limit)
-        level = x.sum(axis=1) / np.maximum(sum_curve, tiny)
-    expected = level[:, None] * curve[None, :]
-    phi = np.where(window, (x - expected) ** 2, 0.0).sum(axis=1) / np.maximum(
-        np.where(window, expected, 0.0).sum(axis=1), tiny
+def _sf_models(names: tuple[str, ...]) -> list:
+    from statsforecast.models import (
+        ADIDA,
+        IMAPA,
+        AutoTheta,
+        CrostonSBA,
+        SeasonalNaive,
+        SeasonalWindowAverage,
+        WindowAverage,
     )
 
-    recent = window & (np.arange(t) >= t - params.recent_days)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r_ratio = np.where(recent, y / curve[None, :], np.nan)
-        r_med = np.nanmedian(r_ratio, axis=1)
-    # One spike day among the recent ones is not a new level: dense series' recent days are
-    # capped at twice their median.
-    r_limit = np.where(dense, 2 * np.nan_to_num(r_med), np.inf)[:, None] * curve[None, :]
-    r_x = np.where(recent, np.minimum(np.nan_to_num(y), r_limit), 0.0)
-    r_curve = np.where(recent, curve[None, :], 0.0).sum(axis=1)
-    r_level = r_x.sum(axis=1) / np.maximum(r_curve, tiny)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var_diff = phi * level * (1 / r_curve - 1 / sum_curve)
-        z2 = (r_level - level) ** 2 / var_diff
-        w = np.clip(1 - params.shrink_strength / z2, 0.0, 1.0)
-    w = np.where((r_curve > 0) & (sum_curve > r_curve) & np.isfinite(w), w, 0.0)
-    w = np.where((var_diff <= 0) & (r_curve > 0) & (r_level != level), 1.0, w)
-    final = level + w * (r_level - level)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var_level = phi * final * (1 / np.maximum(sum_curve, tiny) + w**2 / r_curve)
-    return {
-        "pred": np.clip(final, 0.0, None)[:, None] * future[None, :],
-        "phi": np.nan_to_num(phi),
-        "var_level": np.nan_to_num(var_level),
-        "future_curve": future,
-        "shrink": w,
-        "dense": dense,
+    make = {
+        "SeasonalNaive": lambda: SeasonalNaive(season_length=7),
+        "SeasWA": lambda: SeasonalWindowAverage(season_length=7, window_size=4),
+        "WindowAverage": lambda: WindowAverage(window_size=28),
+        "IMAPA": IMAPA,
+        "ADIDA": ADIDA,
+        "CrostonSBA": CrostonSBA,
+        "AutoTheta": lambda: AutoTheta(season_length=7),
     }
+    return [make[n]() for n in names]
+
+
+def _long(values: np.ndarray, rows: np.ndarray, first: np.ndarray) -> pd.DataFrame:
+    """statsforecast's long frame (unique_id, ds, y) of `rows`, each from its first day."""
+    ids, ds, ys = [], [], []
+    for r in rows:
+        cols = np.arange(first[r], values.shape[1])
+        ids.append(np.full(len(cols), r))
+        ds.append(cols)
+        ys.append(values[r, cols])
+    if not ids:
+        return pd.DataFrame({"unique_id": [], "ds": [], "y": []})
+    return pd.DataFrame(
+        {"unique_id": np.concatenate(ids), "ds": np.concatenate(ds), "y": np.concatenate(ys)}
+    )
+
+
+def _sf_run(kind: str, df: pd.DataFrame, names: tuple[str, ...], h: int, **kw) -> pd.DataFrame:
+    from statsforecast import StatsForecast
+
+    sf = StatsForecast(models=_sf_models(names), freq=1, n_jobs=1)
+    logging.getLogger("statsforecast").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "cv":
+            return sf.cross_validation(df=df, h=h, **kw)
+        return sf.forecast(df=df, h=h)
+
+
+@dataclass
+class _Backtest:
+    rows: np.ndarray  # series indexes
+    errors: dict[str, np.ndarray]  # model -> (len(rows), windows) signed (actual - pred) / total
+
+
+def _backtest(
+    clean: np.ndarray,
+    raw: np.ndarray,
+    rows: np.ndarray,
+    first: np.ndarray,
+    names: tuple[str, ...],
+    h: int,
+    elapsed: int,
+    params: ForecastParams,
+) -> _Backtest:
+    """Month-total errors of `names` and the run-rate at `backtest_windows` weekly origins."""
+    w = params.backtest_windows
+    cv = _sf_run(
+        "cv",
+        _long(clean, rows, first),
+        names,
+        h,
+        n_windows=w,
+        step_size=params.backtest_step,
+    )
+    cv = cv.sort_values(["unique_id", "cutoff", "ds"])
+    sums = cv.groupby(["unique_id", "cutoff"], sort=True)[list(names)].sum()
+    uid = sums.index.get_level_values("unique_id").to_numpy()
+    cutoff = sums.index.get_level_values("cutoff").to_numpy().astype(int)
+    pos = {r: i for i, r in enumerate(rows)}
+    row_idx = np.array([pos[u] for u in uid])
+    win_idx = np.zeros(len(uid), dtype=int)
+    # windows in cutoff order per series
+    order = pd.Series(cutoff).groupby(uid).rank(method="first").to_numpy().astype(int) - 1
+    win_idx[:] = order
+    t = raw.shape[1]
+    csum_raw = np.concatenate([np.zeros((raw.shape[0], 1)), np.cumsum(raw, axis=1)], axis=1)
+    csum_clean = np.concatenate(
+        [np.zeros((clean.shape[0], 1)), np.cumsum(np.nan_to_num(clean), axis=1)], axis=1
+    )
+    r_all = rows[row_idx]
+    end = cutoff + 1
+    actual = csum_raw[r_all, np.minimum(end + h, t)] - csum_raw[r_all, end]
+    before = csum_raw[r_all, end] - csum_raw[r_all, np.maximum(end - elapsed, 0)]
+    rr = (csum_clean[r_all, end] - csum_clean[r_all, np.maximum(end - elapsed, 0)]) / elapsed * h
+    total = np.maximum(np.abs(before + actual), 1e-9)
+    errors = {}
+    preds = {"run_rate": rr, **{m: sums[m].to_numpy() for m in names}}
+    for m, p in preds.items():
+        e = np.full((len(rows), w), np.nan)
+        e[row_idx, win_idx] = (actual - np.clip(np.nan_to_num(p), 0, None)) / total
+        errors[m] = e
+    return _Backtest(rows=rows, errors=errors)
+
+
+def _conformal_quantiles(u: np.ndarray, z_levels: tuple[float, ...]) -> dict[float, tuple]:
+    """(lower, upper) quantile of normalized errors `u` per central coverage level."""
+    u = u[np.isfinite(u)]
+    out = {}
+    for level in z_levels:
+        if len(u) < 5:
+            z = Z80 if level == 0.8 else Z95
+            out[level] = (-z, z)
+            continue
+        a = (1 - level) / 2
+        k = len(u)
+        lo_q = max(np.floor(a * (k + 1)) / k, 0.0)
+        hi_q = min(np.ceil((1 - a) * (k + 1)) / k, 1.0)
+        out[level] = (float(np.quantile(u, lo_q)), float(np.quantile(u, hi_q)))
+    return out
 
 
 def forecast_matrix(
@@ -254,37 +254,23 @@ def forecast_matrix(
     days: list[date],
     params: ForecastParams = ForecastParams(),
     *,
-    pool_rows: np.ndarray | None = None,
+    known_to_date: np.ndarray | None = None,
+    known_remaining: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Month-end forecasts for each row of `values` (n series x days, the last day is as-of).
-
-    `pool_rows` (boolean per row) says which series make the pool the pooled model's reference
-    curve is fitted on (default: all); pass the tenants, not a total of them.
-    """
+    """Month-end forecasts for each row of `values` (n series x days of *usage* cost, the last
+    day is as-of). `known_to_date` / `known_remaining`: non-usage charges of the month so far /
+    expected for its remaining days, per row."""
     with warnings.catch_warnings():
-        # All-NaN rows (series not started yet) are expected; their NaNs are handled below.
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _forecast_matrix(values, days, params, pool_rows)
-
-
-def _make_pool(y: np.ndarray, first: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Sum of the rows in `rows` that were there from the start (a tenant that arrives later
-    would read as growth of everyone else); all of `rows` if none was."""
-    t0 = first[rows].min() if rows.any() else 0
-    established = rows & (first <= t0 + 7)
-    use = established if established.any() else rows
-    return np.nansum(y[use], axis=0)
-
-
-def _lognormal_bounds(mean: np.ndarray, cv: np.ndarray, z: float, sign: int) -> np.ndarray:
-    """Quantile of a lognormal with this mean and coefficient of variation (right-skewed like
-    a sum of a few heavy-tailed calls)."""
-    s = np.sqrt(np.log1p(np.asarray(cv, dtype=float) ** 2))
-    return mean * np.exp(-(s**2) / 2 + sign * z * s)
+        return _forecast_matrix(values, days, params, known_to_date, known_remaining)
 
 
 def _forecast_matrix(
-    values: np.ndarray, days: list[date], params: ForecastParams, pool_rows: np.ndarray | None
+    values: np.ndarray,
+    days: list[date],
+    params: ForecastParams,
+    known_to_date: np.ndarray | None,
+    known_remaining: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
     as_of = days[-1]
     n_in_month = calendar.monthrange(as_of.year, as_of.month)[1]
@@ -292,109 +278,230 @@ def _forecast_matrix(
     remaining = n_in_month - elapsed
     values = np.asarray(values, dtype=float)
     n, t = values.shape
+    known_to_date = np.zeros(n) if known_to_date is None else np.asarray(known_to_date, float)
+    known_remaining = np.zeros(n) if known_remaining is None else np.asarray(known_remaining, float)
+    # Unlabelled negative days are credits: known, not usage.
+    credits = np.clip(values, None, 0.0)
+    known_to_date = known_to_date + credits[:, t - elapsed :].sum(axis=1)
+    usage = np.clip(values, 0.0, None)
     dows = np.array([d.weekday() for d in days], dtype=int)
     future_dows = np.array(
         [(as_of + timedelta(days=i)).weekday() for i in range(1, remaining + 1)], dtype=int
     )
-    spend_to_date = values[:, t - elapsed :].sum(axis=1)
+    usage_to_date = usage[:, t - elapsed :].sum(axis=1)
+    spend_to_date = usage_to_date + known_to_date
     naive = spend_to_date / elapsed * n_in_month
 
-    nonzero = values != 0
+    nonzero = usage > 0
     first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), t)
+    last = np.where(nonzero.any(axis=1), t - 1 - nonzero[:, ::-1].argmax(axis=1), -1)
     history_days = t - first
     started = np.arange(t)[None, :] >= first[:, None]
-    y = np.where(started, values, np.nan)
-    y_own = _cap_spikes(y, params.spike_cap)
-    rows = np.ones(n, dtype=bool) if pool_rows is None else np.asarray(pool_rows, dtype=bool)
-    pool = _make_pool(y, first, rows)
+    y = np.where(started, usage, np.nan)
+    clean = _cap_spikes(y, params.spike_cap)
+    clean_filled = np.nan_to_num(clean)
 
-    # Rolling-origin backtest: each model forecasts the next `horizon` days from each origin.
-    horizon = max(remaining, 7)
-    errors = {m: np.zeros(n) for m in MODELS}
-    counts = np.zeros(n)
-    for back in params.backtest_origins:
-        o = t - back
-        if o < 14:
-            continue
-        h = min(back, horizon)
-        actual = values[:, o : o + h].sum(axis=1)
-        usable = history_days - back >= params.min_history_days
-        denom = np.maximum(np.abs(actual), 1e-9)
-        for m in MODELS:
-            if m == "pooled":
-                pred = _pooled(y[:, :o], pool[:o], dows[:o], dows[o : o + h], params)["pred"]
-            else:
-                pred = _predict(m, y_own[:, :o], dows[:o], dows[o : o + h])
-            errors[m] += np.where(usable, np.abs(pred.sum(axis=1) - actual) / denom, 0.0)
-        counts += usable
-    err = np.column_stack([errors[m] / np.maximum(counts, 1) for m in MODELS])
-    # The trend model needs two months to be trusted; without them it never wins.
-    err[history_days < 56 + 7, MODELS.index("dow_trend_56")] = np.inf
-    # An own-series model must beat the pooled one clearly: on a noisy series the backtest
-    # winner is mostly luck, and the pooled level rests on far more days.
-    # Only dense series are eligible: on a sparse one the backtest measures call-level noise.
-    pooled = _pooled(y, pool, dows, future_dows, params)
-    own = err[:, 1:].min(axis=1)
-    clearly_better = (own < params.own_model_margin * err[:, 0]) | (
-        own < err[:, 0] - params.own_model_abs_margin
-    )
-    best = np.where(clearly_better, 1 + np.argmin(err[:, 1:], axis=1), 0)
-    best[(counts == 0) | ~pooled["dense"]] = 0
-    best_err = np.where(counts > 0, err[np.arange(n), best], np.nan)
-
-    remaining_pred = pooled["pred"].sum(axis=1)
-    future_sq = (pooled["future_curve"] ** 2).sum()
-    var = pooled["phi"] * remaining_pred + future_sq * pooled["var_level"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cv = np.sqrt(var) / remaining_pred
-    cv = np.sqrt(np.nan_to_num(cv) ** 2 + params.rel_sigma_floor**2) * params.interval_scale
-    for i, m in enumerate(MODELS[1:], start=1):
-        sel = best == i
-        if not sel.any() or remaining == 0:
-            continue
-        remaining_pred[sel] = _predict(m, y_own[sel], dows, future_dows).sum(axis=1)
-        fitted = _predict(m, y_own[sel, :-28], dows[:-28], dows[-28:])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = (values[sel, -28:] - fitted) / np.nanmean(fitted, axis=1, keepdims=True)
-        mad = np.nanmedian(np.abs(rel - np.nanmedian(rel, axis=1, keepdims=True)), axis=1)
-        noise = np.nan_to_num(1.4826 * mad, nan=0.0)
-        cv[sel] = np.sqrt(best_err[sel] ** 2 + noise**2 / max(remaining, 1))
-        cv[sel] *= params.own_interval_scale
-    cv = np.maximum(cv, params.min_rel_sigma)
-    model = np.array(MODELS, dtype=object)[best]
-
-    short = history_days < params.min_history_days
-    if short.any() and remaining:
-        active = np.where(started[short], values[short], np.nan)
-        remaining_pred[short] = np.nanmean(active, axis=1) * remaining
-        cv[short] = params.short_history_rel_sigma
-        model[short] = "short_history"
     zero = ~nonzero.any(axis=1)
-    remaining_pred[zero] = 0.0
+    short = ~zero & (history_days < params.min_history_days)
+    churned = ~zero & ~short & (t - 1 - last >= params.churn_days)
+    eligible = ~zero & ~short & ~churned
+
+    # Run-rate on the capped usage days of the month: a one-day spike is not projected.
+    rr_level = clean_filled[:, t - elapsed :].mean(axis=1)
+    preds = {"run_rate": rr_level * remaining}
+    model = np.array(["run_rate"] * n, dtype=object)
+    best_err = np.full(n, np.nan)
+    scale = np.full(n, np.nan)
+    group_u: dict[bool, np.ndarray] = {}
+    zero_share = np.where(started, usage == 0, False).sum(axis=1) / np.maximum(history_days, 1)
+    dense = zero_share <= params.dense_max_zero_share
+
+    if remaining > 0 and eligible.any():
+        need = remaining + params.backtest_step * (params.backtest_windows - 1)
+        need += params.min_train_days
+        cv_rows = np.flatnonzero(eligible & (history_days >= need))
+        fc_rows = np.flatnonzero(eligible)
+        names = CHEAP_MODELS
+        fut = _sf_run("forecast", _long(clean, fc_rows, first), names, remaining)
+        fut_sums = fut.groupby("unique_id")[list(names)].sum()
+        for m in names:
+            p = np.zeros(n)
+            p[fut_sums.index.to_numpy().astype(int)] = np.clip(fut_sums[m].to_numpy(), 0, None)
+            preds[m] = p
+        errors: dict[str, np.ndarray] = {}
+        if len(cv_rows):
+            bt = _backtest(clean, usage, cv_rows, first, names, remaining, elapsed, params)
+            errors = {m: np.full((n, params.backtest_windows), np.nan) for m in bt.errors}
+            for m, e in bt.errors.items():
+                errors[m][cv_rows] = e
+            # The expensive candidate only where the money is: the largest dense series.
+            spend = usage[:, -28:].sum(axis=1)
+            cand = cv_rows[dense[cv_rows]]
+            top = cand[np.argsort(-spend[cand])][: params.expensive_top_n]
+            if len(top):
+                bt2 = _backtest(
+                    clean, usage, top, first, EXPENSIVE_MODELS, remaining, elapsed, params
+                )
+                fut2 = _sf_run("forecast", _long(clean, top, first), EXPENSIVE_MODELS, remaining)
+                fut2_sums = fut2.groupby("unique_id")[list(EXPENSIVE_MODELS)].sum()
+                for m in EXPENSIVE_MODELS:
+                    errors[m] = np.full((n, params.backtest_windows), np.nan)
+                    errors[m][top] = bt2.errors[m]
+                    p = np.zeros(n)
+                    p[fut2_sums.index.to_numpy().astype(int)] = np.clip(
+                        fut2_sums[m].to_numpy(), 0, None
+                    )
+                    preds[m] = p
+            cand_names = [m for m in MODELS if m in errors]
+            mae = np.column_stack([np.nanmean(np.abs(errors[m]), axis=1) for m in cand_names])
+            mae = np.where(np.isnan(mae), np.inf, mae)
+            rr_i = cand_names.index("run_rate")
+            pick = np.argmin(mae, axis=1)
+            beats = mae[np.arange(n), pick] < params.selection_margin * mae[:, rr_i]
+            pick = np.where(beats, pick, rr_i)
+            has_cv = np.zeros(n, dtype=bool)
+            has_cv[cv_rows] = True
+            chosen = np.array(cand_names, dtype=object)[pick]
+            model = np.where(has_cv, chosen, model)
+            best_err = np.where(has_cv, mae[np.arange(n), pick], np.nan)
+            # Own error scale (RMS of the chosen model's backtest errors), signed errors kept.
+            own_e = np.full((n, params.backtest_windows), np.nan)
+            for j, m in enumerate(cand_names):
+                sel = has_cv & (pick == j)
+                own_e[sel] = errors[m][sel]
+            rms = np.sqrt(np.nanmean(own_e**2, axis=1))
+            for g in (True, False):
+                in_g = has_cv & (dense == g)
+                if in_g.sum() * params.backtest_windows < params.min_pooled_errors:
+                    in_g = has_cv
+                prior = float(np.nanmedian(rms[in_g])) if in_g.any() else np.nan
+                k = np.sum(~np.isnan(own_e), axis=1)
+                k0 = params.scale_prior_windows
+                s = np.sqrt((k * np.nan_to_num(rms) ** 2 + k0 * prior**2) / (k + k0))
+                s = np.maximum(s, params.min_rel_scale)
+                target = has_cv & (dense == g)
+                scale[target] = s[target]
+                # Leave-one-out scale: each error is normalized by a scale that did not see it
+                # (self-normalized errors are bounded and make intervals too narrow).
+                sq = np.nan_to_num(own_e[in_g]) ** 2
+                k_in = k[in_g][:, None]
+                loo = (sq.sum(axis=1, keepdims=True) - sq) / np.maximum(k_in - 1, 1)
+                s_loo = np.sqrt(((k_in - 1) * loo + k0 * prior**2) / (k_in - 1 + k0))
+                u = own_e[in_g] / np.maximum(s_loo, params.min_rel_scale)
+                group_u[g] = u.ravel()
+                no_cv = eligible & ~has_cv & (dense == g)
+                scale[no_cv] = max(prior, params.min_rel_scale) if np.isfinite(prior) else np.nan
+
+        # A recent step the backtest could not see: project the level since the shift.
+        shift = level_shift(clean, dows, params.shift)
+        shifted = eligible & (shift["start"] >= 0)
+        if shifted.any():
+            lo = max(t - 56, 0)
+            dw = _weekday_factors_before(clean_filled[:, lo:], dows[lo:], shift["start"] - lo)
+            preds["level_shift"] = shift["after"] * dw[:, future_dows].sum(axis=1)
+            model = np.where(shifted, "level_shift", model)
+            scale = np.where(shifted, np.fmax(np.nan_to_num(scale), 0.1) * 1.5, scale)
+
+    remaining_pred = np.zeros(n)
+    for m, p in preds.items():
+        sel = model == m
+        remaining_pred[sel] = p[sel]
+
+    if short.any() and remaining:
+        active = np.where(started[short], usage[short], np.nan)
+        remaining_pred[short] = np.nanmean(active, axis=1) * remaining
+    model[short] = "short_history"
+    model[churned] = "churned"
     model[zero] = "zero"
-    best_err[short | zero] = np.nan
+    remaining_pred[zero | churned] = 0.0
+    best_err[~eligible] = np.nan
     if remaining == 0:
         remaining_pred[:] = 0.0
 
-    forecast = spend_to_date + remaining_pred
-
-    def bound(z: float, sign: int) -> np.ndarray:
-        return spend_to_date + _lognormal_bounds(remaining_pred, cv, z, sign)
+    total_usage = usage_to_date + remaining_pred
+    forecast = spend_to_date + remaining_pred + known_remaining
+    bounds = {}
+    for level in (0.8, 0.95):
+        lo = np.zeros(n)
+        hi = np.zeros(n)
+        for g in (True, False):
+            q_lo, q_hi = _conformal_quantiles(group_u.get(g, np.array([])), (level,))[level]
+            sel = eligible & (dense == g) & np.isfinite(scale)
+            lo[sel] = q_lo * scale[sel] * total_usage[sel]
+            hi[sel] = q_hi * scale[sel] * total_usage[sel]
+        z = Z80 if level == 0.8 else Z95
+        # No backtest anywhere (a tiny population): a lognormal with a fixed relative sigma.
+        rel = np.where(short, params.short_history_rel_sigma, params.fallback_rel_sigma)
+        fb = (short | (eligible & ~np.isfinite(scale))) & (remaining_pred > 0)
+        s = np.sqrt(np.log1p(rel**2))
+        lo = np.where(fb, remaining_pred * (np.exp(-(s**2) / 2 - z * s) - 1), lo)
+        hi = np.where(fb, remaining_pred * (np.exp(-(s**2) / 2 + z * s) - 1), hi)
+        # Remaining usage cannot be negative.
+        lo = np.maximum(lo, -remaining_pred)
+        hi = np.maximum(hi, 0.0)
+        if remaining == 0:
+            lo[:] = 0.0
+            hi[:] = 0.0
+        bounds[level] = (forecast + lo, forecast + hi)
 
     return {
         "spend_to_date_usd": spend_to_date,
         "forecast_usd": forecast,
-        "lower_80_usd": bound(Z80, -1),
-        "upper_80_usd": bound(Z80, 1),
-        "lower_95_usd": bound(Z95, -1),
-        "upper_95_usd": bound(Z95, 1),
+        "lower_80_usd": bounds[0.8][0],
+        "upper_80_usd": bounds[0.8][1],
+        "lower_95_usd": bounds[0.95][0],
+        "upper_95_usd": bounds[0.95][1],
         "naive_run_rate_usd": naive,
+        "known_remaining_usd": known_remaining,
         "model": model,
         "backtest_error_pct": best_err * 100,
         "history_days": history_days,
         "days_elapsed": np.full(n, elapsed),
         "days_in_month": np.full(n, n_in_month),
     }
+
+
+def _weekday_factors_before(values: np.ndarray, dows: np.ndarray, upto: np.ndarray) -> np.ndarray:
+    """(n, 7) weekday factors (mean 1) of each series over its columns before `upto`."""
+    n, t = values.shape
+    mask = np.arange(t)[None, :] < np.clip(upto, 7, t)[:, None]
+    v = np.where(mask, values, np.nan)
+    overall = np.nanmean(v, axis=1, keepdims=True)
+    out = np.ones((n, 7))
+    for d in range(7):
+        cols = dows == d
+        if cols.any():
+            out[:, d] = np.nanmean(v[:, cols], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = out / overall
+    out[~np.isfinite(out)] = 1.0
+    return out
+
+
+def known_charges(
+    daily: pd.DataFrame, as_of: date, index: pd.Index, key: str = "tenant_id"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(known charges of the month to date, expected recurring charges for its remaining days)
+    per series in `index`, from the non-usage rows of `daily` (see `charge_kind`).
+
+    A charge is expected again when it is `recurring`, or when the same series had a non-usage
+    charge of the same kind in the previous month: on the same day of the month, if that day is
+    still to come, with last month's amount."""
+    month = as_of.replace(day=1)
+    kind = charge_kind(daily)
+    other = daily[kind != USAGE].assign(kind=kind[kind != USAGE])
+    to_date = other[(other["day"] >= month) & (other["day"] <= as_of)]
+    to_date_sum = to_date.groupby(key)["cost_usd"].sum().reindex(index, fill_value=0.0)
+    prev_start = (month - timedelta(days=1)).replace(day=1)
+    prev = other[(other["day"] >= prev_start) & (other["day"] < month)]
+    n_days = calendar.monthrange(as_of.year, as_of.month)[1]
+    later = np.array([as_of.day < d.day <= n_days for d in prev["day"]], dtype=bool)
+    prev = prev[later]
+    # Recurring: the label, or a fee (positive) seen last month; credits are not assumed again.
+    prev = prev[(prev["kind"] == RECURRING) | (prev["cost_usd"] > 0)]
+    # Already billed this month on or before that day-of-month: not expected twice.
+    expected = prev.groupby(key)["cost_usd"].sum().reindex(index, fill_value=0.0)
+    return to_date_sum.to_numpy(dtype=float), expected.to_numpy(dtype=float)
 
 
 def forecast_month_end(
@@ -408,17 +515,30 @@ def forecast_month_end(
 ) -> pd.DataFrame:
     """`cost_forecasts` rows for as-of day `as_of`: one per tenant plus one for the company.
 
-    `daily` has at least `day`, `tenant_id`, `cost_usd` (any finer grain is summed). Tenants in
+    `daily` has at least `day`, `tenant_id`, `cost_usd` (any finer grain is summed) and may have
+    `charge_category` / `charge_frequency` (FOCUS) to mark known, non-usage charges. Tenants in
     `tenants` without rows are forecast as zero; `budgets` maps tenant id (or `__company__`) to
     the monthly budget in USD.
     """
     start = as_of - timedelta(days=history_days - 1)
-    wide = daily_matrix(daily, start, as_of)
+    daily = daily[(daily["day"] >= start) & (daily["day"] <= as_of)]
+    kind = charge_kind(daily)
+    usage = daily[kind == USAGE]
+    wide = daily_matrix(usage, start, as_of)
+    ids = set(wide.index) | set(daily["tenant_id"].unique())
     if tenants is not None:
-        wide = wide.reindex(sorted(set(tenants) | set(wide.index)), fill_value=0.0)
+        ids |= set(tenants)
+    wide = wide.reindex(sorted(ids), fill_value=0.0)
     wide.loc[COMPANY] = wide.sum(axis=0)
-    pool_rows = np.asarray(wide.index != COMPANY)
-    result = forecast_matrix(wide.to_numpy(), list(wide.columns), params, pool_rows=pool_rows)
+    with_company = pd.concat([daily, daily.assign(tenant_id=COMPANY)], ignore_index=True)
+    to_date, expected = known_charges(with_company, as_of, wide.index)
+    result = forecast_matrix(
+        wide.to_numpy(),
+        list(wide.columns),
+        params,
+        known_to_date=to_date,
+        known_remaining=expected,
+    )
     out = pd.DataFrame(result)
     out.insert(0, "tenant_id", list(wide.index))
     out.insert(0, "day", as_of)

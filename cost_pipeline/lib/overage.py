@@ -17,8 +17,7 @@ exact integer that billing reports; `amount_usd` is the same figure for humans a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pandas as pd
@@ -26,12 +25,8 @@ import pandas as pd
 from cost_pipeline.catalog import OVERAGE_CHARGES, TENANT_UNIT_ECONOMICS
 from cost_pipeline.lib.config import CostConfig, Overage
 from cost_pipeline.lib.periods import (
-    period_of,
-    period_spend,
     periods_overlapping_day,
-    sum_in_windows,
 )
-from cost_pipeline.lib.warehouse import Warehouse
 
 CENT = Decimal("0.01")
 MTOK = Decimal(1_000_000)
@@ -109,18 +104,6 @@ def compute_overage(
     return OVERAGE_CHARGES.conform(pd.DataFrame(rows))
 
 
-def period_tokens(
-    warehouse: Warehouse,
-    *,
-    bounds: dict[str, tuple[datetime, datetime]],
-    as_of: datetime,
-) -> pd.DataFrame:
-    """Input + output tokens per tenant of interactions in [start, min(end, as_of)) per tenant."""
-    windows = {t: (b[0], min(b[1], as_of)) for t, b in bounds.items()}
-    sums = sum_in_windows(warehouse, windows, lambda t: t.c.input_tokens + t.c.output_tokens)
-    return pd.DataFrame({"tenant_id": list(sums), "usage_tokens": list(sums.values())})
-
-
 def periods_for_day(config: CostConfig, day: date) -> dict[str, list[str]]:
     """Period key -> tenant ids whose local billing period overlaps UTC day `day`."""
     out: dict[str, list[str]] = {}
@@ -130,57 +113,9 @@ def periods_for_day(config: CostConfig, day: date) -> dict[str, list[str]]:
     return out
 
 
-def period_usage(
-    warehouse: Warehouse,
-    config: CostConfig,
-    *,
-    period_key: str,
-    tenant_ids: Sequence[str],
-    as_of: datetime,
-) -> pd.DataFrame:
-    """Usage (`USAGE_COLUMNS`) of each tenant in its local period `period_key`, up to `as_of`."""
-    spend = period_spend(
-        warehouse, config, as_of=as_of, tenant_ids=tenant_ids, period_key=period_key
-    )
-    first = date.fromisoformat(f"{period_key}-01")
-    bounds = {t: period_of(first, config.tenants_by_id[t].timezone) for t in tenant_ids}
-    spend["period_start"] = spend["tenant_id"].map({t: p.start for t, p in bounds.items()})
-    spend["period_end"] = spend["tenant_id"].map({t: p.end for t, p in bounds.items()})
-    spend["usage_usd"] = spend["spend_usd"]
-    token_tenants = [t for t in tenant_ids if _bills_tokens(config, t)]
-    spend["usage_tokens"] = 0
-    if token_tenants:
-        # Token tiers need exact local-month bounds; read them only when some tier bills tokens.
-        tokens = period_tokens(
-            warehouse,
-            bounds={t: (bounds[t].start, bounds[t].end) for t in token_tenants},
-            as_of=as_of,
-        )
-        per_tenant = dict(zip(tokens["tenant_id"], tokens["usage_tokens"], strict=True))
-        spend["usage_tokens"] = spend["tenant_id"].map(per_tenant).fillna(0).astype("int64")
-    return spend[USAGE_COLUMNS]
-
-
-def _bills_tokens(config: CostConfig, tenant_id: str) -> bool:
+def bills_tokens(config: CostConfig, tenant_id: str) -> bool:
     terms, _ = overage_terms(config, tenant_id)
     return terms is not None and terms.unit == "tokens"
-
-
-def overage_for_day(
-    warehouse: Warehouse, config: CostConfig, *, day: date, now: datetime | None = None
-) -> pd.DataFrame:
-    """Whole-period overage of every (tenant, period) that UTC day `day` touches, as of `now`.
-
-    Re-running any day of a period recomputes that period in full from the warehouse, so a
-    late re-run of an early day never replaces a later figure with an older one.
-    """
-    now = now or datetime.now(UTC)
-    frames = [
-        period_usage(warehouse, config, period_key=key, tenant_ids=ids, as_of=now)
-        for key, ids in sorted(periods_for_day(config, day).items())
-    ]
-    usage = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=USAGE_COLUMNS)
-    return compute_overage(usage, config, computed_at=now)
 
 
 def unit_economics(charges: pd.DataFrame, config: CostConfig) -> pd.DataFrame:

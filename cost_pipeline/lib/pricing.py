@@ -29,6 +29,7 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from cost_pipeline.lib import rate_card as rc
 from cost_pipeline.lib.config import PriceOverride
@@ -198,6 +199,25 @@ class PricingEngine:
         )
         columns["pricing_status"] = pd.Categorical.from_codes(status, _STATUSES)
         return pd.DataFrame(columns, index=df.index, copy=False)
+
+    def price_arrow(self, table: pa.Table) -> pa.Table:
+        """An Arrow table of calls plus the cost columns, `price_version` and `pricing_status`.
+
+        The same pass as `price`, for the ingester's Arrow chunks: only the columns the price
+        depends on are handed to pandas; the rest of the row stays in Arrow.
+        """
+        needed = ["occurred_at", *KEY_COLUMNS, *TOKEN_INPUTS]
+        priced = self.price(table.select(needed).to_pandas())
+        out = table
+        for name in (*COST_COLUMNS, "cost_usd"):
+            out = out.append_column(name, pa.array(priced[name].to_numpy(), pa.float64()))
+        out = out.append_column(
+            "price_version", pa.repeat(pa.scalar(self.price_version, pa.string()), len(priced))
+        )
+        status = pa.DictionaryArray.from_arrays(
+            pa.array(priced["pricing_status"].cat.codes.to_numpy()), pa.array(_STATUSES)
+        )
+        return out.append_column("pricing_status", status.cast(pa.string()))
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -35,16 +35,99 @@ class Column:
     doc: str = ""
 
 
-def col(name: str, kind: Kind, *, nullable: bool = True, min_value: float | None = None) -> Column:
-    return Column(name=name, kind=kind, nullable=nullable, min_value=min_value)
+def col(
+    name: str, kind: Kind, *, nullable: bool = True, min_value: float | None = None, doc: str = ""
+) -> Column:
+    doc = doc or TOKEN_DOCS.get(name, "")
+    return Column(name=name, kind=kind, nullable=nullable, min_value=min_value, doc=doc)
 
 
-def tokens(name: str) -> Column:
-    return Column(name=name, kind="int", nullable=False, min_value=0)
+# Column documentation shared by every table that has the column; a table may say more.
+TOKEN_DOCS = {
+    "input_tokens": "Total input tokens of the call, including cache reads and cache writes.",
+    "cache_read_tokens": "Input tokens read from the prompt cache (part of input_tokens).",
+    "cache_write_tokens": "Input tokens written to the 5-minute prompt cache (part of input).",
+    "cache_write_1h_tokens": "Input tokens written to the 1-hour prompt cache (part of input).",
+    "output_tokens": "Output tokens, including reasoning tokens.",
+    "reasoning_tokens": "Reasoning tokens (part of output_tokens; priced as output).",
+    "web_search_requests": "Server-side web searches the call made.",
+    "requests": "Number of model requests.",
+    "unpriced_requests": "Requests whose cost is incomplete: no price, or usage the price lacks.",
+}
+MONEY_DOCS = {
+    "cost_input_usd": "USD for uncached input tokens.",
+    "cost_cache_read_usd": "USD for cache-read input tokens.",
+    "cost_cache_write_usd": "USD for cache-write input tokens (5 minutes and 1 hour).",
+    "cost_output_usd": "USD for output tokens.",
+    "cost_other_usd": "USD for everything else the price has (web searches, per-request fees).",
+    "cost_usd": "Total USD, rounded half-even to 9 decimals; the components sum to it exactly.",
+    "app_log_cost_usd": "The day's cost of the app's own log, priced by this pipeline.",
+    "provider_usage_cost_usd": "The provider's usage report, priced with the same engine.",
+    "provider_reported_cost_usd": "What the provider's cost endpoint reports (null if none).",
+    "billed_cost": "FOCUS BilledCost: what the invoice charges, in `currency`.",
+    "effective_cost": "FOCUS EffectiveCost: cost after discounts and amortized commitments.",
+    "list_cost": "FOCUS ListCost: the public list price of the usage.",
+    "contracted_cost": "FOCUS ContractedCost: the negotiated price of the usage.",
+    "cpu_cost": "Allocated CPU cost.",
+    "ram_cost": "Allocated memory cost.",
+    "gpu_cost": "Allocated GPU cost.",
+    "pv_cost": "Allocated persistent-volume cost.",
+    "network_cost": "Allocated network cost.",
+    "load_balancer_cost": "Allocated load-balancer cost.",
+    "shared_cost": "Shared, unmapped or idle cost spread onto this row by the allocation rule.",
+    "external_cost": "Out-of-cluster cost Kubecost attributes to the allocation.",
+    "total_cost": "Sum of the allocation's components (idle rows may be negative).",
+    "direct_cost": "Cost mapped to the tenant directly (by label, tag or account).",
+    "spend_to_date_usd": "Spend from the month's first day through the as-of day.",
+    "forecast_usd": "Projected month-end spend (usage forecast + known charges + to date).",
+    "lower_80_usd": "Lower bound of the 80 % prediction interval of the month end.",
+    "upper_80_usd": "Upper bound of the 80 % prediction interval of the month end.",
+    "lower_95_usd": "Lower bound of the 95 % prediction interval of the month end.",
+    "upper_95_usd": "Upper bound of the 95 % prediction interval of the month end.",
+    "naive_run_rate_usd": "Month end at the month-to-date daily run rate, for comparison.",
+    "known_remaining_usd": "Credits and fixed or recurring fees still due this month, as known.",
+    "budget_usd": "The monthly budget the forecast is compared with (null if none).",
+    "actual_usd": "The driver's cost on the day.",
+    "expected_usd": "The driver's expected cost on the day from its robust baseline.",
+    "impact_usd": "Dollars above (or below, negative) expectation since the anomaly started.",
+    "spend_usd": "Spend in the period up to the as-of instant.",
+    "llm_cost_usd": "The LLM part of the spend.",
+    "other_cost_usd": "Cloud, Kubernetes and unattributed part of the spend.",
+    "day_spend_usd": "Spend on the UTC day.",
+    "budget_monthly_usd": "Configured monthly budget (null if none).",
+    "budget_daily_usd": "Configured daily budget (null if none).",
+    "included_usage_usd": "Usage included in the tier's price.",
+    "hard_cap_usd": "Spend at which a capped tier is blocked (null if not capped).",
+    "limit_usd": "The limit utilization is measured against.",
+    "forecast_month_end_usd": "The latest month-end forecast for the period.",
+    "forecast_upper_usd": "The upper 80 % bound of that forecast.",
+    "usage_usd": "The period's billable usage in USD.",
+    "unit_price_usd": "Price per overage unit.",
+    "tier_price_usd": "The tier's monthly price.",
+    "overage_usd": "Overage billed for the period.",
+    "revenue_usd": "Tier price plus overage.",
+    "gross_margin_usd": "Revenue minus the period's whole cost.",
+}
+TOKEN_DOCS |= {
+    "included_tokens": "Tokens included in the tier's price.",
+    "usage_tokens": "Input plus output tokens used in the period.",
+}
 
 
-def money(name: str, *, nullable: bool = False, signed: bool = False) -> Column:
-    return Column(name=name, kind="money", nullable=nullable, min_value=None if signed else 0)
+def tokens(name: str, *, doc: str = "") -> Column:
+    return Column(
+        name=name, kind="int", nullable=False, min_value=0, doc=doc or TOKEN_DOCS.get(name, "")
+    )
+
+
+def money(name: str, *, nullable: bool = False, signed: bool = False, doc: str = "") -> Column:
+    return Column(
+        name=name,
+        kind="money",
+        nullable=nullable,
+        min_value=None if signed else 0,
+        doc=doc or MONEY_DOCS.get(name, ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -55,6 +138,11 @@ class TableSchema:
     unique: tuple[str, ...] = ()
     indexes: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
     doc: str = ""
+    # The table whose rows this one is a column subset of: stored there once, read as a view.
+    view_of: str | None = None
+    # Postgres: declaratively partitioned by day, so replacing a day is a truncate of one
+    # partition and a lookup never scans other days.
+    day_partitioned: bool = False
 
     @property
     def column_names(self) -> list[str]:

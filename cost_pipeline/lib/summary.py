@@ -8,19 +8,6 @@ import pandas as pd
 
 from cost_pipeline.catalog import DAILY_COST_SUMMARY
 
-# Aggregated in the database: one pass over the day, memory bounded by the number of groups.
-LLM_SUMMARY_SQL = """
-SELECT day, tenant_id, provider, model AS model_or_service, agent_id,
-       COUNT(*) AS requests,
-       SUM(input_tokens) AS input_tokens,
-       SUM(output_tokens) AS output_tokens,
-       SUM(cost_usd) AS cost_usd,
-       SUM(CASE WHEN pricing_status = 'priced' THEN 0 ELSE 1 END) AS unpriced_requests
-FROM priced_interactions
-WHERE day = :day
-GROUP BY day, tenant_id, provider, model, agent_id
-"""
-
 
 def llm_summary_rows(aggregated: pd.DataFrame) -> pd.DataFrame:
     """Summary rows of category `llm` from the grouped priced interactions of a day."""

@@ -2,7 +2,10 @@
 
 Files are grouped into *deliveries*: a delivery is the set of export files in one folder (AWS
 Data Exports, Azure Cost Management and GCP all write one folder per export run, splitting
-large runs into parts). A delivery's instant is the newest modification time of its files.
+large runs into parts). A delivery's instant is the newest modification time of its files:
+when that delivery was written. A re-delivery of older content (same bytes, written again) is
+therefore the newest delivery, and must not be skipped for its content having been seen before
+(`lib.focus.delivery_is_new` keys ingested files by path and content).
 The export *output* folder (`focus_export` asset) is here too, since it is the same domain.
 """
 

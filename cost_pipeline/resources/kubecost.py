@@ -79,11 +79,11 @@ def parse_allocations(body: Any, *, day: date, service: str, endpoint: str) -> p
             )
         for name, alloc in step.items():
             if isinstance(alloc, dict):
-                records.append(_record(name, alloc, day))
+                records.append(record_row(name, alloc, day))
     return pd.DataFrame.from_records(records, columns=ALLOCATION_COLUMNS)
 
 
-def _record(name: str, alloc: dict[str, Any], day: date) -> dict[str, Any]:
+def record_row(name: str, alloc: dict[str, Any], day: date) -> dict[str, Any]:
     props = alloc.get("properties") or {}
     costs = {ours: float(alloc.get(theirs) or 0.0) for theirs, ours in COST_FIELDS.items()}
     total = alloc.get("totalCost")

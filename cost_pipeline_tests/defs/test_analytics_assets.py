@@ -13,16 +13,16 @@ from cost_pipeline.defs.analytics.assets import anomaly_scores, cost_forecasts
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.forecasting import COST_FORECASTS
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.benchmarks.synthetic import synthetic_daily_summary
 
 AS_OF = date(2026, 6, 16)
 
 
 @pytest.fixture
-def url(tmp_path: Path, demo_config: CostConfig) -> str:
-    url = f"sqlite:///{tmp_path}/w.db"
+def url(sqlite_url: str, demo_config: CostConfig) -> str:
+    url = sqlite_url
     ids = [t.id for t in demo_config.tenants]
     daily, _ = synthetic_daily_summary(len(ids) - 2, date(2026, 2, 1), 136, seed=3)
     daily["tenant_id"] = daily["tenant_id"].map(lambda t: ids[int(t[1:])])
@@ -81,6 +81,7 @@ def test_rerun_replaces_the_partition(url: str) -> None:
 
 
 def test_empty_warehouse_gives_zero_forecasts_and_no_anomalies(tmp_path: Path) -> None:
+    # A warehouse nobody migrated yet: the run migrates it at its start.
     url = f"sqlite:///{tmp_path}/empty.db"
     assert _run(url).success
     wh = Warehouse(url)

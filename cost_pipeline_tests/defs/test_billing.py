@@ -11,6 +11,7 @@ import pytest
 import time_machine
 import yaml
 
+from cost_pipeline.catalog import BILLING_PERIOD_CLOSE, BILLING_RECONCILIATION
 from cost_pipeline.defs.billing.assets import (
     CLOSE_CHECK,
     billing_ledger,
@@ -21,11 +22,11 @@ from cost_pipeline.defs.billing.assets import (
 )
 from cost_pipeline.defs.billing.jobs import billing_close_job, billing_run_job
 from cost_pipeline.defs.billing.sensors import billing_run_sensor
-from cost_pipeline.lib import billing_ledger as bl
 from cost_pipeline.lib.overage import OVERAGE_CHARGES, TENANT_UNIT_ECONOMICS
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.stripe_billing import StripeBillingResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.billing import read_ledger
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.billing_helpers import RAW_CONFIG, seed
 from cost_pipeline_tests.fakes.stripe import FakeStripe, running
 
@@ -95,7 +96,7 @@ def test_dry_run_shows_events_it_would_send_and_margins(setup: tuple[str, str]) 
     assert meta["dry_run"].value == 2
     assert "pronto" in meta["meter_events"].value
     wh = Warehouse(url)
-    ledger = bl.read_ledger(wh).set_index("tenant_id")
+    ledger = read_ledger(wh).set_index("tenant_id")
     assert ledger.loc["pronto", "value_cents"] == 11_500
     assert ledger.loc["bigco", "value_cents"] == 10_500
     assert set(ledger["status"]) == {"dry_run"}
@@ -177,8 +178,8 @@ def test_month_close_check_blocks_when_ledger_and_computation_disagree(
         materialized = {m.asset_key.path[-1] for m in result.get_asset_materialization_events()}
         assert materialized == {"billing_reconciliation"}
         wh = Warehouse(url)
-        assert wh.read(bl.BILLING_PERIOD_CLOSE).empty
-        recon = wh.read(bl.BILLING_RECONCILIATION).set_index("tenant_id")
+        assert wh.read(BILLING_PERIOD_CLOSE).empty
+        recon = wh.read(BILLING_RECONCILIATION).set_index("tenant_id")
         assert recon.loc["bigco", "unconfirmed_cents"] == 10_500
         recon_meta = result.asset_materializations_for_node("billing_reconciliation")[0].metadata
         assert recon_meta["mismatches"].value == 1
@@ -194,5 +195,5 @@ def test_month_close_check_blocks_when_ledger_and_computation_disagree(
         closed = run_close(url, config, stripe)
         assert closed.success
         assert all(c.passed for c in closed.get_asset_check_evaluations())
-        assert set(wh.read(bl.BILLING_PERIOD_CLOSE)["tenant_id"]) >= {"pronto", "bigco"}
+        assert set(wh.read(BILLING_PERIOD_CLOSE)["tenant_id"]) >= {"pronto", "bigco"}
         assert fake.totals_by_customer() == {"cus_pronto": 11_500, "cus_bigco": 10_500}

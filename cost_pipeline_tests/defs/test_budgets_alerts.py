@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cost_pipeline.catalog import DAILY_COST_SUMMARY
+from cost_pipeline.catalog import ALERT_OUTBOX, DAILY_COST_SUMMARY
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
 from cost_pipeline.defs.alerts.schedules import daily_close_schedule, hourly_refresh_schedule
 from cost_pipeline.defs.alerts.sensors import (
@@ -22,10 +22,9 @@ from cost_pipeline.defs.alerts.sensors import (
 )
 from cost_pipeline.defs.budgets.assets import budget_status, tenant_enforcement
 from cost_pipeline.enforcement import is_allowed
-from cost_pipeline.lib.outbox import ALERT_OUTBOX
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes.slack import FakeSlack
 
 DAY = date(2026, 10, 10)

@@ -27,10 +27,10 @@ from cost_pipeline.demo.infrastructure import focus_rows
 from cost_pipeline.lib.allocation import infra_summary_rows
 from cost_pipeline.lib.config import load_config
 from cost_pipeline.lib.focus_export import export_paths, read_focus_export
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.focus_exports import FocusExports, FocusExportsTwin
 from cost_pipeline.resources.kubecost import KubecostResource, KubecostTwin
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes.kubecost import FakeKubecost, allocation
 from cost_pipeline_tests.lib.test_focus import focus_frame
 
@@ -176,6 +176,12 @@ def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> N
     assert check.passed, check.metadata
     csv_path, parquet_path = export_paths(tmp_path / "out", date(2026, 9, 1))
     for path in (csv_path, parquet_path):
-        billed = pd.to_numeric(read_focus_export(path)["BilledCost"]).sum()
-        assert billed == pytest.approx(summary["cost_usd"].sum(), abs=1e-6)
+        written = read_focus_export(path)
+        # The ledger is effective cost; billed cost is the source's own, kept distinct.
+        effective = pd.to_numeric(written["EffectiveCost"]).sum()
+        assert effective == pytest.approx(summary["cost_usd"].sum(), abs=1e-6)
+        cloud_billed = pd.to_numeric(
+            written.loc[written["x_CostCategory"] == "cloud", "BilledCost"]
+        )
+        assert cloud_billed.sum() == pytest.approx(cloud["billed_cost"].sum(), abs=1e-6)
     assert set(read_focus_export(parquet_path)["x_CostCategory"]) == {"llm", "cloud", "k8s"}

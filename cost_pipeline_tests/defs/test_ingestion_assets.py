@@ -14,9 +14,9 @@ from cost_pipeline.defs.ingestion.assets import llm_interactions, no_quarantined
 from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
 from cost_pipeline.defs.partitions import daily_partitions
 from cost_pipeline.defs.summaries.assets import daily_cost_summary
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Warehouse
 
 
 def event(i: int, day: str = "2026-09-02", **changes: object) -> dict:

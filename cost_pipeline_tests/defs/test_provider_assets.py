@@ -23,10 +23,10 @@ from cost_pipeline.defs.ingestion.provider_assets import (
     provider_reported_costs,
 )
 from cost_pipeline.lib.schemas import TOKEN_COLUMNS
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.anthropic_admin import AnthropicAdminResource, AnthropicAdminTwin
 from cost_pipeline.resources.openai_admin import OpenAIAdminResource, OpenAIAdminTwin
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes import provider_admin as fakes
 from cost_pipeline_tests.fakes.provider_admin import ProviderAdminFake
 

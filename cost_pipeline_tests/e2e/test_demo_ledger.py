@@ -16,7 +16,7 @@ from cost_pipeline.defs.resources import build_resources
 from cost_pipeline.demo.generator import DemoCompany
 from cost_pipeline.environment import default_warehouse_url
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.lib.test_pricing import reference
 
 START = date(2026, 9, 7)

@@ -151,3 +151,85 @@ def test_alert_inside_an_incident_that_began_before_scoring_is_not_a_false_alarm
     fair = detector_metrics(alerts, [inside], [4.0], tenant_days=91, earlier_incidents=[earlier])
     assert plain["false_alarms"] == 2 and fair["false_alarms"] == 1
     assert fair["recall"] == plain["recall"] == 1.0 and fair["incidents"] == 1
+
+
+def _infra_tenant(kind: str, mult: float, at: int = 90, length: int = 1, n: int = 100):
+    """A cloud-only or Kubernetes-only tenant (requests = 0) with one part multiplied."""
+    from cost_pipeline.lib.anomaly import infra_detail
+
+    start = date(2026, 1, 1)
+    rng = np.random.default_rng(1)
+    days = [start + timedelta(days=i) for i in range(n)]
+    parts = {"a": 200.0, "b": 100.0}
+    cloud, k8s, summary = [], [], []
+    for i, d in enumerate(days):
+        for name, level in parts.items():
+            cost = (
+                level
+                * rng.lognormal(0, 0.05)
+                * (mult if name == "a" and at <= i < at + length else 1)
+            )
+            row = {"day": d, "tenant_id": "infra", "cost": cost}
+            if kind == "cloud":
+                cloud.append(
+                    {
+                        **row,
+                        "service_name": f"svc-{name}",
+                        "sub_account_id": "acct",
+                        "region": "us-east-1",
+                        "effective_cost": cost,
+                    }
+                )
+            else:
+                k8s.append({**row, "namespace": f"ns-{name}", "total_cost": cost})
+            summary.append(
+                {
+                    "day": d,
+                    "tenant_id": "infra",
+                    "cost_category": kind,
+                    "provider": "AWS" if kind == "cloud" else "Kubernetes",
+                    "model_or_service": "Compute" if kind == "cloud" else "prod-1",
+                    "agent_id": None,
+                    "requests": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost_usd": cost,
+                }
+            )
+    detail = infra_detail(
+        pd.DataFrame(cloud) if cloud else None, pd.DataFrame(k8s) if k8s else None
+    )
+    return pd.DataFrame(summary), detail, days
+
+
+@pytest.mark.parametrize(
+    ("kind", "mult", "driver"), [("cloud", 6.0, "service:svc-a"), ("k8s", 10.0, "namespace:ns-a")]
+)
+def test_cloud_and_kubernetes_spikes_alert_and_name_their_driver(kind, mult, driver) -> None:
+    daily, detail, days = _infra_tenant(kind, mult)
+    scores = score_days(daily, [days[90]], detail=detail)
+    flagged = scores[scores["severity"].map(RANK) >= RANK["high"]]
+    assert "tenant" in set(flagged["driver"]) and driver in set(flagged["driver"])
+    row = flagged.set_index("driver").loc[driver]
+    assert row["impact_usd"] > 0 and row["since_day"] == days[90]
+    assert driver in flagged.set_index("driver").loc["tenant", "reason"]
+    quiet = score_days(daily, [days[80]], detail=detail)
+    assert (quiet["severity"] == "none").all()
+
+
+def test_sustained_step_and_drop_are_reported_with_impact() -> None:
+    for mult, kind in ((1.6, "step"), (0.4, "drop")):
+        daily, detail, days = _infra_tenant("cloud", mult, at=85, length=100)
+        scores = score_days(daily, [days[92]], detail=detail)
+        total = scores.set_index("driver").loc["tenant"]
+        assert total["kind"] == kind and RANK[total["severity"]] >= RANK["high"]
+        assert total["since_day"] == days[85]
+        assert np.sign(total["impact_usd"]) == np.sign(mult - 1)
+
+
+def test_alert_needs_the_minimum_dollar_impact() -> None:
+    daily, detail, days = _infra_tenant("cloud", 6.0)
+    params = AnomalyParams(min_impact_usd=10_000.0)
+    scores = score_days(daily, [days[90]], detail=detail, params=params)
+    assert not (scores["severity"].map(RANK) >= RANK["high"]).any()
+    assert (scores["severity"] == "low").any()

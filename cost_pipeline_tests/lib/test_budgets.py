@@ -12,14 +12,14 @@ from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.lib.budgets import (
     alert_facts,
     enforcement,
-    evaluate_day,
     highest_threshold,
     new_crossing,
     top_drivers,
 )
 from cost_pipeline.lib.config import parse_config
 from cost_pipeline.lib.periods import COMPANY
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.store.spend import evaluate_day
+from cost_pipeline.store.warehouse import Warehouse
 
 CONFIG = parse_config(
     {

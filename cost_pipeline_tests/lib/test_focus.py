@@ -1,4 +1,4 @@
-"""Protects the FOCUS reader: every version and file format, quarantine reasons, tenant mapping."""
+"""Protects the FOCUS reader: versions, formats, quarantine, amortization, currencies, tenants."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_bad_rows_are_quarantined_with_reasons(config: CostConfig) -> None:
     df.loc[3, "ChargePeriodStart"] = "yesterday"
     df.loc[4, "ChargePeriodStart"] = "2026-10-05T00:00:00Z"
     df.loc[4, "ChargePeriodEnd"] = "2026-10-06T00:00:00Z"
-    df.loc[5, "BillingCurrency"] = "EUR"
+    df.loc[5, "BillingCurrency"] = "euro"
     df.loc[6, "ChargeCategory"] = "Refund"
     batch = split_focus(df, source_file="/x/export.csv", config=config)
     assert len(batch.rows) == 1
@@ -133,11 +133,14 @@ def test_bad_rows_are_quarantined_with_reasons(config: CostConfig) -> None:
     assert "end is not after start" in reasons[2]
     assert "not an RFC 3339 datetime" in reasons[3]
     assert "outside its billing period" in reasons[4]
-    assert "not USD" in reasons[5]
+    assert "not ISO 4217" in reasons[5]
     assert "unknown ChargeCategory" in reasons[6]
     # the record is kept whole
-    assert json.loads(q["raw"].iloc[5])["BillingCurrency"] == "EUR"
+    assert json.loads(q["raw"].iloc[5])["BillingCurrency"] == "euro"
     assert str(q["day"].iloc[0]) == "2026-09-01"
+    # with its file and line (header = line 1)
+    assert set(q["source_file"]) == {"/x/export.csv"}
+    assert list(q["line"]) == [2, 3, 4, 5, 6, 7, 8]
 
 
 def test_missing_mandatory_column_quarantines_every_row(config: CostConfig) -> None:

@@ -1,4 +1,4 @@
-"""Protects the FOCUS 1.2 export: LLM/cloud/k8s rows, validation, and BilledCost == ledger total."""
+"""Protects the FOCUS 1.2 export: LLM/cloud/k8s rows, source costs kept, ledger totals, checks."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.focus_export import (
     LLM_CATEGORY,
     MANDATORY,
+    export_problems,
     ledger_to_focus,
     month_days,
+    other_currencies,
     read_focus_export,
     validate_focus,
     write_focus_month,
 )
+from cost_pipeline_tests.fixtures.focus_ledger import ledger
 
 MONTH = date(2026, 9, 1)
 
@@ -125,3 +128,56 @@ def test_every_mandatory_column_is_written(demo_config: CostConfig) -> None:
     focus = ledger_to_focus(summary().iloc[0:0], config=demo_config, month=MONTH)
     assert set(MANDATORY) <= set(focus.columns)
     assert validate_focus(focus) == []
+
+
+def test_cloud_rows_restate_the_source_costs(demo_config: CostConfig) -> None:
+    summary, cloud_costs = ledger(demo_config)
+    focus = ledger_to_focus(summary, config=demo_config, month=MONTH, cloud_costs=cloud_costs)
+    assert export_problems(focus, summary, currency="USD") == []
+    cloud = focus[focus["x_CostCategory"] == "cloud"]
+    usd = cloud[cloud["BillingCurrency"] == "USD"]
+    source = cloud_costs[cloud_costs["currency"] == "USD"]
+    # every cost column keeps its own total: $20.28 billed is not exported as $14.98
+    for focus_column, source_column in [
+        ("BilledCost", "billed_cost"),
+        ("EffectiveCost", "effective_cost"),
+        ("ListCost", "list_cost"),
+        ("ContractedCost", "contracted_cost"),
+    ]:
+        assert usd[focus_column].sum() == pytest.approx(source[source_column].sum(), abs=1e-9)
+    acme_ec2 = usd[
+        (usd["x_TenantId"] == "acme")
+        & (usd["ChargePeriodStart"] == "2026-09-01T00:00:00Z")
+        & (usd["ChargeCategory"] == "Usage")
+        & (usd["ServiceName"] == "Amazon Elastic Compute Cloud")
+    ]
+    assert acme_ec2["BilledCost"].sum() == pytest.approx(20.28 + 0.20)
+    assert acme_ec2["EffectiveCost"].sum() == pytest.approx(14.98 + 0.20)
+    assert acme_ec2["ConsumedQuantity"].sum() == pytest.approx(121)
+    # per tenant, the export's effective cost is the ledger's
+    ledger_cloud = summary[summary["cost_category"] == "cloud"].groupby("tenant_id")["cost_usd"]
+    exported = usd.groupby("x_TenantId")["EffectiveCost"].sum()
+    assert exported.to_dict() == pytest.approx(ledger_cloud.sum().to_dict(), abs=1e-6)
+    # credit and tax keep their category; tax has no quantity, usage always has one
+    assert usd.loc[usd["ChargeCategory"] == "Credit", "BilledCost"].sum() == pytest.approx(-5)
+    assert usd.loc[usd["ChargeCategory"] == "Tax", "PricingQuantity"].isna().all()
+    assert focus.loc[focus["ChargeCategory"] == "Usage", "ConsumedQuantity"].notna().all()
+    assert focus.loc[focus["ChargeCategory"] != "Usage", "ConsumedQuantity"].isna().all()
+    # a EUR row stays in EUR, with its tenant, outside the USD total
+    assert other_currencies(focus, currency="USD") == {"EUR": 6.5}
+    eur = cloud[cloud["BillingCurrency"] == "EUR"]
+    assert list(eur["x_TenantId"]) == ["cobalt"] and list(eur["BilledCost"]) == [7.0]
+
+
+def test_llm_list_cost_differs_only_with_a_negotiated_price(demo_config: CostConfig) -> None:
+    plain = ledger_to_focus(summary(), config=demo_config, month=MONTH)
+    llm = plain[plain["x_CostCategory"] == "llm"]
+    assert (llm["ListCost"] == llm["BilledCost"]).all()
+    assert (llm["ContractedCost"] == llm["EffectiveCost"]).all()
+    negotiated = summary().assign(list_cost_usd=lambda s: s["cost_usd"] * 1.25)
+    focus = ledger_to_focus(negotiated, config=demo_config, month=MONTH)
+    first = focus.iloc[0]
+    assert first["ListCost"] == pytest.approx(0.012345678 * 1.25)
+    assert first["BilledCost"] == first["ContractedCost"] == pytest.approx(0.012345678)
+    k8s = focus[focus["x_CostCategory"] == "k8s"]
+    assert (k8s["ConsumedQuantity"] == 24).all() and set(k8s["ConsumedUnit"]) == {"Hours"}

@@ -8,12 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib.forecasting import (
-    MODELS,
-    ForecastParams,
-    forecast_month_end,
-    reference_curve,
-)
+from cost_pipeline.lib.forecasting import FALLBACKS, MODELS, forecast_month_end
 
 AS_OF = date(2026, 6, 14)  # June has 30 days: 16 left
 WEEKLY = np.array([1.2, 1.2, 1.2, 1.2, 1.2, 0.5, 0.5])
@@ -115,16 +110,6 @@ def test_last_day_of_month_has_no_uncertainty_left() -> None:
     assert row["lower_95_usd"] == pytest.approx(row["upper_95_usd"])
 
 
-def test_wider_interval_scale_widens_intervals() -> None:
-    daily = _daily({"t": _seasonal(120, 10)})
-    narrow = _row(forecast_month_end(daily, AS_OF), "t")
-    wide = _row(forecast_month_end(daily, AS_OF, params=ForecastParams(interval_scale=3)), "t")
-    assert (
-        wide["upper_80_usd"] - wide["lower_80_usd"]
-        > narrow["upper_80_usd"] - narrow["lower_80_usd"]
-    )
-
-
 def test_three_week_old_tenant_is_forecast_from_its_own_days() -> None:
     series = [0.0] * 100 + _seasonal(20, 10)
     row = _row(forecast_month_end(_daily({"t": series}), AS_OF), "t")
@@ -146,7 +131,7 @@ def test_sparse_tenant_is_forecast_from_its_long_run_level_not_its_lucky_week() 
     small = _sparse(120, 0.8, seed=4)
     small[-3] += 2.0  # one expensive call: many times the tenant's usual week
     row = _row(forecast_month_end(_daily({"big": big, "small": small}), AS_OF), "small")
-    assert row["model"] == "pooled"
+    assert row["model"] in MODELS
     level = np.mean(small[:-14])  # the long-run mean daily spend
     remaining = row["forecast_usd"] - row["spend_to_date_usd"]
     assert remaining == pytest.approx(16 * level, rel=0.3)
@@ -156,38 +141,47 @@ def test_sparse_tenant_is_forecast_from_its_long_run_level_not_its_lucky_week() 
     assert row["upper_80_usd"] - row["forecast_usd"] > row["forecast_usd"] - row["lower_80_usd"]
 
 
-def test_reference_curve_recovers_weekday_profile_and_growth_despite_spikes() -> None:
-    days = 119
-    dows = np.array([(AS_OF - timedelta(days=days - 1 - i)).weekday() for i in range(days)])
-    growth = np.exp(0.002 * np.arange(days + 16))
-    rng = np.random.default_rng(5)
-    pool = 100 * WEEKLY[dows] * growth[:days] * rng.lognormal(0, 0.05, days)
-    pool[[30, 70, 110]] *= 6  # incidents in the pool
-    future_dows = np.array([(AS_OF + timedelta(days=i)).weekday() for i in range(1, 17)])
-    curve, future = reference_curve(pool, dows, future_dows, ForecastParams())
-    truth = 100 * WEEKLY[future_dows] * growth[days:]
-    assert future.sum() == pytest.approx(truth.sum(), rel=0.03)
-    assert np.allclose(future, truth, rtol=0.06)
-    assert curve.shape == (days,)
+def test_churned_tenant_is_not_forecast_at_full_spend() -> None:
+    series = _seasonal(100, 50) + [0.0] * 20
+    row = _row(forecast_month_end(_daily({"gone": series}), AS_OF), "gone")
+    assert row["model"] == "churned" and row["model"] in FALLBACKS
+    assert row["forecast_usd"] == pytest.approx(row["spend_to_date_usd"])
 
 
-def test_reference_curve_is_flat_without_enough_pool() -> None:
-    dows = np.arange(10) % 7
-    curve, future = reference_curve(np.ones(10), dows, np.arange(5) % 7, ForecastParams())
-    assert (curve == 1).all() and (future == 1).all()
+def test_collapse_is_followed_not_the_old_level() -> None:
+    series = _seasonal(110, 100, end=AS_OF - timedelta(days=10)) + _seasonal(10, 10, seed=3)
+    row = _row(forecast_month_end(_daily({"t": series}), AS_OF), "t")
+    assert row["model"] == "level_shift"
+    remaining = row["forecast_usd"] - row["spend_to_date_usd"]
+    assert remaining == pytest.approx(16 * 10 * WEEKLY.mean(), rel=0.25)
 
 
-def test_own_model_is_chosen_when_a_tenant_has_its_own_weekly_rhythm() -> None:
-    # Busy at weekends while the pool is busy on weekdays: the pooled weekday profile misses
-    # it, the backtest shows it, and an own-series model forecasts the rest of the month.
-    end = date(2026, 6, 30)
-    weekend = np.array([0.5] * 5 + [2.25, 2.25])
-    rng = np.random.default_rng(1)
-    dows = [(end - timedelta(days=135 - i)).weekday() for i in range(136)]
-    full = list(10 * weekend[dows] * rng.lognormal(0, 0.03, 136))
-    out = forecast_month_end(_daily({"wk": full[:-16], "pool": _seasonal(120, 500)}), AS_OF)
-    row = _row(out, "wk")
-    assert row["model"] in ("dow_level_7", "dow_level_28", "dow_trend_56")
-    assert _row(out, "pool")["model"] in MODELS
-    actual = sum(full[-30:])
-    assert abs(row["forecast_usd"] - actual) / actual < 0.03
+def test_credit_and_month_start_fee_are_known_amounts_not_extrapolated() -> None:
+    base = _daily({"t": _seasonal(120, 10)})
+    charges = pd.DataFrame(
+        {
+            "day": [date(2026, 5, 20), date(2026, 6, 1), date(2026, 6, 10)],
+            "tenant_id": "t",
+            "cost_usd": [3000.0, 3000.0, -1000.0],
+            "charge_category": ["Purchase", "Purchase", "Credit"],
+            "charge_frequency": ["Recurring", "Recurring", "One-Time"],
+        }
+    )
+    plain = _row(forecast_month_end(base, AS_OF), "t")
+    row = _row(forecast_month_end(pd.concat([base, charges]), AS_OF), "t")
+    # The fee and the credit count once in the spend to date, the usage forecast is unchanged,
+    # and last month's fee on the 20th is expected again on June 20th.
+    assert row["spend_to_date_usd"] == pytest.approx(plain["spend_to_date_usd"] + 2000.0)
+    assert row["known_remaining_usd"] == pytest.approx(3000.0)
+    assert row["forecast_usd"] == pytest.approx(plain["forecast_usd"] + 5000.0, rel=1e-6)
+
+
+def test_each_forecast_names_its_model_and_backtest_error() -> None:
+    daily = _daily({f"t{i}": _seasonal(120, 10 + i, seed=i) for i in range(5)})
+    out = forecast_month_end(daily, AS_OF)
+    assert set(out["model"]) <= set(MODELS)
+    assert out["backtest_error_pct"].notna().all()
+    assert (out["lower_95_usd"] <= out["lower_80_usd"]).all()
+    assert (out["lower_80_usd"] <= out["forecast_usd"]).all()
+    assert (out["forecast_usd"] <= out["upper_80_usd"]).all()
+    assert (out["upper_80_usd"] <= out["upper_95_usd"]).all()

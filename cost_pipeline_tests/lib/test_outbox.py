@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from cost_pipeline.catalog import DAILY_COST_SUMMARY
-from cost_pipeline.lib import outbox
-from cost_pipeline.lib.budgets import alert_facts, evaluate_day
+from cost_pipeline.defs.alerts.delivery import drain
+from cost_pipeline.lib.budgets import alert_facts
 from cost_pipeline.lib.config import parse_config
 from cost_pipeline.lib.slack_messages import budget_alerts, digest_message
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.slack import SlackResource
+from cost_pipeline.store import outbox
+from cost_pipeline.store.spend import evaluate_day
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes.slack import FakeSlack
 
 T0 = datetime(2026, 10, 5, 12, tzinfo=UTC)
@@ -59,7 +61,7 @@ def _sender(fake: FakeSlack) -> tuple[SlackResource, outbox.Sender]:
 
 def _drain(wh: Warehouse, fake: FakeSlack, now: datetime) -> outbox.DrainResult:
     slack, send = _sender(fake)
-    return outbox.drain(
+    return drain(
         wh, send, now=now, dry_run=slack.dry_run, digest_after=10, build_digest=digest_message
     )
 
@@ -178,5 +180,5 @@ def test_dry_run_records_dry_run_once(wh) -> None:
 
     for _ in range(2):
         outbox.enqueue(wh, _alerts(2), now=T0)
-        outbox.drain(wh, send, now=T0, dry_run=True, digest_after=10, build_digest=digest_message)
+        drain(wh, send, now=T0, dry_run=True, digest_after=10, build_digest=digest_message)
     assert sorted(_statuses(wh).values()) == ["dry_run", "dry_run"]

@@ -7,8 +7,9 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib.overage import compute_overage, overage_for_day, unit_economics
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.lib.overage import compute_overage, unit_economics
+from cost_pipeline.store.spend import overage_for_day
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.billing_helpers import seed, small_config
 
 NOW = datetime(2026, 9, 20, tzinfo=UTC)

@@ -9,14 +9,9 @@ import pytest
 
 from cost_pipeline.catalog import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
 from cost_pipeline.lib.config import parse_config
-from cost_pipeline.lib.periods import (
-    COMPANY,
-    local_period_keys,
-    period_of,
-    period_spend,
-    periods_overlapping_day,
-)
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.lib.periods import COMPANY, local_period_keys, period_of, periods_overlapping_day
+from cost_pipeline.store.spend import period_spend
+from cost_pipeline.store.warehouse import Warehouse
 
 
 def utc(*args: int) -> datetime:

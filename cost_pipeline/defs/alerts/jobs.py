@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pandas as pd
 
-from cost_pipeline.lib import outbox
+from cost_pipeline.defs.alerts.delivery import drain
 from cost_pipeline.lib.budgets import BUDGET_STATUS
 from cost_pipeline.lib.slack_messages import (
     anomaly_alerts,
@@ -22,6 +22,7 @@ from cost_pipeline.lib.slack_messages import (
 )
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store import outbox
 
 
 class AlertFactsConfig(dg.Config):
@@ -101,7 +102,7 @@ def send_alerts(
             context.log.info(f"[dry-run] Slack {channel}: {text}")
         return ts
 
-    result = outbox.drain(
+    result = drain(
         warehouse.get(),
         send,
         now=_now(),

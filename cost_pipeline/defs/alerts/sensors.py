@@ -14,10 +14,10 @@ import dagster as dg
 import pandas as pd
 
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
-from cost_pipeline.lib import outbox
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.resources.warehouse import WarehouseResource
+from cost_pipeline.store import outbox
 
 ALERT_SEVERITIES = ("high", "critical")
 PIPELINE = "__pipeline__"

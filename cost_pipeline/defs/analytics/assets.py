@@ -9,15 +9,21 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from cost_pipeline.catalog import DAILY_COST_SUMMARY
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
-from cost_pipeline.lib.anomaly import ANOMALY_SCORES, RANK, WINDOW_DAYS, score_days
+from cost_pipeline.catalog import CLOUD_COSTS, DAILY_COST_SUMMARY, K8S_ALLOCATIONS
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
+from cost_pipeline.lib.anomaly import (
+    ANOMALY_SCORES,
+    RANK,
+    WINDOW_DAYS,
+    infra_detail,
+    score_days,
+)
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.forecasting import COST_FORECASTS, HISTORY_DAYS, forecast_month_end
 from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Warehouse
 
 SUMMARY_READ_COLUMNS = [
     "day",
@@ -37,16 +43,49 @@ def _window(day: date, n: int) -> list[date]:
 
 
 def _daily_totals(wh: Warehouse, days: list[date]) -> pd.DataFrame:
-    """Cost per tenant and day over `days`, summed in the database."""
-    wh.table(DAILY_COST_SUMMARY)
-    df = wh.query(
-        "SELECT day, tenant_id, SUM(cost_usd) AS cost_usd FROM daily_cost_summary "
-        "WHERE day >= :lo AND day <= :hi GROUP BY day, tenant_id",
-        {"lo": days[0], "hi": days[-1]},
+    """Cost per tenant and day over `days` (summed in pandas from `daily_cost_summary`), with
+    the tenants' non-usage cloud charges (credits, fees, commitments) split out and labelled
+    with their FOCUS `charge_category`, so the forecast adds them as known amounts."""
+    summary = wh.read(DAILY_COST_SUMMARY, days=days, columns=["day", "tenant_id", "cost_usd"])
+    totals = summary.groupby(["day", "tenant_id"], as_index=False)["cost_usd"].sum()
+    totals["cost_usd"] = totals["cost_usd"].astype(float)
+    cloud = wh.read(
+        CLOUD_COSTS,
+        days=days,
+        columns=["day", "tenant_id", "charge_category", "effective_cost"],
     )
-    df["day"] = pd.to_datetime(df["day"]).dt.date
-    df["cost_usd"] = pd.to_numeric(df["cost_usd"]).astype(float)
-    return df
+    cloud = cloud[cloud["tenant_id"].notna()]
+    other = cloud[cloud["charge_category"].fillna("Usage").str.lower() != "usage"]
+    if other.empty:
+        return totals
+    charges = other.groupby(["day", "tenant_id", "charge_category"], as_index=False)[
+        "effective_cost"
+    ].sum()
+    charges = charges.rename(columns={"effective_cost": "cost_usd"})
+    charges["cost_usd"] = charges["cost_usd"].astype(float)
+    # The summary already holds these amounts: take them out of the usage total.
+    usage = totals.merge(
+        charges.groupby(["day", "tenant_id"], as_index=False)["cost_usd"].sum(),
+        on=["day", "tenant_id"],
+        how="left",
+        suffixes=("", "_other"),
+    )
+    usage["cost_usd"] = usage["cost_usd"] - usage["cost_usd_other"].fillna(0.0)
+    usage = usage.drop(columns="cost_usd_other").assign(charge_category="Usage")
+    return pd.concat([usage, charges], ignore_index=True)
+
+
+def _infra_detail(wh: Warehouse, days: list[date]) -> pd.DataFrame:
+    """Cloud service / sub-account / region and k8s namespace drivers of mapped tenants."""
+    cloud = wh.read(
+        CLOUD_COSTS,
+        days=days,
+        columns=["day", "tenant_id", "service_name", "sub_account_id", "region", "effective_cost"],
+    )
+    k8s = wh.read(
+        K8S_ALLOCATIONS, days=days, columns=["day", "tenant_id", "namespace", "total_cost"]
+    )
+    return infra_detail(cloud, k8s)
 
 
 def _budgets(config: CostConfig) -> dict[str, float | None]:
@@ -59,9 +98,12 @@ def _budgets(config: CostConfig) -> dict[str, float | None]:
     return out
 
 
-def company_chart(history: pd.DataFrame, forecast: pd.Series, as_of: date) -> str:
-    """Markdown with a small PNG: the company's cumulative spend this month, the projection and
-    its 80/95 % intervals to month end, and the budget line."""
+def company_chart(
+    history: pd.DataFrame, forecast: pd.Series, as_of: date, *, title: str = "Company"
+) -> str:
+    """Markdown with a small PNG: cumulative spend this month (of `history`: the company's, or
+    one tenant's rows), the projection with its 80 % and 95 % bands to month end, and the
+    budget line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,14 +118,22 @@ def company_chart(history: pd.DataFrame, forecast: pd.Series, as_of: date) -> st
     spent = float(forecast["spend_to_date_usd"])
     xs = [as_of, end]
     ax.plot(xs, [spent, float(forecast["forecast_usd"])], "--", label="forecast")
-    for lo, hi, alpha in (
-        ("lower_95_usd", "upper_95_usd", 0.15),
-        ("lower_80_usd", "upper_80_usd", 0.3),
+    for lo, hi, alpha, label in (
+        ("lower_95_usd", "upper_95_usd", 0.15, "95 % band"),
+        ("lower_80_usd", "upper_80_usd", 0.3, "80 % band"),
     ):
-        ax.fill_between(xs, [spent, float(forecast[lo])], [spent, float(forecast[hi])], alpha=alpha)
+        ax.fill_between(
+            xs,
+            [spent, float(forecast[lo])],
+            [spent, float(forecast[hi])],
+            alpha=alpha,
+            color="tab:orange",
+            label=label,
+        )
     if pd.notna(forecast.get("budget_usd")):
         ax.axhline(float(forecast["budget_usd"]), color="red", linewidth=1, label="budget")
-    ax.set_title(f"Company spend, {month:%B %Y} (as of {as_of})", fontsize=9)
+    model = forecast.get("model", "")
+    ax.set_title(f"{title} spend, {month:%B %Y} (as of {as_of}; {model})", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
     fig.autofmt_xdate()
@@ -91,20 +141,23 @@ def company_chart(history: pd.DataFrame, forecast: pd.Series, as_of: date) -> st
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
-    return f"![company forecast](data:image/png;base64,{data})"
+    return f"![{title} forecast](data:image/png;base64,{data})"
 
 
 @dg.asset(
     group_name="analytics",
-    kinds={"python", "scikit-learn", "sql"},
+    kinds={"python", "statsforecast"},
     partitions_def=daily_partitions,
-    deps=["daily_cost_summary"],
+    backfill_policy=SINGLE_RUN,
+    deps=["daily_cost_summary", "cloud_costs"],
     description=(
         "Per as-of day, tenant and the company (`__company__`): projected month-end spend with "
-        "80 % and 95 % intervals, spend to date, the naive run-rate beside it, the model chosen "
-        "by a rolling-origin backtest, and the monthly budget."
+        "conformal 80 % and 95 % intervals, spend to date, the naive run-rate beside it, known "
+        "non-usage charges, the statsforecast model (or run-rate) chosen by a rolling-origin "
+        "backtest with its error, and the monthly budget."
     ),
 )
+@for_each_day
 def cost_forecasts(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -123,7 +176,13 @@ def cost_forecasts(
         budget_pct=lambda f: 100 * f["forecast_usd"] / f["budget_usd"].astype(float)
     ).sort_values(["budget_pct", "forecast_usd"], ascending=False, na_position="last")
     cols = ["tenant_id", "spend_to_date_usd", "forecast_usd", "lower_80_usd", "upper_80_usd"]
-    cols += ["naive_run_rate_usd", "budget_usd", "budget_pct", "model"]
+    cols += ["naive_run_rate_usd", "budget_usd", "budget_pct", "model", "backtest_error_pct"]
+    top = shown[shown["tenant_id"] != COMPANY].head(5)
+    indexed = forecasts.set_index("tenant_id")
+    tenant_charts = "\n\n".join(
+        company_chart(history[history["tenant_id"] == t], indexed.loc[t], day, title=f"Tenant {t}")
+        for t in top["tenant_id"]
+    )
     return dg.MaterializeResult(
         metadata={
             "rows": rows,
@@ -132,21 +191,25 @@ def cost_forecasts(
             "models": dg.MetadataValue.json(forecasts["model"].value_counts().to_dict()),
             "forecast_vs_budget": dg.MetadataValue.md(markdown_table(shown[cols], max_rows=15)),
             "company_chart": dg.MetadataValue.md(company_chart(history, company, day)),
+            "tenant_charts": dg.MetadataValue.md(tenant_charts or "_none_"),
         }
     )
 
 
 @dg.asset(
     group_name="analytics",
-    kinds={"python", "scikit-learn", "sql"},
+    kinds={"python", "pandas"},
     partitions_def=daily_partitions,
-    deps=["daily_cost_summary"],
+    backfill_policy=SINGLE_RUN,
+    deps=["daily_cost_summary", "cloud_costs", "k8s_allocations"],
     description=(
-        "Per day, tenant and driver (the tenant total, each agent, each model): actual vs "
-        "expected cost from a robust weekday-aware baseline, a multivariate score, severity "
-        "none/low/medium/high/critical, since when, and a reason a person can act on."
+        "Per day, tenant and driver (the tenant total, each agent, model, provider, cloud "
+        "service, sub-account, region and k8s namespace): actual vs expected cost from a robust "
+        "weekday-aware baseline, spikes, sustained steps and drops, dollar impact since the "
+        "start, severity none/low/medium/high/critical, and a reason a person can act on."
     ),
 )
+@for_each_day
 def anomaly_scores(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -158,11 +221,19 @@ def anomaly_scores(
     daily = wh.read(
         DAILY_COST_SUMMARY, days=_window(day, WINDOW_DAYS + 1), columns=SUMMARY_READ_COLUMNS
     )
-    scores = score_days(daily, [day], tenants=[t.id for t in config.tenants])
+    window = _window(day, WINDOW_DAYS + 1)
+    scores = score_days(
+        daily,
+        [day],
+        tenants=[t.id for t in config.tenants],
+        detail=_infra_detail(wh, window),
+        budgets=_budgets(config),
+    )
     rows = wh.replace_partition(ANOMALY_SCORES, day, scores)
     flagged = scores[scores["severity"] != "none"].assign(rank=lambda f: f["severity"].map(RANK))
     flagged = flagged.sort_values(["rank", "ratio"], ascending=False)
-    cols = ["tenant_id", "driver", "severity", "actual_usd", "expected_usd", "ratio", "since_day"]
+    cols = ["tenant_id", "driver", "severity", "kind", "actual_usd", "expected_usd", "ratio"]
+    cols += ["impact_usd", "since_day"]
     tenants = scores[scores["driver"] == "tenant"]
     return dg.MaterializeResult(
         metadata={

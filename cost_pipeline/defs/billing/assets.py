@@ -15,19 +15,24 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
-from cost_pipeline.defs.partitions import daily_partitions, monthly_partitions, partition_day
-from cost_pipeline.lib import billing_ledger as bl
-from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.overage import (
-    OVERAGE_CHARGES,
-    TENANT_UNIT_ECONOMICS,
-    overage_for_day,
-    unit_economics,
+from cost_pipeline.catalog import BILLING_RECONCILIATION, OVERAGE_CHARGES, TENANT_UNIT_ECONOMICS
+from cost_pipeline.defs.billing.run import report_overage
+from cost_pipeline.defs.partitions import (
+    SINGLE_RUN,
+    daily_partitions,
+    for_each_day,
+    monthly_partitions,
+    partition_day,
 )
+from cost_pipeline.lib.billing_ledger import reconcile_period
+from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.overage import unit_economics
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.warehouse import Warehouse
 from cost_pipeline.resources.stripe_billing import StripeBillingResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.billing import close_period, read_ledger
+from cost_pipeline.store.spend import overage_for_day
+from cost_pipeline.store.warehouse import Warehouse
 
 # Upstream assets by key: their modules belong to other domains and import heavier code.
 priced_interactions = dg.AssetKey("priced_interactions")
@@ -70,6 +75,7 @@ def charges_fingerprint(charges: pd.DataFrame) -> str:
     group_name="billing",
     kinds={"python"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[priced_interactions, daily_cost_summary],
     description=(
         "Per tenant and tenant-local month: allowance (USD of cost or tokens), usage to date, "
@@ -77,6 +83,7 @@ def charges_fingerprint(charges: pd.DataFrame) -> str:
         "A day's run recomputes every period it touches in full."
     ),
 )
+@for_each_day
 def overage_charges(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -105,12 +112,14 @@ def overage_charges(
     group_name="billing",
     kinds={"python"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[overage_charges, daily_cost_summary],
     description=(
         "Per tenant and month: revenue (tier price + billed overage) against the tenant's whole "
         "cost, gross margin and margin % — which tenants lose money."
     ),
 )
+@for_each_day
 def tenant_unit_economics(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -142,7 +151,7 @@ def tenant_unit_economics(
 def _enqueue_alerts(wh: Warehouse, config: CostConfig, alerts: pd.DataFrame, now: datetime) -> str:
     """Queue billing alerts for the finance channel through the alert outbox."""
     try:
-        from cost_pipeline.lib import outbox
+        from cost_pipeline.store import outbox
     except ImportError:  # pragma: no cover - the outbox ships with the alerts issue
         return "alert outbox not available"
     if alerts.empty:
@@ -174,7 +183,7 @@ def billing_ledger(
     wh = warehouse.get()
     now = datetime.now(UTC)
     charges = wh.read(OVERAGE_CHARGES)
-    summary = bl.report_overage(wh, charges, stripe_billing.sender(), now=now)
+    summary = report_overage(wh, charges, stripe_billing.sender(), now=now)
     credits = summary.new_pending_credits
     alerts = pd.DataFrame(
         {
@@ -243,9 +252,9 @@ def billing_reconciliation(
     period = context.partition_key[:7]
     mode = "dry_run" if stripe_billing.dry_run else "live"
     charges = wh.read(OVERAGE_CHARGES, where={"period": [period]})
-    recon = bl.reconcile_period(bl.read_ledger(wh), charges, period, mode)
+    recon = reconcile_period(read_ledger(wh), charges, period, mode)
     recon = recon.assign(reconciled_at=now)
-    wh.replace_where(bl.BILLING_RECONCILIATION, {"period": [period]}, recon)
+    wh.replace_where(BILLING_RECONCILIATION, {"period": [period]}, recon)
     bad = recon[~recon["ok"]]
     alerted = "none"
     if not bad.empty:
@@ -304,10 +313,10 @@ def billing_period_close(
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
     period = context.partition_key[:7]
-    recon = wh.read(bl.BILLING_RECONCILIATION, where={"period": [period]})
+    recon = wh.read(BILLING_RECONCILIATION, where={"period": [period]})
     if not recon["ok"].all():
         raise dg.Failure(f"billing period {period} does not reconcile; not closing it")
-    rows = bl.close_period(wh, recon, now=datetime.now(UTC))
+    rows = close_period(wh, recon, now=datetime.now(UTC))
     return dg.MaterializeResult(
         metadata={
             "period": period,

@@ -7,16 +7,11 @@ from datetime import timedelta
 
 import dagster as dg
 
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
-from cost_pipeline.lib.budgets import (
-    BUDGET_STATUS,
-    TENANT_ENFORCEMENT,
-    alert_facts,
-    enforcement,
-    evaluate_day,
-)
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
+from cost_pipeline.lib.budgets import BUDGET_STATUS, TENANT_ENFORCEMENT, alert_facts, enforcement
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.spend import evaluate_day
 
 ALERT_FACTS_KEY = "alert_facts"
 
@@ -25,6 +20,7 @@ ALERT_FACTS_KEY = "alert_facts"
     group_name="budgets",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=["daily_cost_summary", "priced_interactions", "cost_forecasts"],
     description=(
         "Per UTC day, tenant (and the company) and local billing period overlapping the day: "
@@ -32,6 +28,7 @@ ALERT_FACTS_KEY = "alert_facts"
         "projected breach date and status ok / warning / critical / exceeded."
     ),
 )
+@for_each_day
 def budget_status(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -63,6 +60,7 @@ def budget_status(
     group_name="budgets",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[budget_status],
     description=(
         "Whether each tenant may call models: a tier with a hard cap is blocked once its spend "
@@ -70,6 +68,7 @@ def budget_status(
         "`cost_pipeline.enforcement.is_allowed`."
     ),
 )
+@for_each_day
 def tenant_enforcement(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

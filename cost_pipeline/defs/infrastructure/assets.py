@@ -9,9 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 
 from cost_pipeline.catalog import (
+    CLOUD_COST_DELIVERIES,
     CLOUD_COSTS,
     DAILY_COST_SUMMARY,
     INFRA_COST_ALLOCATION,
@@ -19,7 +19,13 @@ from cost_pipeline.catalog import (
     K8S_ALLOCATIONS,
     QUARANTINE,
 )
-from cost_pipeline.defs.partitions import daily_partitions, monthly_partitions, partition_day
+from cost_pipeline.defs.partitions import (
+    SINGLE_RUN,
+    daily_partitions,
+    for_each_day,
+    monthly_partitions,
+    partition_day,
+)
 from cost_pipeline.lib.allocation import (
     allocate,
     cloud_ledger,
@@ -27,13 +33,9 @@ from cost_pipeline.lib.allocation import (
     k8s_ledger,
     map_k8s_tenants,
 )
-from cost_pipeline.lib.focus import (
-    CLOUD_COST_DELIVERIES,
-    SOURCE,
-    read_focus_file,
-    split_focus,
-)
+from cost_pipeline.lib.focus import SOURCE, delivery_is_new, load_focus_file, supersedes
 from cost_pipeline.lib.focus_export import (
+    export_problems,
     ledger_to_focus,
     month_days,
     read_focus_export,
@@ -44,6 +46,7 @@ from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.focus_exports import FocusExports
 from cost_pipeline.resources.kubecost import KubernetesAllocations
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store import queries
 
 CHANGED_DAYS = "changed_days"
 K8S_SOURCE = "k8s_allocations"
@@ -73,48 +76,60 @@ def cloud_costs(
     focus_exports: FocusExports,
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
-    wh.ensure_tables([CLOUD_COSTS, QUARANTINE, INGESTED_FILES, CLOUD_COST_DELIVERIES])
     if not focus_exports.is_configured:
         return dg.MaterializeResult(metadata={"source": "not configured", CHANGED_DAYS: []})
     config = cost_config.get()
-    seen = set(wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["sha256"])["sha256"])
+    ingested_files = wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["path", "sha256"])
+    ingested = set(zip(ingested_files["path"], ingested_files["sha256"], strict=True))
     loaded = wh.read(CLOUD_COST_DELIVERIES)
-    current = {(r.provider, r.billing_period_start): r.delivered_at for r in loaded.itertuples()}
-    table, changed = wh.table(CLOUD_COSTS), set()
+    current = {
+        (r.provider, r.billing_period_start): (r.delivered_at, r.delivery)
+        for r in loaded.itertuples()
+    }
+    changed: set[str] = set()
     totals = {"deliveries": 0, "stale_scopes": 0, "rows": 0, "quarantined": 0, "replaced": 0}
+    incomplete: list[str] = []
     for delivery in focus_exports.deliveries():
         digests = {f: _digest(f) for f in delivery.files}
-        if all(d in seen for d in digests.values()):
+        if not delivery_is_new({str(f): d for f, d in digests.items()}, ingested):
             continue
         now = datetime.now(UTC)
-        batches = [
-            split_focus(read_focus_file(f), source_file=str(f), config=config, detected_at=now)
-            for f in delivery.files
-        ]
+        batches = [load_focus_file(f, config=config, detected_at=now) for f in delivery.files]
         rows = pd.concat([b.rows for b in batches], ignore_index=True)
         quarantine = pd.concat([b.quarantine for b in batches], ignore_index=True)
+        unreadable = [f for b in batches for f in b.unreadable_files]
+        if unreadable:
+            # A delivery with a file that cannot be read is incomplete: loading the rest would
+            # replace a whole billing period with part of it. Its files are quarantined.
+            incomplete.append(delivery.name)
+            context.log.error(f"{delivery.name}: unreadable file(s) {unreadable}: not loaded")
+            rows = rows.iloc[0:0]
         # One transaction per delivery: its scopes, quarantine and "seen" marks land together.
         with wh.transaction(lock_key=f"{SOURCE}:ingest") as conn:
             for (provider, period), scope in rows.groupby(["provider", "billing_period_start"]):
-                previous = current.get((provider, period))
-                if previous is not None and pd.Timestamp(previous) > delivery.delivered_at:
+                loaded_at, loaded_name = current.get((provider, period), (None, None))
+                if not supersedes(
+                    delivery.delivered_at,
+                    delivery.name,
+                    None if loaded_at is None else pd.Timestamp(loaded_at).to_pydatetime(),
+                    loaded_name,
+                ):
                     totals["stale_scopes"] += 1
                     context.log.warning(
                         f"{delivery.name}: {provider} {period} is older than the loaded delivery"
                     )
                     continue
-                where = (table.c.provider == provider) & (table.c.billing_period_start == period)
-                old_days = conn.execute(sa.select(table.c.day).distinct().where(where)).scalars()
+                replaced, old_days = wh.delete_where(
+                    conn, CLOUD_COSTS, {"provider": provider, "billing_period_start": period}
+                )
                 changed.update(str(d) for d in old_days)
-                totals["replaced"] += conn.execute(table.delete().where(where)).rowcount or 0
+                totals["replaced"] += replaced
                 wh.append(CLOUD_COSTS, scope, conn=conn)
                 changed.update(str(d) for d in scope["day"].unique())
-                deliveries = wh.table(CLOUD_COST_DELIVERIES)
-                conn.execute(
-                    deliveries.delete().where(
-                        (deliveries.c.provider == provider)
-                        & (deliveries.c.billing_period_start == period)
-                    )
+                wh.delete_where(
+                    conn,
+                    CLOUD_COST_DELIVERIES,
+                    {"provider": provider, "billing_period_start": period},
                 )
                 record = {
                     "provider": provider,
@@ -125,7 +140,7 @@ def cloud_costs(
                     "ingested_at": now,
                 }
                 wh.append(CLOUD_COST_DELIVERIES, pd.DataFrame([record]), conn=conn)
-                current[(provider, period)] = delivery.delivered_at
+                current[(provider, period)] = (delivery.delivered_at, delivery.name)
                 totals["rows"] += len(scope)
             if len(quarantine):
                 wh.append(QUARANTINE, quarantine, conn=conn)
@@ -137,24 +152,19 @@ def cloud_costs(
                     "size_bytes": f.stat().st_size,
                     "rows_loaded": int((rows["source_file"] == str(f)).sum()),
                     "rows_duplicate": 0,
-                    "rows_quarantined": int(
-                        quarantine["reason"].str.startswith(f"{f.name}:").sum()
-                    ),
+                    "rows_quarantined": int((quarantine["source_file"] == str(f)).sum()),
                     "ingested_at": now,
                 }
-                for d, f in {d: f for f, d in digests.items() if d not in seen}.items()
+                for f, d in digests.items()
+                if (str(f), d) not in ingested
             ]
             wh.append(INGESTED_FILES, pd.DataFrame(new_files), conn=conn)
-        seen.update(digests.values())
+        ingested.update((str(f), d) for f, d in digests.items())
         totals["deliveries"] += 1
         totals["quarantined"] += len(quarantine)
         context.log.info(f"{delivery.name}: {len(rows):,} rows, {len(quarantine):,} quarantined")
 
-    by_provider = wh.query(
-        "SELECT provider, billing_period_start, COUNT(*) AS rows, SUM(effective_cost) AS "
-        "effective_cost_usd FROM cloud_costs GROUP BY provider, billing_period_start "
-        "ORDER BY billing_period_start, provider"
-    )
+    by_provider = queries.cloud_billing_periods(wh)
     return dg.MaterializeResult(
         metadata={
             "source": focus_exports.path or "demo",
@@ -163,6 +173,7 @@ def cloud_costs(
             "rows_loaded": totals["rows"],
             "rows_replaced": totals["replaced"],
             "rows_quarantined": totals["quarantined"],
+            "incomplete_deliveries": dg.MetadataValue.json(incomplete),
             CHANGED_DAYS: dg.MetadataValue.json(sorted(changed)),
             "billing_periods": dg.MetadataValue.md(markdown_table(by_provider)),
         }
@@ -173,11 +184,13 @@ def cloud_costs(
     group_name="infrastructure",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     description=(
         "Kubecost / OpenCost allocations of the day by namespace and tenant label; `__idle__` "
         "and unmapped allocations kept as their own rows (tenant null)."
     ),
 )
+@for_each_day
 def k8s_allocations(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -231,6 +244,7 @@ def k8s_allocations(
     group_name="infrastructure",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[cloud_costs, k8s_allocations],
     check_specs=[
         dg.AssetCheckSpec(
@@ -245,6 +259,7 @@ def k8s_allocations(
         "idle cost spread by `allocation.rule` (proportional to direct cost by default)."
     ),
 )
+@for_each_day
 def infra_cost_allocation(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -252,9 +267,17 @@ def infra_cost_allocation(
 ):
     day = partition_day(context)
     wh = warehouse.get()
+    cloud = wh.read(CLOUD_COSTS, days=[day])
+    # Rows billed in another currency wait for conversion: never added into USD totals.
+    foreign = cloud[cloud["needs_fx"].fillna(False).astype(bool)]
+    if len(foreign):
+        context.log.warning(
+            f"{day}: {len(foreign)} cloud row(s) in {sorted(foreign['currency'].unique())} "
+            "left out of the USD allocation until they can be converted"
+        )
     ledger = pd.concat(
         [
-            cloud_ledger(wh.read(CLOUD_COSTS, days=[day])),
+            cloud_ledger(cloud.drop(foreign.index)),
             k8s_ledger(wh.read(K8S_ALLOCATIONS, days=[day])),
         ],
         ignore_index=True,
@@ -275,6 +298,7 @@ def infra_cost_allocation(
             "rule": cost_config.get().allocation.rule,
             "total_cost_usd": round(float(stored["cost_usd"].sum()), 6),
             "shared_cost_usd": round(float(stored["shared_cost"].sum()), 6),
+            "non_usd_rows_left_out": len(foreign),
             "top_tenants": dg.MetadataValue.md(markdown_table(by_tenant)),
         }
     )
@@ -300,7 +324,7 @@ def infra_cost_allocation(
             asset="focus_export",
             description=(
                 "Both files pass FOCUS 1.2 validation of every mandatory column and type, and "
-                "their BilledCost sum equals the month's summary total."
+                "their EffectiveCost sum equals the month's summary total."
             ),
         )
     ],
@@ -314,17 +338,22 @@ def focus_export(
 ):
     month = date.fromisoformat(context.partition_key)
     wh = warehouse.get()
-    summary = wh.read(DAILY_COST_SUMMARY, days=month_days(month))
-    focus = ledger_to_focus(summary, config=cost_config.get(), month=month)
+    config = cost_config.get()
+    days = month_days(month)
+    summary = wh.read(DAILY_COST_SUMMARY, days=days)
+    # Cloud rows of the days the summary holds: the export restates the ledger, nothing more.
+    cloud = wh.read(CLOUD_COSTS, days=sorted(set(summary["day"])))
+    focus = ledger_to_focus(summary, config=config, month=month, cloud_costs=cloud)
     paths = write_focus_month(focus, focus_exports.export_dir(), month)
     summary_total = float(summary["cost_usd"].sum())
     problems, sums = [], {}
     for path in paths:
         written = read_focus_export(path)
         problems += [f"{path.name}: {p}" for p in validate_focus(written)]
-        sums[path.suffix.lstrip(".")] = float(pd.to_numeric(written["BilledCost"]).sum())
-    gaps = {k: abs(v - summary_total) for k, v in sums.items()}
-    problems += [f"{k}: BilledCost sum differs by {g:.9f} USD" for k, g in gaps.items() if g > 1e-6]
+        problems += [
+            f"{path.name}: {p}" for p in export_problems(written, summary, currency=config.currency)
+        ]
+        sums[path.suffix.lstrip(".")] = float(pd.to_numeric(written["EffectiveCost"]).sum())
     by_category = focus.groupby("x_CostCategory")["BilledCost"].sum().round(6)
     yield dg.MaterializeResult(
         metadata={
@@ -341,7 +370,7 @@ def focus_export(
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "summary_total_usd": summary_total,
-            **{f"{k}_billed_cost_usd": v for k, v in sums.items()},
+            **{f"{k}_effective_cost_usd": v for k, v in sums.items()},
             "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "_none_"),
         },
     )

@@ -1,20 +1,32 @@
-"""`llm_interactions`: the incremental, idempotent ingester of the app's interaction log."""
+"""`llm_interactions`: the incremental, idempotent ingester of the app's interaction log.
+
+Each new file is read in Arrow chunks, validated, priced in the same pass and stored once (in
+`priced_interactions`, of which `llm_interactions` is the raw-column view), in one transaction
+per file together with its quarantine rows and its "seen" mark.
+"""
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
 # definition time and rejects them as strings.
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
-from cost_pipeline.catalog import INGESTED_FILES, LLM_INTERACTIONS, QUARANTINE
+from cost_pipeline.catalog import INGESTED_FILES, LLM_INTERACTIONS, PRICED_INTERACTIONS, QUARANTINE
 from cost_pipeline.defs.ingestion.sensors import NEW_ROWS_BY_DAY
 from cost_pipeline.lib.interaction_log import file_digest, iter_log_file
+from cost_pipeline.lib.partition_window import split_by_window
+from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.providers import known_providers
+from cost_pipeline.lib.schemas import arrow_schema
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
 SOURCE = "llm_interactions"
+# Calls dated after tomorrow (UTC) are quarantined: a clock that far ahead is a bug, not data.
+FUTURE_DAYS = 1
 
 
 @dg.asset(
@@ -22,7 +34,8 @@ SOURCE = "llm_interactions"
     kinds={"python", "sql"},
     description=(
         "One row per LLM call from the app's log (INTERACTION_LOG_DIR). Files are read once by "
-        "content; duplicate event ids add nothing; malformed records go to `quarantine`."
+        "content; duplicate event ids add nothing; malformed records and calls outside the "
+        "partitions go to `quarantine`. " + LLM_INTERACTIONS.doc
     ),
 )
 def llm_interactions(
@@ -32,11 +45,14 @@ def llm_interactions(
     interaction_log: LandingFolderResource,
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
-    wh.ensure_tables([LLM_INTERACTIONS, QUARANTINE, INGESTED_FILES])
     if not interaction_log.is_configured:
         return dg.MaterializeResult(metadata={"source": "not configured", NEW_ROWS_BY_DAY: {}})
 
-    providers = known_providers(cost_config.get().price_overrides)
+    config = cost_config.get()
+    engine = PricingEngine(overrides=config.price_overrides)
+    providers = known_providers(config.price_overrides)
+    today = datetime.now(UTC).date()
+    window = (config.first_partition_day(today), today + timedelta(days=FUTURE_DAYS))
     seen = set(wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["sha256"])["sha256"])
     files = interaction_log.list_files()
     new_by_day: dict[str, int] = {}
@@ -46,21 +62,22 @@ def llm_interactions(
         if digest in seen:
             totals["skipped_files"] += 1
             continue
-        counts = {"duplicates": 0, "quarantined": 0, "staged": 0}
-
-        def good_chunks(path=path, counts=counts):
-            for chunk in iter_log_file(path, known_providers=providers):
-                counts["duplicates"] += chunk.duplicates
-                counts["quarantined"] += len(chunk.quarantine)
-                counts["staged"] += len(chunk.good)
-                if len(chunk.quarantine):
-                    wh.append(QUARANTINE, chunk.quarantine, conn=conn)
-                yield chunk.good
-
         # One transaction per file: its rows, its quarantine and its "seen" mark land together.
         with wh.transaction(lock_key=f"{SOURCE}:ingest") as conn:
-            by_day = wh.insert_new(conn, LLM_INTERACTIONS, good_chunks(), conformed=True)
+            # Another run may have ingested the same content while this one waited for the
+            # lock: that is "already ingested", not a failure.
+            if wh.exists(conn, INGESTED_FILES, {"source": SOURCE, "sha256": digest}):
+                seen.add(digest)
+                totals["skipped_files"] += 1
+                continue
+            counts = {"duplicates": 0, "quarantined": 0, "staged": 0}
+            by_day = wh.insert_new(
+                conn,
+                PRICED_INTERACTIONS,
+                _priced_chunks(path, providers, engine, window, counts, wh, conn),
+            )
             loaded = sum(by_day.values())
+            duplicates = counts["duplicates"] + counts["staged"] - loaded
             wh.append(
                 INGESTED_FILES,
                 pd.DataFrame(
@@ -71,7 +88,7 @@ def llm_interactions(
                             "sha256": digest,
                             "size_bytes": path.stat().st_size,
                             "rows_loaded": loaded,
-                            "rows_duplicate": counts["duplicates"] + counts["staged"] - loaded,
+                            "rows_duplicate": duplicates,
                             "rows_quarantined": counts["quarantined"],
                             "ingested_at": datetime.now(UTC),
                         }
@@ -84,11 +101,10 @@ def llm_interactions(
             new_by_day[day] = new_by_day.get(day, 0) + n
         totals["files"] += 1
         totals["loaded"] += loaded
-        totals["duplicates"] += counts["duplicates"] + counts["staged"] - loaded
+        totals["duplicates"] += duplicates
         totals["quarantined"] += counts["quarantined"]
         context.log.info(
-            f"[{i}/{len(files)}] {path.name}: {loaded:,} new, "
-            f"{counts['duplicates'] + counts['staged'] - loaded:,} duplicate, "
+            f"[{i}/{len(files)}] {path.name}: {loaded:,} new, {duplicates:,} duplicate, "
             f"{counts['quarantined']:,} quarantined"
         )
 
@@ -100,9 +116,39 @@ def llm_interactions(
             "rows_loaded": totals["loaded"],
             "duplicates_dropped": totals["duplicates"],
             "rows_quarantined": totals["quarantined"],
+            "price_version": engine.price_version,
             NEW_ROWS_BY_DAY: dg.MetadataValue.json(dict(sorted(new_by_day.items()))),
         }
     )
+
+
+def _priced_chunks(
+    path,
+    providers,
+    engine: PricingEngine,
+    window: tuple[date, date],
+    counts: dict[str, int],
+    wh,
+    conn,
+) -> Iterator[pa.Table]:
+    """The file's valid calls in range, priced, as Arrow; quarantine rows written on the way."""
+    target = arrow_schema(LLM_INTERACTIONS)
+    for chunk in iter_log_file(path, known_providers=providers):
+        good = chunk.good
+        if isinstance(good, pd.DataFrame):
+            good = pa.Table.from_pandas(LLM_INTERACTIONS.conform(good), preserve_index=False)
+        good = good.select(target.names).cast(target)
+        inside, outside = split_by_window(good, *window)
+        quarantine = chunk.quarantine
+        if len(outside):
+            quarantine = pd.concat([quarantine, outside], ignore_index=True)
+        counts["duplicates"] += chunk.duplicates
+        counts["quarantined"] += len(quarantine)
+        counts["staged"] += inside.num_rows
+        if len(quarantine):
+            wh.append(QUARANTINE, quarantine, conn=conn)
+        if inside.num_rows:
+            yield engine.price_arrow(inside)
 
 
 @dg.asset_check(asset=llm_interactions, description="Warns when an ingestion quarantined rows.")

@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_REPORTED_COSTS
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.provider_usage import (
     normalize_anthropic_costs,
@@ -84,11 +84,13 @@ def _materialize_usage(
     group_name="ingestion",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     description=(
         "OpenAI completions usage of the day (1d buckets by model, project, API key and batch), "
         "normalized to the token convention and mapped to tenants. Needs OPENAI_ADMIN_KEY."
     ),
 )
+@for_each_day
 def openai_usage(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -110,12 +112,14 @@ def openai_usage(
     group_name="ingestion",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     description=(
         "Anthropic messages usage of the day (by model, workspace, API key, service tier and "
         "context window); total input = uncached + cache writes + cache reads. "
         "Needs ANTHROPIC_ADMIN_KEY."
     ),
 )
+@for_each_day
 def anthropic_usage(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -137,11 +141,13 @@ def anthropic_usage(
     group_name="ingestion",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     description=(
         "What OpenAI's and Anthropic's cost endpoints bill for the day, in USD "
         "(Anthropic's cents strings converted). Unconfigured providers contribute no rows."
     ),
 )
+@for_each_day
 def provider_reported_costs(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,

@@ -3,14 +3,14 @@
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
 # definition time and rejects them as strings.
 import dagster as dg
-import pandas as pd
 
 from cost_pipeline.catalog import LLM_INTERACTIONS, MODEL_PRICES, PRICED_INTERACTIONS
 from cost_pipeline.defs.ingestion.assets import llm_interactions
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
 from cost_pipeline.lib.pricing import PRICED, PricingEngine
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store import queries
 
 
 @dg.asset(
@@ -39,12 +39,16 @@ def model_prices(
     group_name="pricing",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[llm_interactions, model_prices],
     description=(
-        "The day's interactions priced at the list price in force at each call (plus overrides). "
-        "Unknown models get pricing_status=unknown_model and are flagged by a blocking check."
+        "The day's calls priced at the list price in force at each call (plus overrides). Calls "
+        "are priced as they are ingested; this re-prices the day only where the rate card "
+        "changed since. Unknown models get pricing_status=unknown_model and are flagged by a "
+        "blocking check. " + PRICED_INTERACTIONS.doc
     ),
 )
+@for_each_day
 def priced_interactions(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -53,47 +57,29 @@ def priced_interactions(
     day = partition_day(context)
     wh = warehouse.get()
     engine = PricingEngine(overrides=cost_config.get().price_overrides)
-    stats = {"rows": 0, "cost": 0.0, "unknown": 0}
-    unknown: list[pd.DataFrame] = []
-    by_tenant: list[pd.Series] = []
-
-    def priced_chunks():
-        for chunk in wh.read_chunks(LLM_INTERACTIONS, days=[day]):
-            priced = engine.price(chunk)
-            stats["rows"] += len(priced)
-            stats["cost"] += float(priced["cost_usd"].sum())
-            is_unknown = priced["pricing_status"] != PRICED
-            stats["unknown"] += int(is_unknown.sum())
-            if is_unknown.any():
-                unknown.append(
-                    priced.loc[is_unknown]
-                    .groupby(["provider", "model", "pricing_status"])
-                    .size()
-                    .rename("calls")
-                )
-            by_tenant.append(priced.groupby("tenant_id")["cost_usd"].sum())
-            yield priced
-
-    wh.replace_partition_chunks(PRICED_INTERACTIONS, day, priced_chunks())
-    top = (
-        pd.concat(by_tenant).groupby(level=0).sum().nlargest(10).rename("cost_usd").reset_index()
-        if by_tenant
-        else pd.DataFrame(columns=["tenant_id", "cost_usd"])
-    )
-    unknown_models = (
-        pd.concat(unknown).groupby(level=[0, 1, 2]).sum().reset_index() if unknown else None
-    )
-    context.log.info(f"{day}: priced {stats['rows']:,} calls, ${stats['cost']:,.2f}")
+    versions = queries.price_versions(wh, day)
+    stale = int(versions.loc[versions["price_version"] != engine.price_version, "calls"].sum())
+    if stale:
+        context.log.info(f"{day}: {stale:,} call(s) priced with an older rate card: re-pricing")
+        columns = LLM_INTERACTIONS.column_names
+        wh.rewrite_day(PRICED_INTERACTIONS, day, lambda frame: engine.price(frame[columns]))
+        versions = queries.price_versions(wh, day)
+    calls = int(versions["calls"].sum())
+    cost = float(versions["cost_usd"].sum())
+    unpriced = int(versions.loc[versions["pricing_status"] != PRICED, "calls"].sum())
+    unknown_models = queries.unpriced_models(wh, day)
+    context.log.info(f"{day}: {calls:,} calls, ${cost:,.2f}, {stale:,} re-priced")
     return dg.MaterializeResult(
         metadata={
-            "rows": stats["rows"],
-            "total_cost_usd": round(stats["cost"], 6),
-            "unpriced_calls": stats["unknown"],
+            "rows": calls,
+            "total_cost_usd": round(cost, 6),
+            "unpriced_calls": unpriced,
+            "repriced_calls": stale,
             "price_version": engine.price_version,
-            "top_tenants": dg.MetadataValue.md(markdown_table(top)),
+            "top_tenants": dg.MetadataValue.md(markdown_table(queries.cost_by_tenant(wh, day))),
             **(
                 {"unknown_models": dg.MetadataValue.md(markdown_table(unknown_models))}
-                if unknown_models is not None
+                if len(unknown_models)
                 else {}
             ),
         }
@@ -105,17 +91,12 @@ def priced_interactions(
     blocking=True,
     description="Every call's model has a price; an unknown model must not reach a bill.",
 )
+@for_each_day
 def no_unknown_models(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     day = partition_day(context)
-    unknown = warehouse.get().query(
-        "SELECT provider, model, pricing_status, COUNT(*) AS calls, "
-        "SUM(input_tokens + output_tokens) AS tokens FROM priced_interactions "
-        "WHERE day = :day AND pricing_status <> :priced "
-        "GROUP BY provider, model, pricing_status ORDER BY calls DESC",
-        {"day": day, "priced": PRICED},
-    )
+    unknown = queries.unpriced_models(warehouse.get(), day)
     calls = int(unknown["calls"].sum()) if len(unknown) else 0
     return dg.AssetCheckResult(
         passed=calls == 0,
@@ -130,4 +111,22 @@ def no_unknown_models(
             "unpriced_calls": calls,
             "unknown_models": dg.MetadataValue.md(markdown_table(unknown)),
         },
+    )
+
+
+@dg.asset_check(
+    asset=priced_interactions,
+    description="No event id is stored twice on a day (ingestion keeps the first copy).",
+)
+@for_each_day
+def event_ids_unique_per_day(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    day = partition_day(context)
+    duplicates = queries.duplicate_event_ids(warehouse.get(), day)
+    return dg.AssetCheckResult(
+        passed=duplicates == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{duplicates:,} repeated event id(s) on {day}" if duplicates else "unique",
+        metadata={"duplicate_event_ids": duplicates},
     )

@@ -8,7 +8,7 @@ import pandas as pd
 
 from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_USAGE_PRICED
 from cost_pipeline.defs.ingestion.provider_assets import anthropic_usage, openai_usage
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
 from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.provider_usage import price_provider_usage
 from cost_pipeline.lib.reporting import markdown_table
@@ -19,12 +19,14 @@ from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResou
     group_name="pricing",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[openai_usage, anthropic_usage, dg.AssetKey("model_prices")],
     description=(
         "OpenAI and Anthropic usage buckets of the day priced with the same rate card as the "
         "app log, so the two can be compared model by model."
     ),
 )
+@for_each_day
 def provider_usage_priced(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,

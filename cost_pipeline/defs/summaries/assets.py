@@ -7,29 +7,29 @@ import dagster as dg
 from cost_pipeline.catalog import (
     DAILY_COST_SUMMARY,
     INFRA_COST_ALLOCATION,
-    PRICED_INTERACTIONS,
     PROVIDER_USAGE_PRICED,
 )
 from cost_pipeline.defs.infrastructure.assets import infra_cost_allocation
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
 from cost_pipeline.defs.pricing.assets import priced_interactions
 from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
 from cost_pipeline.lib.allocation import infra_summary_rows
 from cost_pipeline.lib.reconciliation import unattributed_summary_rows
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.summary import (
-    LLM_SUMMARY_SQL,
     assemble_summary,
     llm_summary_rows,
     top_tenants,
 )
 from cost_pipeline.resources.warehouse import WarehouseResource
+from cost_pipeline.store import queries
 
 
 @dg.asset(
     group_name="summaries",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[priced_interactions, provider_usage_priced, infra_cost_allocation],
     description=(
         "Per day × tenant × category (llm, unattributed, cloud, k8s) × provider × model or "
@@ -38,13 +38,13 @@ from cost_pipeline.resources.warehouse import WarehouseResource
         "incomplete because a model has no price."
     ),
 )
+@for_each_day
 def daily_cost_summary(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     wh = warehouse.get()
-    wh.ensure_tables([PRICED_INTERACTIONS, PROVIDER_USAGE_PRICED, INFRA_COST_ALLOCATION])
-    llm = llm_summary_rows(wh.query(LLM_SUMMARY_SQL, {"day": day}))
+    llm = llm_summary_rows(queries.llm_day_groups(wh, day))
     # Provider usage the app log does not explain, so the LLM total equals the provider truth.
     unattributed = unattributed_summary_rows(llm, wh.read(PROVIDER_USAGE_PRICED, days=[day]))
     infra = infra_summary_rows(wh.read(INFRA_COST_ALLOCATION, days=[day]))
@@ -67,28 +67,14 @@ def daily_cost_summary(
     asset=daily_cost_summary,
     description="The summary's LLM cost equals the sum of the day's priced interactions.",
 )
+@for_each_day
 def summary_matches_priced_interactions(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     day = partition_day(context)
-    wh = warehouse.get()
-    priced = wh.query(
-        "SELECT COALESCE(SUM(cost_usd), 0) AS c, COUNT(*) AS n FROM priced_interactions "
-        "WHERE day = :day",
-        {"day": day},
-    ).iloc[0]
-    summary = wh.query(
-        "SELECT COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(requests), 0) AS n "
-        "FROM daily_cost_summary WHERE day = :day AND cost_category = 'llm'",
-        {"day": day},
-    ).iloc[0]
-    gap = abs(float(priced["c"]) - float(summary["c"]))
+    totals = queries.priced_and_summary_totals(warehouse.get(), day)
+    gap = abs(totals["priced_cost_usd"] - totals["summary_llm_cost_usd"])
     return dg.AssetCheckResult(
-        passed=gap < 1e-6 and int(priced["n"]) == int(summary["n"]),
-        metadata={
-            "priced_cost_usd": float(priced["c"]),
-            "summary_llm_cost_usd": float(summary["c"]),
-            "priced_calls": int(priced["n"]),
-            "summary_requests": int(summary["n"]),
-        },
+        passed=gap < 1e-6 and totals["priced_calls"] == totals["summary_requests"],
+        metadata=totals,
     )

@@ -12,17 +12,16 @@ import pandas as pd
 
 from cost_pipeline.catalog import (
     LLM_COST_RECONCILIATION,
-    PRICED_INTERACTIONS,
     PROVIDER_REPORTED_COSTS,
     PROVIDER_USAGE_PRICED,
 )
 from cost_pipeline.defs.ingestion.provider_assets import provider_reported_costs
-from cost_pipeline.defs.partitions import daily_partitions, partition_day
+from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
 from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
 from cost_pipeline.lib.reconciliation import drift_verdicts, reconcile
 from cost_pipeline.lib.reporting import markdown_table
-from cost_pipeline.lib.summary import LLM_SUMMARY_SQL
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store import queries
 
 _SHOWN = [
     "provider",
@@ -40,6 +39,7 @@ _SHOWN = [
     group_name="summaries",
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     deps=[dg.AssetKey("priced_interactions"), provider_usage_priced, provider_reported_costs],
     description=(
         "Per day × provider (and model): cost from the app log, from provider usage and as the "
@@ -47,14 +47,14 @@ _SHOWN = [
         "drift = (app log − provider usage) / provider usage."
     ),
 )
+@for_each_day
 def llm_cost_reconciliation(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     wh = warehouse.get()
-    wh.ensure_tables([PRICED_INTERACTIONS, PROVIDER_USAGE_PRICED, PROVIDER_REPORTED_COSTS])
     recon = reconcile(
-        wh.query(LLM_SUMMARY_SQL, {"day": day}),
+        queries.llm_day_groups(wh, day),
         wh.read(PROVIDER_USAGE_PRICED, days=[day]),
         wh.read(PROVIDER_REPORTED_COSTS, days=[day]),
     )
@@ -120,6 +120,7 @@ def _drift_check(
         "logged at $0 and mislabelled models)."
     ),
 )
+@for_each_day
 def app_log_matches_provider_usage(
     context: dg.AssetCheckExecutionContext,
     warehouse: WarehouseResource,
@@ -135,6 +136,7 @@ def app_log_matches_provider_usage(
         "or missing price, a discount not configured)."
     ),
 )
+@for_each_day
 def provider_reported_costs_match_usage(
     context: dg.AssetCheckExecutionContext,
     warehouse: WarehouseResource,

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cost_pipeline.catalog import DAILY_COST_SUMMARY, LLM_INTERACTIONS, QUARANTINE
+from cost_pipeline.catalog import (
+    DAILY_COST_SUMMARY,
+    LLM_INTERACTIONS,
+    PRICED_INTERACTIONS,
+    QUARANTINE,
+)
+from cost_pipeline.lib.pricing import COST_COLUMNS
 from cost_pipeline.lib.schemas import TOKEN_COLUMNS, SchemaError, TableSchema, col
-from cost_pipeline.lib.warehouse import Warehouse, redact_url
+from cost_pipeline.store.warehouse import Warehouse, redact_url
+from cost_pipeline_tests.conftest import throwaway_postgres_database
 
 DAY = date(2026, 3, 1)
 
@@ -86,7 +95,6 @@ def test_concurrent_runs_of_one_day_leave_one_copy(warehouse_url: str) -> None:
         finally:
             wh.dispose()
 
-    Warehouse(warehouse_url).ensure_tables([DAILY_COST_SUMMARY])
     threads = [threading.Thread(target=run) for _ in range(4)]
     for t in threads:
         t.start()
@@ -96,10 +104,23 @@ def test_concurrent_runs_of_one_day_leave_one_copy(warehouse_url: str) -> None:
     assert Warehouse(warehouse_url).count(DAILY_COST_SUMMARY, days=[DAY]) == 500
 
 
-def test_writers_that_first_touch_a_fresh_warehouse_at_once_all_succeed(
-    warehouse_url: str,
+def test_runs_that_first_migrate_a_fresh_warehouse_at_once_all_succeed(
+    db_engine: str, tmp_path: Path
 ) -> None:
-    # Parallel asset runs on a new database each create the tables they use, at the same time.
+    # Parallel runs on a new database each migrate it at their start, at the same time.
+    with contextlib.ExitStack() as stack:
+        if db_engine == "sqlite":
+            url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        else:
+            url = stack.enter_context(throwaway_postgres_database())
+        _migrate_concurrently(url)
+        wh = Warehouse(url)
+        assert wh.count(LLM_INTERACTIONS) == 0
+        assert wh.migrate() == []  # a second migration finds nothing to do
+        wh.dispose()
+
+
+def _migrate_concurrently(warehouse_url: str) -> None:
     errors: list[BaseException] = []
     start = threading.Barrier(4)
 
@@ -107,7 +128,7 @@ def test_writers_that_first_touch_a_fresh_warehouse_at_once_all_succeed(
         wh = Warehouse(warehouse_url)
         try:
             start.wait()
-            wh.ensure_tables()
+            wh.migrate()
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -119,7 +140,6 @@ def test_writers_that_first_touch_a_fresh_warehouse_at_once_all_succeed(
     for t in threads:
         t.join()
     assert not errors
-    assert Warehouse(warehouse_url).count(LLM_INTERACTIONS) == 0
 
 
 def test_strings_with_separators_and_nulls_survive_bulk_load(warehouse: Warehouse) -> None:
@@ -142,8 +162,12 @@ def test_strings_with_separators_and_nulls_survive_bulk_load(warehouse: Warehous
         "reasoning_tokens": 0,
         "web_search_requests": 0,
         "latency_ms": None,
+        **dict.fromkeys(COST_COLUMNS, 0.0),
+        "cost_usd": 0.0,
+        "pricing_status": "priced",
     }
-    warehouse.replace_partition(LLM_INTERACTIONS, DAY, pd.DataFrame([row]))
+    # Written where calls are stored, read back through the raw-column view.
+    warehouse.replace_partition(PRICED_INTERACTIONS, DAY, pd.DataFrame([row]))
     out = warehouse.read(LLM_INTERACTIONS, days=[DAY]).iloc[0]
     assert out["event_id"] == row["event_id"]
     assert out["occurred_at"] == pd.Timestamp(ts)
@@ -163,6 +187,8 @@ def interaction_rows(event_ids: list[str], tokens: list[int]) -> pd.DataFrame:
             "model": "gpt-4o-mini",
             **dict.fromkeys(TOKEN_COLUMNS, 0),
             "input_tokens": tokens,
+            **dict.fromkeys((*COST_COLUMNS, "cost_usd"), 0.0),
+            "pricing_status": "priced",
         }
     )
 
@@ -188,15 +214,15 @@ def test_text_that_looks_like_the_copy_null_marker_is_kept(warehouse: Warehouse)
 
 
 def test_insert_new_keeps_the_first_occurrence_of_a_repeated_key(warehouse: Warehouse) -> None:
-    # 12 events, each delivered three times in one batch with a different payload; the first
-    # delivery wins on every engine, and a second batch adds nothing.
+    # 12 events stored, then delivered twice more with other payloads (once repeated within the
+    # chunk): the first delivery wins on every engine and the later ones add nothing.
     ids = [f"ev{i % 12:02d}" for i in range(36)]
     with warehouse.transaction() as conn:
         new = warehouse.insert_new(
-            conn, LLM_INTERACTIONS, [interaction_rows(ids[:20], list(range(20)))]
+            conn, PRICED_INTERACTIONS, [interaction_rows(ids[:12], list(range(12)))]
         )
         new2 = warehouse.insert_new(
-            conn, LLM_INTERACTIONS, [interaction_rows(ids[20:], list(range(20, 36)))]
+            conn, PRICED_INTERACTIONS, [interaction_rows(ids[12:], list(range(12, 36)))]
         )
     assert (new, new2) == ({str(DAY): 12}, {})
     out = warehouse.read(LLM_INTERACTIONS).sort_values("event_id")
@@ -217,6 +243,7 @@ def test_insert_new_counts_composite_keys_of_any_type(warehouse: Warehouse) -> N
     )
     # ('a', 'bc') and ('ab', 'c') are different keys even though their texts concatenate alike.
     rows = pd.DataFrame({"day": DAY, "a": ["a", "ab", "ab"], "b": ["bc", "c", "c"], "n": [1, 1, 2]})
+    warehouse.migrate(schemas=[schema])
     with warehouse.transaction() as conn:
         assert warehouse.insert_new(conn, schema, [rows]) == {str(DAY): 3}
         assert warehouse.insert_new(conn, schema, [rows]) == {}

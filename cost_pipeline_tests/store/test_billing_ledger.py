@@ -8,9 +8,17 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib import billing_ledger as bl
-from cost_pipeline.lib.warehouse import Warehouse
+from cost_pipeline.defs.billing.run import report_overage, resolve_pending_credit
+from cost_pipeline.lib.billing_ledger import (
+    MeterEventSender,
+    SendOutcome,
+    event_timestamp,
+    make_identifier,
+    reconcile_period,
+)
 from cost_pipeline.resources.stripe_billing import StripeBillingResource
+from cost_pipeline.store.billing import close_period, read_ledger
+from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes.stripe import FakeStripe, running
 
 NOW = datetime(2026, 9, 20, 12, 0, tzinfo=UTC)
@@ -61,7 +69,7 @@ def at(fake: FakeStripe, when: datetime) -> datetime:
 
 
 def ledger_of(wh: Warehouse) -> pd.DataFrame:
-    return bl.read_ledger(wh).sort_values("identifier").reset_index(drop=True)
+    return read_ledger(wh).sort_values("identifier").reset_index(drop=True)
 
 
 def test_five_repeated_runs_send_one_event_per_unit_of_overage(
@@ -70,7 +78,7 @@ def test_five_repeated_runs_send_one_event_per_unit_of_overage(
     sender = stripe_resource(fake).sender()
     want = {"acme": 12_345, "beacon": 99, "cedar": 0}
     for _ in range(5):
-        bl.report_overage(wh, charges(want), sender, now=NOW)
+        report_overage(wh, charges(want), sender, now=NOW)
     assert len(fake.live_events()) == 2
     assert fake.meter_event_posts() == 2
     assert fake.totals_by_customer() == {"cus_acme": 12_345, "cus_beacon": 99}
@@ -84,12 +92,12 @@ def test_five_repeated_runs_send_one_event_per_unit_of_overage(
 def test_500_after_recording_then_retry_is_one_event(wh: Warehouse, fake: FakeStripe) -> None:
     sender = stripe_resource(fake).sender()
     fake.fail_next("500_after_record")
-    first = bl.report_overage(wh, charges({"acme": 500}), sender, now=NOW)
+    first = report_overage(wh, charges({"acme": 500}), sender, now=NOW)
     assert first.unconfirmed == 1
     assert ledger_of(wh)["status"].tolist() == ["intended"]
-    bl.report_overage(wh, charges({"acme": 500}), sender, now=NOW)  # replayed 500: still open
+    report_overage(wh, charges({"acme": 500}), sender, now=NOW)  # replayed 500: still open
     fake.forget_idempotency_keys()  # a day later the identifier alone dedups
-    bl.report_overage(wh, charges({"acme": 500}), sender, now=at(fake, NOW + timedelta(hours=25)))
+    report_overage(wh, charges({"acme": 500}), sender, now=at(fake, NOW + timedelta(hours=25)))
     assert fake.totals_by_customer() == {"cus_acme": 500}
     assert len(fake.state.events) == 1
     assert ledger_of(wh)["status"].tolist() == ["sent"]
@@ -98,16 +106,16 @@ def test_500_after_recording_then_retry_is_one_event(wh: Warehouse, fake: FakeSt
 class CrashAfterSend:
     """Wraps a real sender and dies after Stripe answered, before the ledger is written."""
 
-    def __init__(self, inner: bl.MeterEventSender) -> None:
+    def __init__(self, inner: MeterEventSender) -> None:
         self.inner = inner
         self.live = inner.live
         self.event_name = inner.event_name
 
-    def send_meter_event(self, **kwargs: object) -> bl.SendOutcome:
+    def send_meter_event(self, **kwargs: object) -> SendOutcome:
         self.inner.send_meter_event(**kwargs)  # type: ignore[arg-type]
         raise SystemExit("crash between send and ledger write")
 
-    def cancel_meter_event(self, **kwargs: object) -> bl.SendOutcome:
+    def cancel_meter_event(self, **kwargs: object) -> SendOutcome:
         return self.inner.cancel_meter_event(**kwargs)  # type: ignore[arg-type]
 
 
@@ -116,10 +124,10 @@ def test_crash_between_send_and_ledger_write_then_rerun_is_one_event(
 ) -> None:
     sender = stripe_resource(fake).sender()
     with pytest.raises(SystemExit):
-        bl.report_overage(wh, charges({"acme": 700}), CrashAfterSend(sender), now=NOW)
+        report_overage(wh, charges({"acme": 700}), CrashAfterSend(sender), now=NOW)
     assert ledger_of(wh)["status"].tolist() == ["intended"]
     assert len(fake.state.events) == 1
-    bl.report_overage(wh, charges({"acme": 700}), sender, now=at(fake, NOW + timedelta(minutes=5)))
+    report_overage(wh, charges({"acme": 700}), sender, now=at(fake, NOW + timedelta(minutes=5)))
     assert fake.totals_by_customer() == {"cus_acme": 700}
     assert len(fake.state.events) == 1
     ledger = ledger_of(wh)
@@ -130,7 +138,7 @@ def test_crash_between_send_and_ledger_write_then_rerun_is_one_event(
 @pytest.mark.parametrize("fault", ["429", "hang"])
 def test_rate_limits_and_timeouts_are_retried(wh: Warehouse, fake: FakeStripe, fault: str) -> None:
     fake.fail_next(fault, times=2)
-    summary = bl.report_overage(wh, charges({"acme": 42}), stripe_resource(fake).sender(), now=NOW)
+    summary = report_overage(wh, charges({"acme": 42}), stripe_resource(fake).sender(), now=NOW)
     assert summary.sent == 1
     assert fake.totals_by_customer() == {"cus_acme": 42}
     assert fake.meter_event_posts() == 3
@@ -138,8 +146,8 @@ def test_rate_limits_and_timeouts_are_retried(wh: Warehouse, fake: FakeStripe, f
 
 def test_restatement_up_adds_exactly_the_difference(wh: Warehouse, fake: FakeStripe) -> None:
     sender = stripe_resource(fake).sender()
-    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
-    bl.report_overage(wh, charges({"acme": 1_250}), sender, now=at(fake, NOW + timedelta(hours=2)))
+    report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
+    report_overage(wh, charges({"acme": 1_250}), sender, now=at(fake, NOW + timedelta(hours=2)))
     values = sorted(int(e["payload"]["value"]) for e in fake.live_events())
     assert values == [250, 1_000]
     assert fake.totals_by_customer() == {"cus_acme": 1_250}
@@ -147,10 +155,10 @@ def test_restatement_up_adds_exactly_the_difference(wh: Warehouse, fake: FakeStr
 
 def test_restatement_down_inside_24h_cancels_and_tops_up(wh: Warehouse, fake: FakeStripe) -> None:
     sender = stripe_resource(fake).sender()
-    bl.report_overage(wh, charges({"acme": 600}), sender, now=NOW)
-    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=at(fake, NOW + timedelta(hours=1)))
+    report_overage(wh, charges({"acme": 600}), sender, now=NOW)
+    report_overage(wh, charges({"acme": 1_000}), sender, now=at(fake, NOW + timedelta(hours=1)))
     two_hours = at(fake, NOW + timedelta(hours=2))
-    summary = bl.report_overage(wh, charges({"acme": 700}), sender, now=two_hours)
+    summary = report_overage(wh, charges({"acme": 700}), sender, now=two_hours)
     assert summary.cancelled == 1
     assert fake.totals_by_customer() == {"cus_acme": 700}
     assert all(int(e["payload"]["value"]) > 0 for e in fake.state.events.values())
@@ -162,10 +170,10 @@ def test_restatement_down_after_24h_sends_nothing_negative_and_records_credit(
     wh: Warehouse, fake: FakeStripe
 ) -> None:
     sender = stripe_resource(fake).sender()
-    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
+    report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
     later = at(fake, NOW + timedelta(days=2))
     posts = fake.meter_event_posts()
-    summary = bl.report_overage(wh, charges({"acme": 800}), sender, now=later)
+    summary = report_overage(wh, charges({"acme": 800}), sender, now=later)
     assert fake.meter_event_posts() == posts
     assert fake.totals_by_customer() == {"cus_acme": 1_000}
     [credit] = summary.new_pending_credits.to_dict("records")
@@ -175,11 +183,11 @@ def test_restatement_down_after_24h_sends_nothing_negative_and_records_credit(
         200,
     )
     # Re-running changes nothing; a deeper cut replaces the credit; a rise consumes it first.
-    again = bl.report_overage(wh, charges({"acme": 800}), sender, now=later)
+    again = report_overage(wh, charges({"acme": 800}), sender, now=later)
     assert again.new_pending_credits.empty
-    deeper = bl.report_overage(wh, charges({"acme": 700}), sender, now=later)
+    deeper = report_overage(wh, charges({"acme": 700}), sender, now=later)
     assert deeper.new_pending_credits["value_cents"].tolist() == [300]
-    bl.report_overage(wh, charges({"acme": 1_100}), sender, now=later)
+    report_overage(wh, charges({"acme": 1_100}), sender, now=later)
     assert fake.totals_by_customer() == {"cus_acme": 1_100}
     ledger = ledger_of(wh)
     assert ledger[ledger["kind"].eq("pending_credit")]["status"].tolist() == [
@@ -192,28 +200,26 @@ def test_resolved_credit_counts_against_reported_and_reconciles(
     wh: Warehouse, fake: FakeStripe
 ) -> None:
     sender = stripe_resource(fake).sender()
-    bl.report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
+    report_overage(wh, charges({"acme": 1_000}), sender, now=NOW)
     later = at(fake, NOW + timedelta(days=2))
-    summary = bl.report_overage(wh, charges({"acme": 900}), sender, now=later)
-    recon = bl.reconcile_period(ledger_of(wh), charges({"acme": 900}), "2026-09", "live")
+    summary = report_overage(wh, charges({"acme": 900}), sender, now=later)
+    recon = reconcile_period(ledger_of(wh), charges({"acme": 900}), "2026-09", "live")
     assert not recon["ok"].all()
     assert recon["pending_credit_cents"].tolist() == [100]
-    bl.resolve_pending_credit(wh, summary.new_pending_credits["identifier"].iloc[0], now=later)
-    recon = bl.reconcile_period(ledger_of(wh), charges({"acme": 900}), "2026-09", "live")
+    resolve_pending_credit(wh, summary.new_pending_credits["identifier"].iloc[0], now=later)
+    recon = reconcile_period(ledger_of(wh), charges({"acme": 900}), "2026-09", "live")
     assert recon["ok"].all()
     assert recon["reported_cents"].tolist() == [900]
-    bl.report_overage(wh, charges({"acme": 900}), sender, now=later)
+    report_overage(wh, charges({"acme": 900}), sender, now=later)
     assert fake.totals_by_customer() == {"cus_acme": 1_000}  # nothing more sent
 
 
 def test_reconciliation_flags_unconfirmed_and_mismatched(wh: Warehouse, fake: FakeStripe) -> None:
     fake.reject_customer("cus_beacon")
-    bl.report_overage(
+    report_overage(
         wh, charges({"acme": 300, "beacon": 50}), stripe_resource(fake).sender(), now=NOW
     )
-    recon = bl.reconcile_period(
-        ledger_of(wh), charges({"acme": 301, "beacon": 50}), "2026-09", "live"
-    )
+    recon = reconcile_period(ledger_of(wh), charges({"acme": 301, "beacon": 50}), "2026-09", "live")
     by_tenant = recon.set_index("tenant_id")
     assert by_tenant.loc["acme", "difference_cents"] == -1
     assert by_tenant.loc["beacon", "unconfirmed_cents"] == 50
@@ -223,23 +229,23 @@ def test_reconciliation_flags_unconfirmed_and_mismatched(wh: Warehouse, fake: Fa
 def test_dry_run_records_what_would_be_sent(wh: Warehouse, fake: FakeStripe) -> None:
     sender = stripe_resource(fake, api_key="").sender()
     for _ in range(3):
-        summary = bl.report_overage(wh, charges({"acme": 321}), sender, now=NOW)
+        summary = report_overage(wh, charges({"acme": 321}), sender, now=NOW)
     assert fake.state.requests == []
     ledger = ledger_of(wh)
     assert ledger[["status", "mode", "value_cents"]].values.tolist() == [
         ["dry_run", "dry_run", 321]
     ]
     assert summary.dry_run == 0  # nothing new on the third run
-    recon = bl.reconcile_period(ledger, charges({"acme": 321}), "2026-09", "dry_run")
+    recon = reconcile_period(ledger, charges({"acme": 321}), "2026-09", "dry_run")
     assert recon["ok"].all()
 
 
 def test_closed_periods_are_not_billed_again(wh: Warehouse, fake: FakeStripe) -> None:
     sender = stripe_resource(fake).sender()
-    bl.report_overage(wh, charges({"acme": 100}), sender, now=NOW)
-    recon = bl.reconcile_period(ledger_of(wh), charges({"acme": 100}), "2026-09", "live")
-    bl.close_period(wh, recon, now=NOW)
-    bl.report_overage(wh, charges({"acme": 150}), sender, now=NOW)
+    report_overage(wh, charges({"acme": 100}), sender, now=NOW)
+    recon = reconcile_period(ledger_of(wh), charges({"acme": 100}), "2026-09", "live")
+    close_period(wh, recon, now=NOW)
+    report_overage(wh, charges({"acme": 150}), sender, now=NOW)
     assert fake.totals_by_customer() == {"cus_acme": 100}
 
 
@@ -254,9 +260,9 @@ def test_closed_periods_are_not_billed_again(wh: Warehouse, fake: FakeStripe) ->
 def test_event_timestamp_stays_in_period_and_stripe_window(
     period_end: datetime, expected: datetime | None
 ) -> None:
-    assert bl.event_timestamp(period_end, NOW) == expected
+    assert event_timestamp(period_end, NOW) == expected
 
 
 def test_identifier_is_stable_and_short() -> None:
-    assert bl.make_identifier("acme", "2026-09", 3) == "cp-acme-2026-09-00003"
-    assert len(bl.make_identifier("x" * 200, "2026-09", 3)) <= 100
+    assert make_identifier("acme", "2026-09", 3) == "cp-acme-2026-09-00003"
+    assert len(make_identifier("x" * 200, "2026-09", 3)) <= 100

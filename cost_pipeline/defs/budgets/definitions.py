@@ -1,0 +1,7 @@
+"""The budgets domain: budget status per tenant and period, and the enforcement flag."""
+
+import dagster as dg
+
+from cost_pipeline.defs.budgets.assets import budget_status, tenant_enforcement
+
+defs = dg.Definitions(assets=[budget_status, tenant_enforcement])

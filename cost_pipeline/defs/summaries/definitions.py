@@ -1,0 +1,22 @@
+"""The summaries domain: the daily cost summary and the reconciliation with the providers."""
+
+import dagster as dg
+
+from cost_pipeline.defs.summaries.assets import (
+    daily_cost_summary,
+    summary_matches_priced_interactions,
+)
+from cost_pipeline.defs.summaries.reconciliation import (
+    app_log_matches_provider_usage,
+    llm_cost_reconciliation,
+    provider_reported_costs_match_usage,
+)
+
+defs = dg.Definitions(
+    assets=[daily_cost_summary, llm_cost_reconciliation],
+    asset_checks=[
+        summary_matches_priced_interactions,
+        app_log_matches_provider_usage,
+        provider_reported_costs_match_usage,
+    ],
+)

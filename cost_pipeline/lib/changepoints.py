@@ -1,0 +1,137 @@
+"""Sustained level shifts (steps up, drops, collapses) at the end of daily cost series.
+
+One vectorized test for all series at once (a matrix of series x days, NaN before a series
+starts). For every candidate start `k` among the last `search_days` days (at least
+`min_days_after` days after it), the days from `k` to the end are compared with the
+`baseline_days` days before `k`:
+
+- both sides are divided by the series' own weekday factors (from the baseline days), so a
+  weekend is not a drop;
+- the "after" level is the **median** of its days (one spike or one quiet day does not make a
+  shift); the "before" level is the median too, its noise 1.4826 x MAD (relative floor
+  `rel_noise_floor`);
+- z = (after - before) / (noise x sqrt(pi / 2 / n_after)), the standard error of a median;
+- the median of the last `min_days_after` days must pass the ratio too (a spike that is over
+  is not a step).
+
+The chosen start is the candidate with the largest |z| among those whose ratio after / before
+passes `min_ratio` (or 1 / `min_ratio` for a drop). It is a two-sample test, like one step of
+a binary-segmentation changepoint search; the forecaster uses it to stop projecting a level the
+series has left, and the anomaly scorer to report steps and drops that a one-day spike test
+never sees.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ShiftParams:
+    search_days: int = 28
+    min_days_after: int = 3
+    baseline_days: int = 28
+    min_ratio: float = 1.25
+    min_z: float = 4.0
+    rel_noise_floor: float = 0.05
+
+
+def _weekday_factors(values: np.ndarray, dows: np.ndarray) -> np.ndarray:
+    """(n, 7) median of each weekday / mean of the weekday medians over `values` (NaN-aware;
+    a median, so a spike in the window does not make its weekday look busy), 1 if unknown."""
+    out = np.full((values.shape[0], 7), np.nan)
+    for d in range(7):
+        cols = dows == d
+        if cols.any():
+            out[:, d] = np.nanmedian(values[:, cols], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = out / np.nanmean(out, axis=1, keepdims=True)
+    out[~np.isfinite(out) | (out <= 0.05)] = 1.0
+    return out
+
+
+def level_shift(
+    values: np.ndarray, dows: np.ndarray, params: ShiftParams = ShiftParams()
+) -> dict[str, np.ndarray]:
+    """Per series: `start` (column index of the shift, -1 if none), `ratio` (after / before),
+    `z`, `before` and `after` (deseasonalized daily levels) and `days` (days since the start).
+    """
+    values = np.asarray(values, dtype=float)
+    n, t = values.shape
+    out = {
+        "start": np.full(n, -1),
+        "ratio": np.ones(n),
+        "z": np.zeros(n),
+        "before": np.zeros(n),
+        "after": np.zeros(n),
+        "days": np.zeros(n, dtype=int),
+    }
+    first_k = max(t - params.search_days, params.min_days_after)
+    last_k = t - params.min_days_after
+    if n == 0 or last_k < first_k or t < params.baseline_days + params.min_days_after:
+        return out
+    best_abs = np.zeros(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = max(first_k - params.baseline_days, 0)
+        factors = _weekday_factors(values[:, lo:first_k], dows[lo:first_k])
+        # Weekday factors need two weeks of the series before the search window.
+        known_factors = np.sum(~np.isnan(values[:, lo:first_k]), axis=1) >= 14
+        deseason = values / factors[:, dows]
+        for k in range(first_k, last_k + 1):
+            base = deseason[:, max(k - params.baseline_days, 0) : k]
+            after = deseason[:, k:]
+            before_level = np.nanmedian(base, axis=1)
+            after_level = np.nanmedian(after, axis=1)
+            mad = np.nanmedian(np.abs(base - before_level[:, None]), axis=1)
+            noise = np.fmax(1.4826 * mad, params.rel_noise_floor * np.abs(before_level))
+            n_after = np.sum(~np.isnan(after), axis=1)
+            n_base = np.sum(~np.isnan(base), axis=1)
+            se = noise * np.sqrt(np.pi / 2 / np.maximum(n_after, 1))
+            z = (after_level - before_level) / np.where(se > 0, se, np.nan)
+            ratio = np.where(
+                before_level > 0,
+                after_level / np.where(before_level > 0, before_level, 1.0),
+                np.where(after_level > 0, np.inf, 1.0),
+            )
+            # Sustained: the last `min_days_after` days are still at the new level (a spike
+            # that is over is not a step).
+            last = np.nanmedian(deseason[:, t - params.min_days_after :], axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                last_ratio = np.where(before_level > 0, last / before_level, 1.0)
+            up = (ratio >= params.min_ratio) & (last_ratio >= params.min_ratio)
+            down = (ratio <= 1 / params.min_ratio) & (last_ratio <= 1 / params.min_ratio)
+            big = up | down
+            ok = (
+                big
+                & (np.abs(np.nan_to_num(z)) >= params.min_z)
+                & (n_base >= params.baseline_days // 2)
+                & known_factors
+                & (n_after >= params.min_days_after)
+            )
+            better = ok & (np.abs(np.nan_to_num(z)) > best_abs)
+            best_abs = np.where(better, np.abs(z), best_abs)
+            out["start"] = np.where(better, k, out["start"])
+            out["ratio"] = np.where(better, ratio, out["ratio"])
+            out["z"] = np.where(better, z, out["z"])
+            out["before"] = np.where(better, before_level, out["before"])
+            out["after"] = np.where(better, after_level, out["after"])
+    # The search favours an early start (more days after it); move the start forward past the
+    # days that are still closer to the old level than to the new one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rows = np.arange(n)
+        for _ in range(params.search_days):
+            st = out["start"]
+            movable = (st >= 0) & (st < t - params.min_days_after)
+            day = deseason[rows, np.clip(st, 0, t - 1)]
+            old_side = np.abs(day - out["before"]) < np.abs(day - out["after"])
+            step = movable & np.nan_to_num(old_side, nan=False).astype(bool)
+            if not step.any():
+                break
+            out["start"] = np.where(step, st + 1, st)
+    out["days"] = np.where(out["start"] >= 0, t - out["start"], 0)
+    return out

@@ -1,0 +1,241 @@
+"""The alert outbox's storage: enqueue facts once, claim due rows under a lock, record outcomes.
+
+The life of a row and why it is sent once is told in `lib.outbox`; this module is the SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+
+from cost_pipeline.catalog import ALERT_OUTBOX
+from cost_pipeline.lib.outbox import (
+    LOCK,
+    THRESHOLD_KIND,
+    EnqueueResult,
+    alert_key,
+    backoff,
+)
+from cost_pipeline.store.warehouse import Warehouse
+
+
+def enqueue(warehouse: Warehouse, alerts: pd.DataFrame, *, now: datetime) -> EnqueueResult:
+    """Insert new alert facts as `pending`; return what was inserted, skipped and superseded.
+
+    `alerts` has tenant_id, period, kind, ref, day, channel, text, blocks. A budget threshold
+    at or below one already recorded for the tenant and period is skipped; a pending lower one
+    is superseded (nobody needs "50 %" once "90 %" is known).
+    """
+    result = EnqueueResult()
+    if alerts.empty:
+        return result
+    df = alerts.copy()
+    df["ref"] = df["ref"].map(lambda r: f"{r:g}" if isinstance(r, float) else str(r))
+    df["alert_key"] = [
+        alert_key(*k)
+        for k in zip(df["tenant_id"], df["period"], df["kind"], df["ref"], strict=True)
+    ]
+    is_thr = df["kind"] == THRESHOLD_KIND
+    df["_level"] = pd.to_numeric(df["ref"].where(is_thr), errors="coerce")
+    # Within one batch only the highest threshold of a tenant and period survives.
+    top = df[is_thr].groupby(["tenant_id", "period"])["_level"].transform("max")
+    stale_in_batch = df.index[is_thr][df.loc[is_thr, "_level"] < top]
+    result.skipped += df.loc[stale_in_batch, "alert_key"].tolist()
+    df = df.drop(stale_in_batch).drop_duplicates("alert_key")
+    table = warehouse.table(ALERT_OUTBOX)
+    with warehouse.transaction(LOCK) as conn:
+        existing = pd.DataFrame(
+            conn.execute(
+                sa.select(
+                    table.c.alert_key,
+                    table.c.tenant_id,
+                    table.c.period,
+                    table.c.kind,
+                    table.c.ref,
+                    table.c.status,
+                )
+                .where(table.c.tenant_id.in_(df["tenant_id"].unique().tolist()))
+                .where(table.c.period.in_(df["period"].unique().tolist()))
+            ).all(),
+            columns=["alert_key", "tenant_id", "period", "kind", "ref", "status"],
+        )
+        known = df["alert_key"].isin(existing["alert_key"])
+        thr_old = existing[
+            (existing["kind"] == THRESHOLD_KIND) & (existing["status"] != "superseded")
+        ]
+        thr_old = thr_old.assign(level=pd.to_numeric(thr_old["ref"], errors="coerce"))
+        old_max = thr_old.groupby(["tenant_id", "period"])["level"].max()
+        prior = pd.Series(
+            [old_max.get((t, p)) for t, p in zip(df["tenant_id"], df["period"], strict=True)],
+            index=df.index,
+            dtype="float64",
+        )
+        below = (df["kind"] == THRESHOLD_KIND) & prior.notna() & (df["_level"] <= prior)
+        result.skipped += df.loc[known | below, "alert_key"].tolist()
+        new = df[~known & ~below]
+        if new.empty:
+            return result
+        # Pending lower thresholds of the same tenant and period are stale now.
+        new_max = new[new["kind"] == THRESHOLD_KIND].set_index(["tenant_id", "period"])["_level"]
+        pending = thr_old[thr_old["status"] == "pending"]
+        is_stale = [
+            (t, p) in new_max.index and lvl < new_max[(t, p)]
+            for t, p, lvl in zip(
+                pending["tenant_id"], pending["period"], pending["level"], strict=True
+            )
+        ]
+        stale = pending.loc[pd.Series(is_stale, index=pending.index, dtype=bool), "alert_key"]
+        stale = stale.tolist()
+        if stale:
+            conn.execute(
+                table.update()
+                .where(table.c.alert_key.in_(stale))
+                .values(status="superseded", updated_at=now)
+            )
+        result.superseded += stale
+        rows = new.drop(columns=["_level"]).assign(
+            status="pending", attempts=0, next_attempt_at=now, created_at=now, updated_at=now
+        )
+        warehouse.append(ALERT_OUTBOX, rows, conn=conn)
+        result.inserted += rows["alert_key"].tolist()
+    return result
+
+
+def claim(
+    warehouse: Warehouse,
+    *,
+    now: datetime,
+    limit: int = 500,
+    lease: timedelta = timedelta(minutes=15),
+) -> pd.DataFrame:
+    """Move due `pending` rows (and `sending` rows whose claim outlived `lease`) to `sending`."""
+    table = warehouse.table(ALERT_OUTBOX)
+    token = uuid.uuid4().hex
+    due = sa.or_(
+        sa.and_(table.c.status == "pending", table.c.next_attempt_at <= now),
+        sa.and_(table.c.status == "sending", table.c.updated_at <= now - lease),
+    )
+    with warehouse.transaction(LOCK) as conn:
+        keys = [
+            r[0]
+            for r in conn.execute(
+                sa.select(table.c.alert_key).where(due).order_by(table.c.created_at).limit(limit)
+            ).all()
+        ]
+        if not keys:
+            return ALERT_OUTBOX.empty_frame()
+        conn.execute(
+            table.update()
+            .where(table.c.alert_key.in_(keys))
+            .values(status="sending", claim_token=token, updated_at=now)
+        )
+    return warehouse.read(ALERT_OUTBOX, where={"claim_token": [token]})
+
+
+def record_sent(
+    warehouse: Warehouse, keys: list[str], *, now: datetime, ts: str | None, dry_run: bool
+) -> None:
+    table = warehouse.table(ALERT_OUTBOX)
+    with warehouse.transaction(LOCK) as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.alert_key.in_(keys))
+            .values(
+                status="dry_run" if dry_run else "sent",
+                sent_at=now,
+                slack_ts=ts,
+                updated_at=now,
+                last_error=None,
+            )
+        )
+
+
+def record_failure(
+    warehouse: Warehouse,
+    keys: list[str],
+    *,
+    now: datetime,
+    error: str,
+    retryable: bool = True,
+    max_attempts: int = 8,
+) -> None:
+    """Count one failed attempt; back off, or give up (`failed`) when out of attempts."""
+    table = warehouse.table(ALERT_OUTBOX)
+    with warehouse.transaction(LOCK) as conn:
+        rows = conn.execute(
+            sa.select(table.c.alert_key, table.c.attempts).where(table.c.alert_key.in_(keys))
+        ).all()
+        for key, attempts in rows:
+            n = int(attempts) + 1
+            give_up = not retryable or n >= max_attempts
+            conn.execute(
+                table.update()
+                .where(table.c.alert_key == key)
+                .values(
+                    status="failed" if give_up else "pending",
+                    attempts=n,
+                    next_attempt_at=now + backoff(n),
+                    last_error=error[:500],
+                    updated_at=now,
+                )
+            )
+
+
+def release(warehouse: Warehouse, keys: list[str], *, now: datetime, until: datetime) -> None:
+    """Give claimed rows back as `pending` without counting an attempt (they were not tried)."""
+    if not keys:
+        return
+    table = warehouse.table(ALERT_OUTBOX)
+    with warehouse.transaction(LOCK) as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.alert_key.in_(keys))
+            .values(status="pending", next_attempt_at=until, updated_at=now)
+        )
+
+
+def unseen(warehouse: Warehouse, facts: pd.DataFrame) -> pd.DataFrame:
+    """The facts (tenant_id, period, kind, ref) the outbox does not know yet — what a sensor
+    should request a run for. A budget threshold at or below a recorded one is not new."""
+    if facts.empty:
+        return facts
+    existing = warehouse.read(
+        ALERT_OUTBOX,
+        where={"tenant_id": facts["tenant_id"].unique().tolist()},
+        columns=["alert_key", "tenant_id", "period", "kind", "ref", "status"],
+    )
+    keys = [
+        alert_key(*k)
+        for k in zip(facts["tenant_id"], facts["period"], facts["kind"], facts["ref"], strict=True)
+    ]
+    known = pd.Series(keys, index=facts.index).isin(existing["alert_key"])
+    thr = existing[(existing["kind"] == THRESHOLD_KIND) & (existing["status"] != "superseded")]
+    top = (
+        thr.assign(level=pd.to_numeric(thr["ref"], errors="coerce"))
+        .groupby(["tenant_id", "period"])["level"]
+        .max()
+    )
+    prior = pd.Series(
+        [top.get((t, p)) for t, p in zip(facts["tenant_id"], facts["period"], strict=True)],
+        index=facts.index,
+        dtype="float64",
+    )
+    level = pd.to_numeric(facts["ref"], errors="coerce")
+    below = (facts["kind"] == THRESHOLD_KIND) & prior.notna() & (level <= prior)
+    return facts[~known & ~below]
+
+
+def due_fingerprint(warehouse: Warehouse, *, now: datetime) -> tuple[int, str]:
+    """How many rows are due to send, and a fingerprint that changes whenever that set or its
+    attempts change (a deterministic run key for the drain run)."""
+    table = warehouse.table(ALERT_OUTBOX)
+    stmt = sa.select(table.c.alert_key, table.c.attempts, table.c.updated_at).where(
+        table.c.status == "pending", table.c.next_attempt_at <= now
+    )
+    with warehouse.engine.connect() as conn:
+        rows = sorted((str(k), int(a), str(u)) for k, a, u in conn.execute(stmt).all())
+    return len(rows), hashlib.sha1(repr(rows).encode()).hexdigest()[:16]

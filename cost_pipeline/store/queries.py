@@ -1,0 +1,195 @@
+"""Named queries: every question the pipeline asks the warehouse in SQL, in one place.
+
+Each function takes the `Warehouse` and plain values and returns typed rows (a DataFrame or
+numbers); none of them writes. Aggregations run in the database so that a day of ten million
+calls never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+import pandas as pd
+import sqlalchemy as sa
+
+from cost_pipeline.catalog import PRICED_INTERACTIONS
+from cost_pipeline.store.warehouse import Warehouse
+
+COMPANY = "__company__"
+
+# Aggregated in the database: one pass over the day, memory bounded by the number of groups.
+LLM_SUMMARY_SQL = """
+SELECT day, tenant_id, provider, model AS model_or_service, agent_id,
+       COUNT(*) AS requests,
+       SUM(input_tokens) AS input_tokens,
+       SUM(output_tokens) AS output_tokens,
+       SUM(cost_usd) AS cost_usd,
+       SUM(CASE WHEN pricing_status = 'priced' THEN 0 ELSE 1 END) AS unpriced_requests
+FROM priced_interactions
+WHERE day = :day
+GROUP BY day, tenant_id, provider, model, agent_id
+"""
+
+
+def llm_day_groups(wh: Warehouse, day: date) -> pd.DataFrame:
+    """The day's calls grouped by tenant, provider, model and agent (requests, tokens, cost)."""
+    return wh.query(LLM_SUMMARY_SQL, {"day": day})
+
+
+def price_versions(wh: Warehouse, day: date) -> pd.DataFrame:
+    """Calls of a day per price version and pricing status, with their cost."""
+    return wh.query(
+        "SELECT price_version, pricing_status, COUNT(*) AS calls, "
+        "COALESCE(SUM(cost_usd), 0) AS cost_usd FROM priced_interactions WHERE day = :day "
+        "GROUP BY price_version, pricing_status",
+        {"day": day},
+    )
+
+
+def cost_by_tenant(wh: Warehouse, day: date, n: int = 10) -> pd.DataFrame:
+    """The day's priced cost of the `n` most expensive tenants."""
+    return wh.query(
+        "SELECT tenant_id, SUM(cost_usd) AS cost_usd FROM priced_interactions WHERE day = :day "
+        "GROUP BY tenant_id ORDER BY cost_usd DESC LIMIT :n",
+        {"day": day, "n": n},
+    )
+
+
+def unpriced_models(wh: Warehouse, day: date) -> pd.DataFrame:
+    """Provider, model and status of the day's calls that are not priced, most calls first."""
+    return wh.query(
+        "SELECT provider, model, pricing_status, COUNT(*) AS calls, "
+        "SUM(input_tokens + output_tokens) AS tokens FROM priced_interactions "
+        "WHERE day = :day AND pricing_status <> 'priced' "
+        "GROUP BY provider, model, pricing_status ORDER BY calls DESC",
+        {"day": day},
+    )
+
+
+def duplicate_event_ids(wh: Warehouse, day: date) -> int:
+    """How many stored calls of a day repeat an event id of the same day (should be 0)."""
+    out = wh.query(
+        "SELECT COUNT(*) - COUNT(DISTINCT event_id) AS n FROM priced_interactions WHERE day = :day",
+        {"day": day},
+    )
+    return int(out["n"].iloc[0] or 0)
+
+
+def priced_and_summary_totals(wh: Warehouse, day: date) -> dict[str, float]:
+    """Cost and calls of a day in priced_interactions and in the summary's `llm` rows."""
+    priced = wh.query(
+        "SELECT COALESCE(SUM(cost_usd), 0) AS c, COUNT(*) AS n FROM priced_interactions "
+        "WHERE day = :day",
+        {"day": day},
+    ).iloc[0]
+    summary = wh.query(
+        "SELECT COALESCE(SUM(cost_usd), 0) AS c, COALESCE(SUM(requests), 0) AS n "
+        "FROM daily_cost_summary WHERE day = :day AND cost_category = 'llm'",
+        {"day": day},
+    ).iloc[0]
+    return {
+        "priced_cost_usd": float(priced["c"]),
+        "priced_calls": int(priced["n"]),
+        "summary_llm_cost_usd": float(summary["c"]),
+        "summary_requests": int(summary["n"]),
+    }
+
+
+def cloud_billing_periods(wh: Warehouse) -> pd.DataFrame:
+    """Rows and effective cost per provider and billing period of the loaded FOCUS data."""
+    return wh.query(
+        "SELECT provider, billing_period_start, COUNT(*) AS rows, SUM(effective_cost) AS "
+        "effective_cost_usd FROM cloud_costs GROUP BY provider, billing_period_start "
+        "ORDER BY billing_period_start, provider"
+    )
+
+
+def latest_enforcement(wh: Warehouse, tenant_id: str) -> pd.DataFrame:
+    """The newest `tenant_enforcement` row of a tenant (allowed, period_end), or none."""
+    return wh.query(
+        "SELECT allowed, period_end FROM tenant_enforcement WHERE tenant_id = :t "
+        "ORDER BY day DESC LIMIT 1",
+        {"t": tenant_id},
+    )
+
+
+def sum_in_windows(
+    wh: Warehouse,
+    bounds: Mapping[str, tuple[datetime, datetime]],
+    measure: Literal["cost_usd", "tokens"],
+) -> dict[str, float]:
+    """Per tenant, the sum of `measure` over its priced calls with start <= occurred_at < end.
+
+    `tokens` is input + output tokens. One grouped query per distinct window (tenants of one
+    time zone share theirs), so a month of interactions never has to fit in memory. The
+    pseudo-tenant `COMPANY` sums every tenant's calls in its window.
+    """
+    table = wh.table(PRICED_INTERACTIONS)
+    value = (
+        table.c.cost_usd if measure == "cost_usd" else table.c.input_tokens + table.c.output_tokens
+    )
+    windows: dict[tuple[datetime, datetime], list[str]] = {}
+    for tenant, window in bounds.items():
+        windows.setdefault(window, []).append(tenant)
+    sums: dict[str, float] = {}
+    with wh.connect() as conn:
+        for (start, end), tenants in windows.items():
+            if end <= start:
+                continue
+            inside = sa.and_(
+                table.c.day >= start.date(),
+                table.c.day <= (end - timedelta(microseconds=1)).date(),
+                table.c.occurred_at >= start,
+                table.c.occurred_at < end,
+            )
+            total = sa.func.sum(value)
+            own = [t for t in tenants if t != COMPANY]
+            if own:
+                stmt = sa.select(table.c.tenant_id, total).where(inside, table.c.tenant_id.in_(own))
+                sums.update(
+                    (t, float(v or 0)) for t, v in conn.execute(stmt.group_by(table.c.tenant_id))
+                )
+            if COMPANY in tenants:
+                sums[COMPANY] = float(
+                    conn.execute(sa.select(total).where(inside)).scalar_one() or 0
+                )
+    return sums
+
+
+def report(wh: Warehouse, days: Sequence[date]) -> dict[str, pd.DataFrame]:
+    """What `cost-pipeline run/demo` print: totals, tenants, quarantine, outbox, ledger, margins."""
+    params = {"start": min(days), "end": max(days)}
+    return {
+        "totals": wh.query(
+            "SELECT cost_category, SUM(cost_usd) AS cost_usd, SUM(requests) AS requests "
+            "FROM daily_cost_summary WHERE day BETWEEN :start AND :end "
+            "GROUP BY cost_category ORDER BY cost_usd DESC",
+            params,
+        ),
+        "by_tenant": wh.query(
+            "SELECT tenant_id, cost_category, SUM(cost_usd) AS cost_usd FROM daily_cost_summary "
+            "WHERE day BETWEEN :start AND :end GROUP BY tenant_id, cost_category",
+            params,
+        ),
+        "quarantine": wh.query(
+            "SELECT source, reason, COUNT(*) AS records FROM quarantine "
+            "GROUP BY source, reason ORDER BY records DESC"
+        ),
+        "outbox": wh.query(
+            "SELECT kind, status, COUNT(*) AS alerts FROM alert_outbox GROUP BY kind, status "
+            "ORDER BY kind, status"
+        ),
+        "meter_events": wh.query(
+            "SELECT period, mode, status, COUNT(*) AS events, SUM(value_cents) / 100.0 AS usd "
+            "FROM billing_ledger WHERE kind = 'meter_event' "
+            "GROUP BY period, mode, status ORDER BY period"
+        ),
+        "margins": wh.query(
+            "SELECT tenant_id, period, tier, revenue_usd, cost_usd, gross_margin_usd, margin_pct "
+            "FROM tenant_unit_economics WHERE period = (SELECT MAX(period) FROM "
+            "tenant_unit_economics WHERE period < (SELECT MAX(period) FROM tenant_unit_economics)) "
+            "ORDER BY gross_margin_usd"
+        ),
+    }

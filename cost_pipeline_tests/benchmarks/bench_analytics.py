@@ -1,0 +1,57 @@
+"""`make bench`: forecasts and anomaly scores for 1,000 tenants x 180 days, timed per candidate.
+
+    python -m cost_pipeline_tests.benchmarks.bench_analytics [--tenants 1000]
+
+Prints the fit + 6-window backtest time of each statsforecast candidate over all series (the
+expensive AutoTheta only for the `expensive_top_n` largest), then the whole forecast and anomaly
+pass for one as-of day (budget: 60 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import date
+
+import numpy as np
+
+from cost_pipeline.lib import forecasting as fc
+from cost_pipeline.lib.anomaly import score_days
+from cost_pipeline_tests.benchmarks.synthetic import synthetic_daily_summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=1000)
+    args = parser.parse_args(argv)
+    daily, _ = synthetic_daily_summary(args.tenants, date(2026, 1, 1), 180, seed=99)
+    as_of = date(2026, 6, 14)
+    wide = fc.daily_matrix(daily, date(2026, 1, 1), as_of)
+    values = wide.to_numpy()
+    first = np.argmax(values != 0, axis=1)
+    params = fc.ForecastParams()
+    print(f"== Candidates: fit + backtest ({params.backtest_windows} windows), 16-day horizon ==")
+    for name in (*fc.CHEAP_MODELS, *fc.EXPENSIVE_MODELS):
+        need = 16 + 7 * (params.backtest_windows - 1) + params.min_train_days
+        rows = np.flatnonzero(values.shape[1] - first >= need)
+        if name in fc.EXPENSIVE_MODELS:
+            rows = rows[np.argsort(-values[rows, -28:].sum(axis=1))][: params.expensive_top_n]
+        df = fc._long(values, rows, first)
+        began = time.perf_counter()
+        fc._sf_run("forecast", df, (name,), 16)
+        fc._sf_run("cv", df, (name,), 16, n_windows=params.backtest_windows, step_size=7)
+        print(f"{name:>14}: {time.perf_counter() - began:6.2f} s for {len(rows)} series")
+    began = time.perf_counter()
+    fc.forecast_month_end(daily, as_of)
+    t_fc = time.perf_counter() - began
+    began = time.perf_counter()
+    score_days(daily, [as_of])
+    t_an = time.perf_counter() - began
+    print(
+        f"\n== {args.tenants} tenants x 180 days: forecast {t_fc:.1f} s, anomaly scores "
+        f"{t_an:.1f} s, total {t_fc + t_an:.1f} s (budget 60 s) =="
+    )
+
+
+if __name__ == "__main__":
+    main()
