@@ -54,7 +54,7 @@ format: install
 ## Benchmarks: print figures, never part of the test suite.
 bench: install
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_pricing
-	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_pipeline
+	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_pipeline --events 1000000,10000000
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_analytics
 
 ## Detector and forecast evaluation on held-out seeds.

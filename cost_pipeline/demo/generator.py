@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from cost_pipeline.catalog import LLM_INTERACTIONS
 from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.usage_shapes import context_window
 
 if TYPE_CHECKING:
     from cost_pipeline.demo.log_writer import WriteSummary
@@ -64,6 +65,9 @@ IS_ANTHROPIC = PROVIDER == "anthropic"
 REASONS = np.isin(MODEL, ["gpt-5-mini", "gpt-5", "o4-mini"])
 HAS_FLEX = REASONS  # genai-prices prices OpenAI's flex tier for these only
 HAS_BATCH = ~np.isin(MODEL, ["claude-opus-4-1", "support-llama-ft"])
+# Each model's hard context window (offline catalog; unlimited where it lists none): a real app
+# cannot send more, so neither does the demo company.
+CONTEXT_WINDOW = np.array([context_window(p, m) or 2**40 for p, m in MODELS], dtype=np.int64)
 LONG_CONTEXT = MODEL_INDEX["claude-sonnet-4-5-20250929"]
 # A pricier sibling with the same tiers, batch and long-context behaviour, and its price ratio.
 SWITCHES = {
@@ -372,6 +376,9 @@ class DemoCompany:
         )
         error = u[:, 2] < 0.01
         output = np.where(error, 0, np.maximum(output, 1)).astype(np.int64)
+        window = CONTEXT_WINDOW[model]
+        output = np.minimum(output, window // 4)
+        input_tokens = np.minimum(input_tokens, window - output)
         reasoning = np.where(REASONS[model], (output * (0.3 + 0.5 * u[:, 3])).astype(np.int64), 0)
 
         prefix = (input_tokens * (0.3 + 0.5 * u[:, 4])).astype(np.int64)

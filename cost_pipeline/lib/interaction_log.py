@@ -1,65 +1,78 @@
 """Reading the app's per-call interaction log: JSON Lines, CSV or Parquet, optionally gzipped.
 
 `iter_log_file` streams a file in chunks of at most `chunk_rows` records and yields, per chunk,
-the records that satisfy the `llm_interactions` contract and the ones that do not (whole, with a
-reason naming the field and the problem) for the `quarantine` table. Validation is vectorized per
-chunk; JSON is parsed by pyarrow in one go, and only a chunk that pyarrow rejects (a malformed
-line, a value of the wrong JSON type) is decoded line by line so that each bad line is
-quarantined on its own.
+an Arrow table of the records that satisfy the `llm_interactions` contract and a quarantine frame
+of the ones that do not (file, line, raw text, reason). It never raises for bad content: a bad
+record is quarantined on its own (see `log_readers` for how a failing line is isolated), and a
+file that cannot be opened, decompressed or read to its end becomes a quarantine row with the
+records read before the failure still returned.
+
+Usage may be logged in the canonical shape, as OpenAI or Anthropic usage objects or as
+OpenTelemetry GenAI spans (see `usage_shapes`); each maps to the canonical columns. A record
+without usage is quarantined (`no usage`), never loaded as zero tokens, and a call beyond the
+plausibility bounds (`config.Plausibility`) is quarantined with a reason starting
+`implausible_usage:`. The whole path is vectorized in pyarrow and numpy; Python touches only the
+rejected rows.
+
+Within a file, an `event_id` seen again with the same content is an exact duplicate (dropped,
+counted in `duplicates`); with different content it is a correction: the LAST version is kept
+and the earlier ones are counted in `restated_in_file`. Within a chunk only the last version is
+yielded. A correction of a row yielded in an EARLIER chunk is yielded again and its id is listed
+in `LogChunk.replaces_earlier`: the loader must let it replace the earlier row (upsert on
+`event_id`). Across chunks, ids are compared by a 64-bit hash (a false match has probability
+about n^2 / 2^65, ~3e-6 for 10 M ids in one file).
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
-import json
-import shutil
-import tempfile
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
 from cost_pipeline.catalog import LLM_INTERACTIONS, QUARANTINE
-from cost_pipeline.lib.schemas import TOKEN_COLUMNS
+from cost_pipeline.lib import log_readers as lr
+from cost_pipeline.lib import log_text as lt
+from cost_pipeline.lib import log_values as lv
+from cost_pipeline.lib.config import Plausibility
+from cost_pipeline.lib.schemas import TOKEN_COLUMNS, arrow_schema
+from cost_pipeline.lib.usage_shapes import Canonical, canonical, context_window, normalize
 
 SOURCE = "llm_interactions"
 REQUIRED_TEXT = ("event_id", "tenant_id", "provider", "model")
-OPTIONAL_TEXT = ("user_id", "agent_id", "workflow_id", "parent_event_id", "service_tier", "status")
 CACHE_PARTS = ("cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens")
 JSON_SUFFIXES = (".jsonl", ".ndjson")
-# RFC 3339 demands an offset; a naive timestamp would silently be read as UTC and shift a
-# tenant's day, so it is rejected instead.
-_OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$"
-
-_ARROW_SCHEMA = pa.schema(
-    [
-        *(pa.field(name, pa.string()) for name in ("event_id", "occurred_at")),
-        *(pa.field(name, pa.string()) for name in REQUIRED_TEXT[1:] + OPTIONAL_TEXT),
-        pa.field("batch", pa.bool_()),
-        *(pa.field(name, pa.int64()) for name in TOKEN_COLUMNS),
-        pa.field("latency_ms", pa.int64()),
-    ]
+GOOD_SCHEMA = arrow_schema(LLM_INTERACTIONS)
+# Columns with few distinct values, compared exactly when telling a correction from a copy.
+FEW_VALUES = frozenset(
+    ("tenant_id", "agent_id", "provider", "model", "service_tier", "status", "day")
 )
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
 class LogChunk:
-    """One chunk of a log file: rows to load, rows to quarantine, in-file duplicates dropped."""
+    """One chunk of a log file.
 
-    good: pd.DataFrame
+    `good`: rows to load, an Arrow table with exactly `arrow_schema(LLM_INTERACTIONS)`.
+    `quarantine`: rejected records conformed to `QUARANTINE` (line = 1-based line of the file,
+    header included for CSV; row number for Parquet; null for a file-level problem).
+    `duplicates`: exact in-file repeats dropped. `restated_in_file`: earlier versions of an id
+    that a later, different record of the same file replaced. `replaces_earlier`: ids in `good`
+    that correct a row yielded in an earlier chunk of this file.
+    """
+
+    good: pa.Table
     quarantine: pd.DataFrame
     duplicates: int = 0
+    restated_in_file: int = 0
+    replaces_earlier: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
 
 
 def file_digest(path: str | Path, *, block_size: int = 1 << 20) -> str:
@@ -82,399 +95,342 @@ def log_format(path: str | Path) -> str:
     raise ValueError(f"{Path(path).name}: not an interaction log (.jsonl, .ndjson, .csv, .parquet)")
 
 
+def quarantine_frame(
+    path: str | Path,
+    rows: list[tuple[int | None, str, str]],
+    days: list[date | None] | None = None,
+    *,
+    detected_at: datetime | None = None,
+) -> pd.DataFrame:
+    """`rows` of (line, raw, reason) of `path` as a frame conformed to QUARANTINE."""
+    frame = pd.DataFrame(
+        {
+            "source": SOURCE,
+            "day": pd.Series(days if days is not None else [None] * len(rows), dtype=object),
+            "source_file": Path(path).name,
+            "line": pd.array([r[0] for r in rows], dtype="Int64"),
+            "raw": [lt.bounded(r[1]) for r in rows],
+            "reason": [r[2] for r in rows],
+            "detected_at": detected_at or datetime.now(UTC),
+        }
+    )
+    out = QUARANTINE.conform(frame)
+    out["day"] = out["day"].astype(object).where(out["day"].notna(), None)
+    return out
+
+
+def open_problem(path: str | Path) -> pd.DataFrame:
+    """One quarantine row if `path` cannot be opened or decompressed at all, else no rows."""
+    path = Path(path)
+    try:
+        fmt = log_format(path)
+        with lt.open_binary(path) as fh:
+            head = fh.read(1 << 16)
+        if fmt == "parquet" and not path.name.lower().endswith(".gz"):
+            import pyarrow.parquet as pq
+
+            pq.ParquetFile(path)
+        elif fmt == "parquet" and not head.startswith(b"PAR1"):
+            raise ValueError("not a Parquet file (no PAR1 magic)")
+    except (*lt.READ_ERRORS, *lr.PARSE_ERRORS) as exc:
+        return _file_problem(path, None, f"cannot read the file: {type(exc).__name__}: {exc}")
+    return quarantine_frame(path, [])
+
+
+def _file_problem(path: Path, line: int | None, reason: str) -> pd.DataFrame:
+    size = path.stat().st_size if path.exists() else 0
+    return quarantine_frame(path, [(line, f"<file {path.name}, {size:,} bytes>", reason)])
+
+
 def iter_log_file(
-    path: str | Path, *, known_providers: Collection[str], chunk_rows: int = 500_000
+    path: str | Path,
+    *,
+    known_providers: Collection[str],
+    chunk_rows: int = 500_000,
+    bounds: Plausibility | None = None,
 ) -> Iterator[LogChunk]:
     """Stream `path` in chunks of at most `chunk_rows` records, validated and split.
 
-    Duplicate `event_id`s within the file keep their first valid occurrence; the others are
-    counted in `LogChunk.duplicates` (across chunks too, by a 64-bit hash of the id).
+    `bounds` are the plausibility bounds (`Plausibility()` defaults when None). Never raises
+    for the file's content; raises ValueError only for a `chunk_rows` below 1.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     path = Path(path)
-    validator = _Validator(path.name, frozenset(known_providers))
-    fmt = log_format(path)
-    readers = {"jsonl": _jsonl_frames, "csv": _csv_frames, "parquet": _parquet_frames}
-    for frame, raw_of, rejected in readers[fmt](path, chunk_rows):
-        yield validator.check(frame, raw_of, rejected)
+    check = _Checker(path.name, frozenset(known_providers), bounds or Plausibility())
+    try:
+        fmt = log_format(path)
+    except ValueError as exc:
+        yield LogChunk(_empty_good(), _file_problem(path, None, str(exc)))
+        return
+    problems: list[tuple[int | None, str]] = []
+    if fmt == "parquet":
+        parsed = lr.parquet_chunks(path, chunk_rows, problems)
+    else:
+        parsed = _text_parsed(path, fmt, chunk_rows, problems)
+    for chunk in parsed:
+        yield check(chunk)
+    for line, reason in problems:
+        yield LogChunk(_empty_good(), _file_problem(path, line, reason))
 
 
-# -- readers: each yields (frame of parsed records, raw text of a frame row, rejected rows) ------
-
-RawOf = Callable[[np.ndarray], list[str]]
-# Parsed records: an Arrow table straight from the JSON reader (strings never become Python
-# objects before they are validated) or a DataFrame from the other readers.
-Frame = pa.Table | pd.DataFrame
-Rejected = list[tuple[str, str]]  # (raw text, reason) of records that could not even be parsed
-
-
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-
-
-def _line_chunks(fh: IO[bytes], chunk_rows: int) -> Iterator[tuple[list[bytes], bytes]]:
-    """Chunks of non-blank lines (without line ends) and the same lines as one buffer.
-
-    The file is read in large blocks and split in C: reading line by line is several times
-    slower, and much slower still through gzip.
-    """
-    pending = b""
-    lines: list[bytes] = []
-    while True:
-        block = fh.read(1 << 24)
-        if block:
-            data = pending + block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                pending = data
-                continue
-            pending = data[cut + 1 :]
-            lines.extend(data[:cut].split(b"\n"))
-        elif pending:
-            lines.append(pending)
-            pending = b""
-        while len(lines) >= chunk_rows or (not block and lines):
-            chunk, lines = lines[:chunk_rows], lines[chunk_rows:]
-            if b"" in chunk:
-                chunk = [line for line in chunk if line]  # blank lines are no records
-            if chunk:
-                yield chunk, b"\n".join(chunk) + b"\n"
-        if not block:
-            return
-
-
-def _texts(lines: list[bytes]) -> RawOf:
-    return lambda rows: [lines[i].rstrip(b"\r").decode("utf-8", "replace") for i in rows]
-
-
-def _jsonl_frames(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, RawOf, Rejected]]:
-    with _open(path) as fh:
-        for lines, buffer in _line_chunks(fh, chunk_rows):
+def _text_parsed(
+    path: Path, fmt: str, chunk_rows: int, problems: list[tuple[int | None, str]]
+) -> Iterator[lr.Parsed]:
+    try:
+        fh = lt.open_binary(path)
+    except OSError as exc:
+        problems.append((None, f"cannot open the file: {exc}"))
+        return
+    with fh:
+        reader = lt.SafeReader(fh)
+        first_line = 1
+        if fmt == "csv":
+            header = reader.readline(lt.MAX_LINE_BYTES + 1)
+            if reader.error is None and not header:
+                return  # an empty file
             try:
-                table = pa_json.read_json(
-                    io.BytesIO(buffer),
-                    read_options=pa_json.ReadOptions(block_size=max(len(buffer), 1 << 20)),
-                    parse_options=pa_json.ParseOptions(
-                        explicit_schema=_ARROW_SCHEMA, unexpected_field_behavior="ignore"
-                    ),
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                yield _jsonl_slow(lines)
-                continue
-            yield table, _texts(lines), []
+                if reader.error or (not header.endswith(b"\n") and len(header) > lt.MAX_LINE_BYTES):
+                    raise ValueError(reader.error or "the header line is too long")
+                names = lr.csv_names(header)
+            except (ValueError, UnicodeError) as exc:
+                problems.append((1 if header else None, f"cannot read the CSV header: {exc}"))
+                return
+            block, line, schema = lr.csv_parsers(names)
+            first_line = 2
+        else:
+            block, line, schema = lr.json_block, lr.json_line, lr.LOG_SCHEMA
+        next_line = first_line
+        for chunk in lt.text_chunks(reader, chunk_rows, first_line):
+            next_line = chunk.first_line + len(chunk.starts)
+            yield lr.parse_text(chunk, block, line, schema, objects=fmt == "jsonl")
+        if reader.error is not None and not reader.bytes_read:
+            problems.append((None, f"cannot read the file: {reader.error}"))
+        elif reader.error is not None:
+            problems.append((next_line, f"the file cannot be read past this line: {reader.error}"))
 
 
-def _jsonl_slow(lines: list[bytes]) -> tuple[pd.DataFrame, RawOf, Rejected]:
-    """Line by line: only for a chunk that holds a malformed line or an oddly typed value."""
-    records: list[dict] = []
-    kept: list[bytes] = []
-    rejected: Rejected = []
-    for line in lines:
-        if not line.strip():
-            continue
-        text = line.rstrip(b"\r").decode("utf-8", "replace")
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            rejected.append((text, f"the line is not valid JSON ({exc})"))
-            continue
-        if not isinstance(value, dict):
-            kind = type(value).__name__
-            rejected.append((text, f"the line is JSON but not an object (got {kind})"))
-            continue
-        records.append(value)
-        kept.append(line)
-    return pd.DataFrame.from_records(records), _texts(kept), rejected
+def _empty_good() -> pa.Table:
+    return GOOD_SCHEMA.empty_table()
 
 
-def _csv_frames(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, RawOf, Rejected]]:
-    with _open(path) as fh:
-        header = fh.readline()
-        names = next(csv.reader([header.decode("utf-8-sig")]), [])
-        for lines, buffer in _line_chunks(fh, chunk_rows):
-            if not _field_counts_match(lines, len(names)):
-                yield _csv_slow(lines, names)
-                continue
-            try:
-                frame = pd.read_csv(
-                    io.BytesIO(buffer),
-                    names=names,
-                    header=None,
-                    dtype=str,
-                    keep_default_na=False,
-                    engine="c",
-                )
-            except (pd.errors.ParserError, UnicodeDecodeError):
-                frame = None
-            if frame is None or len(frame) != len(lines):
-                yield _csv_slow(lines, names)
-                continue
-            yield frame.replace("", None), _texts(lines), []
+class _Checker:
+    """Validates the chunks of one file, remembering the event ids it has yielded."""
 
-
-def _field_counts_match(lines: list[bytes], expected: int) -> bool:
-    """Whether every row has the header's field count (pandas pads short rows silently)."""
-    commas = np.fromiter((line.count(b",") for line in lines), dtype=np.int64, count=len(lines))
-    if (commas == expected - 1).all():
-        return True
-    # A quoted field may hold commas: count those rows properly.
-    for i in np.flatnonzero(commas != expected - 1):
-        if b'"' not in lines[i]:
-            return False
-        if len(next(csv.reader([lines[i].decode("utf-8", "replace")]), [])) != expected:
-            return False
-    return True
-
-
-def _csv_slow(lines: list[bytes], names: list[str]) -> tuple[pd.DataFrame, RawOf, Rejected]:
-    records: list[list[str]] = []
-    kept: list[bytes] = []
-    rejected: Rejected = []
-    for line in lines:
-        text = line.rstrip(b"\r").decode("utf-8", "replace")
-        fields = next(csv.reader([text]), [])
-        if len(fields) != len(names):
-            rejected.append(
-                (text, f"the CSV row has {len(fields)} field(s) where the header has {len(names)}")
-            )
-            continue
-        records.append(fields)
-        kept.append(line)
-    frame = pd.DataFrame(records, columns=names, dtype=object)
-    return frame.replace("", None), _texts(kept), rejected
-
-
-def _parquet_frames(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, RawOf, Rejected]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        if path.name.lower().endswith(".gz"):
-            # Parquet needs random access: a gzipped file is unpacked to disk, streamed.
-            plain = Path(tmp) / "log.parquet"
-            with _open(path) as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            path = plain
-        parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
-            yield frame, _records_as_json(frame), []
-
-
-def _records_as_json(frame: pd.DataFrame) -> RawOf:
-    def raw_of(rows: np.ndarray) -> list[str]:
-        subset = frame.iloc[rows].astype(object).where(frame.iloc[rows].notna(), None)
-        return [json.dumps(r, default=str) for r in subset.to_dict("records")]
-
-    return raw_of
-
-
-# -- validation ---------------------------------------------------------------------------------
-
-
-class _Validator:
-    """Validates chunks of one file, remembering the event ids already loaded from it."""
-
-    def __init__(self, source_file: str, known_providers: frozenset[str]) -> None:
+    def __init__(self, source_file: str, known: frozenset[str], bounds: Plausibility) -> None:
         self.source_file = source_file
-        self.known_providers = known_providers
-        self.seen = np.empty(0, dtype=np.uint64)
+        self.known = pa.array(sorted(known), pa.string())
+        self.bounds = bounds
+        self.seen = _SeenIds()
 
-    def check(self, frame: Frame, raw_of: RawOf, rejected: Rejected) -> LogChunk:
-        if isinstance(frame, pd.DataFrame):
-            frame = frame.reset_index(drop=True)
-        n = len(frame)
-        reasons = _Reasons(n)
-        text = {name: _text(frame, name, n) for name in REQUIRED_TEXT + OPTIONAL_TEXT}
-        for name in REQUIRED_TEXT:
-            reasons.add(text[name].isna(), f"{name} is missing or empty")
+    def __call__(self, parsed: lr.Parsed) -> LogChunk:
+        try:
+            return self._validate(parsed)
+        except lv.SHOW_ERRORS as exc:
+            # The last resort for values Arrow itself cannot handle (it has produced invalid
+            # UTF-8 from deeply nested JSON): the chunk is quarantined, never loaded or raised.
+            reason = f"the record could not be validated ({type(exc).__name__}: {exc})"[:500]
+            everything = np.arange(len(parsed.lines))
+            try:
+                raws = parsed.raw_of(everything)
+            except lv.SHOW_ERRORS:
+                raws = [lv.UNREADABLE] * len(everything)
+            rows = [(int(i), r, reason) for i, r in zip(parsed.lines, raws, strict=True)]
+            rows += parsed.rejected
+            return LogChunk(_empty_good(), quarantine_frame(self.source_file, rows))
 
-        raw_ts_arrow = _arrow_text(frame, "occurred_at", n)
-        raw_ts = raw_ts_arrow.to_pandas()
-        ts = pd.to_datetime(raw_ts, utc=True, errors="coerce", format="ISO8601")
-        has_offset = pd.Series(
-            pc.match_substring_regex(raw_ts_arrow, _OFFSET)
-            .fill_null(False)
-            .to_numpy(zero_copy_only=False)
-        )
-        reasons.add(raw_ts.isna(), "occurred_at is missing or empty")
-        bad_ts = raw_ts.notna() & (ts.isna() | ~has_offset)
-        reasons.add(
-            bad_ts,
-            "occurred_at ",
-            raw_ts.where(bad_ts).map(repr, na_action="ignore"),
-            " is not an RFC 3339 timestamp with a UTC offset",
-        )
-        ts = ts.where(~bad_ts)
-
-        counts: dict[str, pd.Series] = {}
-        valid: dict[str, pd.Series] = {}
-        for name in (*TOKEN_COLUMNS, "latency_ms"):
-            values, present, non_int = _integers(frame, name, n)
-            reasons.add(non_int, f"{name} is not an integer: ", _shown(frame, name, non_int))
-            negative = present & ~non_int & (values < 0)
-            if negative.any():
-                shown = values.where(negative).astype("Int64")
-                reasons.add(negative, f"{name} is negative: ", shown)
-            valid[name] = ~non_int & ~negative
-            counts[name] = values.where(valid[name])
-        cache = sum(counts[c].fillna(0) for c in CACHE_PARTS)
-        too_small = counts["input_tokens"].notna() & (counts["input_tokens"].fillna(0) < cache)
-        for c in CACHE_PARTS:
-            too_small &= valid[c]
-        if too_small.any():
-            reasons.add(
-                too_small,
-                "input_tokens (",
-                counts["input_tokens"].astype("Int64").astype(str),
-                ") is smaller than cache_read_tokens + cache_write_tokens"
-                " + cache_write_1h_tokens (",
-                cache.astype("Int64").astype(str),
-                "); input_tokens must be the total input",
-            )
-
-        provider = text["provider"]
-        unknown = provider.notna() & ~provider.isin(self.known_providers)
-        if unknown.any():
-            shown = provider.where(unknown).map(repr, na_action="ignore")
-            reasons.add(unknown, "provider ", shown, " is unknown")
-
-        batch, bad_batch = _booleans(frame, "batch", n)
-        reasons.add(bad_batch, "batch is not true or false: ", _shown(frame, "batch", bad_batch))
+    def _validate(self, parsed: lr.Parsed) -> LogChunk:
+        table = normalize(parsed.table)
+        n = table.num_rows
+        reasons = lv.Reasons(n)
+        for row, found in parsed.problems.items():
+            flagged = np.zeros(n, dtype=bool)
+            flagged[row] = True
+            reasons.add(flagged, "; ".join(found))
+        c = canonical(table, reasons, max_tokens=self.bounds.max_tokens_per_call)
+        self._check(c, reasons)
 
         bad = reasons.any()
-        good_rows = ~bad
-        duplicates = self._drop_duplicates(text["event_id"], good_rows)
-        keep = good_rows & ~duplicates
-        good = pd.DataFrame(
-            {
-                **{name: text[name][keep] for name in REQUIRED_TEXT + OPTIONAL_TEXT},
-                "occurred_at": ts[keep],
-                "day": ts[keep].dt.tz_localize(None).dt.normalize(),
-                "batch": batch[keep],
-                **{c: counts[c][keep].fillna(0).astype("int64") for c in TOKEN_COLUMNS},
-                "latency_ms": counts["latency_ms"][keep],
-                "source_file": self.source_file,
-            }
+        candidates = np.flatnonzero(~bad)
+        good = self._good_table(c, candidates)
+        keep, duplicates, restated, replaces = self.seen.admit(good)
+        good = good.filter(pa.array(keep)) if not keep.all() else good
+
+        bad_rows = np.flatnonzero(bad)
+        valid_day = c.occurred_ok[bad_rows]
+        days = [
+            _EPOCH + timedelta(days=int(d)) if ok else None
+            for d, ok in zip(lv.days_of(c.occurred_us[bad_rows]), valid_day, strict=True)
+        ]
+        rows = list(
+            zip(
+                parsed.lines[bad_rows].tolist(),
+                parsed.raw_of(bad_rows),
+                reasons.texts(bad_rows),
+                strict=True,
+            )
         )
-        bad_rows = np.flatnonzero(bad.to_numpy())
-        quarantine = pd.DataFrame(
-            {
-                "day": ts.iloc[bad_rows].dt.date.to_numpy(dtype=object),
-                "raw": raw_of(bad_rows),
-                "reason": reasons.text().iloc[bad_rows].to_numpy(dtype=object),
-            }
+        rows += parsed.rejected
+        days += [None] * len(parsed.rejected)
+        order = sorted(range(len(rows)), key=lambda i: rows[i][0] or 0)
+        quarantine = quarantine_frame(
+            self.source_file, [rows[i] for i in order], [days[i] for i in order]
         )
-        if rejected:
-            unparsed = pd.DataFrame(rejected, columns=["raw", "reason"]).assign(day=None)
-            quarantine = pd.concat([unparsed, quarantine], ignore_index=True)
-        quarantine = quarantine.assign(source=SOURCE, detected_at=datetime.now(UTC))
-        quarantine = QUARANTINE.conform(quarantine)
-        quarantine["day"] = quarantine["day"].where(quarantine["day"].notna(), None)
-        return LogChunk(
-            good=LLM_INTERACTIONS.conform(good),
-            quarantine=quarantine,
-            duplicates=int(duplicates.sum()),
+        return LogChunk(good, quarantine, duplicates, restated, replaces)
+
+    def _check(self, c: Canonical, reasons: lv.Reasons) -> None:
+        n = len(c.occurred_us)
+        for name in REQUIRED_TEXT:
+            reasons.add(~lv.mask(c.text[name].is_valid()), f"{name} is missing or empty")
+        provider = c.text["provider"]
+        unknown = lv.mask(provider.is_valid()) & ~lv.mask(pc.is_in(provider, value_set=self.known))
+        reasons.add(
+            unknown,
+            lambda rows: [f"provider {v!r} is unknown" for v in lv.python_values(provider, rows)],
         )
+        t = c.tokens
+        cache = t["cache_read_tokens"] + t["cache_write_tokens"] + t["cache_write_1h_tokens"]
+        small = t["input_tokens"] < cache
+        reasons.add(
+            small,
+            lambda rows: [
+                f"input_tokens ({t['input_tokens'][r]}) is smaller than cache_read_tokens + "
+                f"cache_write_tokens + cache_write_1h_tokens ({cache[r]}); input_tokens must be "
+                "the total input"
+                for r in rows
+            ],
+        )
+        total = t["input_tokens"] + t["output_tokens"]
+        ceiling = self.bounds.max_tokens_per_call
+        reasons.add(
+            total > ceiling,
+            lambda rows: [
+                f"implausible_usage: input_tokens + output_tokens = {total[r]:,} is above the "
+                f"ceiling of {ceiling:,} per call"
+                for r in rows
+            ],
+        )
+        if self.bounds.check_context_window and n:
+            window = self._windows(c)
+            limit = window * self.bounds.context_window_tolerance
+            over = (window > 0) & (total > limit)
+            reasons.add(
+                over,
+                lambda rows: [
+                    f"implausible_usage: input_tokens + output_tokens = {total[r]:,} exceeds the "
+                    f"{window[r]:,}-token context window of {c.text['model'][r].as_py()!r}"
+                    for r in rows
+                ],
+            )
 
-    def _drop_duplicates(self, event_id: pd.Series, candidates: pd.Series) -> pd.Series:
-        """Mask of valid rows whose event id was loaded before (this chunk or an earlier one)."""
-        ids = event_id[candidates]
-        hashes = pd.util.hash_array(ids.to_numpy(dtype=object)).astype(np.uint64)
-        again = pd.Series(hashes).duplicated().to_numpy() | np.isin(hashes, self.seen)
-        self.seen = np.union1d(self.seen, hashes)
-        out = pd.Series(False, index=event_id.index)
-        out[ids.index[again]] = True
-        return out
+    def _windows(self, c: Canonical) -> np.ndarray:
+        """Each row's model context window (0 when unknown), looked up once per distinct pair."""
+        pairs = pa.table({"p": c.text["provider"], "m": c.text["model"]})
+        keys = pc.binary_join_element_wise(
+            pc.fill_null(pairs["p"], ""), pc.fill_null(pairs["m"], ""), "\x00"
+        )
+        encoded = lv.flat(keys).dictionary_encode()
+        sizes = [
+            context_window(*key.split("\x00", 1)) or 0 for key in encoded.dictionary.to_pylist()
+        ]
+        return np.asarray(sizes, dtype=np.int64)[encoded.indices.to_numpy()]
+
+    def _good_table(self, c: Canonical, rows: np.ndarray) -> pa.Table:
+        take = pa.array(rows, pa.int64())
+        k = len(rows)
+        us = c.occurred_us[rows]
+        columns = {name: c.text[name].take(take) for name in c.text}
+        columns["occurred_at"] = pa.array(us, pa.int64()).cast(pa.timestamp("us", "UTC"))
+        columns["day"] = pa.array(lv.days_of(us), pa.int32()).cast(pa.date32())
+        columns["batch"] = lv.flat(c.batch).take(take)
+        for name in TOKEN_COLUMNS:
+            columns[name] = pa.array(c.tokens[name][rows], pa.int64())
+        columns["latency_ms"] = pa.array(
+            c.latency_ms[rows], pa.int64(), mask=~c.latency_present[rows]
+        )
+        name = self.source_file.encode()
+        columns["source_file"] = pa.StringArray.from_buffers(
+            k,
+            pa.py_buffer(np.arange(k + 1, dtype=np.int32) * len(name)),
+            pa.py_buffer(name * k),
+        )
+        return pa.Table.from_arrays([columns[f.name] for f in GOOD_SCHEMA], schema=GOOD_SCHEMA)
 
 
-class _Reasons:
-    """Per-row reason text, built column by column without a Python loop over rows."""
+class _SeenIds:
+    """The event ids yielded from one file so far, as sorted runs of (id hash, content hash).
 
-    def __init__(self, n: int) -> None:
-        self._text = pd.Series("", index=range(n), dtype=object)
+    Runs are merged like a binary counter (log-structured), so adding n ids costs O(n log n)
+    overall and a lookup O(log^2 n), never a pass over everything seen per chunk.
+    """
 
-    def add(self, mask: pd.Series, *parts: str | pd.Series) -> None:
-        mask = mask.fillna(False).astype(bool)
-        if not mask.any():
+    def __init__(self) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def admit(self, good: pa.Table) -> tuple[np.ndarray, int, int, pa.Array]:
+        """(rows of `good` to keep, exact duplicates, restatements, ids replacing earlier rows)."""
+        n = good.num_rows
+        if n == 0:
+            return np.ones(0, dtype=bool), 0, 0, pa.array([], pa.string())
+        ids = good.column("event_id")
+        content = lv.fingerprint(good.drop_columns(["event_id", "source_file"]), FEW_VALUES)
+        # Within the chunk, exactly: the last row of each id wins.
+        codes = lv.flat(ids).dictionary_encode().indices.to_numpy()
+        order = np.lexsort((np.arange(n), codes))
+        is_last = np.ones(n, dtype=bool)
+        is_last[order[:-1]] = codes[order[:-1]] != codes[order[1:]]
+        last_of = np.empty(codes.max() + 1, dtype=np.int64)
+        last_of[codes[is_last]] = np.flatnonzero(is_last)
+        dropped = ~is_last
+        same = content[dropped] == content[last_of[codes[dropped]]]
+        duplicates, restated = int(same.sum()), int((~same).sum())
+
+        keep = is_last.copy()
+        kept = np.flatnonzero(keep)
+        id_hash = lv.hash_strings(lv.flat(ids).take(pa.array(kept)))
+        before = self._lookup(id_hash)
+        known = before != 0
+        repeat = known & (before == _nonzero(content[kept]))
+        keep[kept[repeat]] = False
+        duplicates += int(repeat.sum())
+        replaced = known & ~repeat
+        restated += int(replaced.sum())
+        stay = ~repeat
+        self._add(id_hash[stay], _nonzero(content[kept][stay]))
+        replaces = lv.flat(ids).take(pa.array(kept[replaced]))
+        return keep, duplicates, restated, replaces
+
+    def _lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """The stored content hash of each id hash (newest run first), 0 if never seen."""
+        out = np.zeros(len(hashes), dtype=np.uint64)
+        todo = np.ones(len(hashes), dtype=bool)
+        order = np.argsort(hashes)  # sorted queries search the runs with far fewer cache misses
+        hashes = hashes[order]
+        for keys, values in reversed(self.runs):
+            pos = np.searchsorted(keys, hashes)
+            pos = np.minimum(pos, len(keys) - 1)
+            hit = todo & (keys[pos] == hashes)
+            out[hit] = values[pos[hit]]
+            todo &= ~hit
+        unsorted = np.empty_like(out)
+        unsorted[order] = out
+        return unsorted
+
+    def _add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        if not len(keys):
             return
-        message = pd.Series("", index=mask.index[mask], dtype=object)
-        for part in parts:
-            if isinstance(part, pd.Series):
-                part = part.reindex(message.index).astype(str)
-            message = message + part
-        current = self._text[mask]
-        self._text[mask] = current.where(current == "", current + "; ") + message
-
-    def any(self) -> pd.Series:
-        return self._text != ""
-
-    def text(self) -> pd.Series:
-        return self._text
+        order = np.argsort(keys, kind="stable")
+        self.runs.append((keys[order], values[order]))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (k1, v1), (k2, v2) = self.runs[-2], self.runs.pop()
+            keys, values = np.concatenate((k1, k2)), np.concatenate((v1, v2))
+            order = np.argsort(keys, kind="stable")
+            keys, values = keys[order], values[order]
+            newest = np.ones(len(keys), dtype=bool)
+            newest[:-1] = keys[:-1] != keys[1:]  # of equal keys, the later run's is last
+            self.runs[-1] = (keys[newest], values[newest])
 
 
-def _column(frame: Frame, name: str) -> pd.Series | None:
-    if name not in frame.column_names if isinstance(frame, pa.Table) else name not in frame:
-        return None
-    if isinstance(frame, pa.Table):
-        return frame.column(name).to_pandas()
-    return frame[name]
-
-
-def _arrow_text(frame: Frame, name: str, n: int) -> pa.Array:
-    """A text column as Arrow strings, empty and blank values as nulls (missing: all null)."""
-    if isinstance(frame, pa.Table) and name in frame.column_names:
-        array = frame.column(name).combine_chunks()
-        blank = pc.equal(pc.utf8_trim_whitespace(array), "")
-        return pc.if_else(blank, pa.scalar(None, pa.string()), array)
-    series = _column(frame, name)
-    if series is None:
-        return pa.nulls(n, pa.string())
-    if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) != "string":
-        series = series.where(series.isna(), series.astype(str)).astype(object)
-    array = pa.array(series, type=pa.string(), from_pandas=True)
-    blank = pc.equal(pc.utf8_trim_whitespace(array), "")
-    return pc.if_else(blank, pa.scalar(None, pa.string()), array)
-
-
-def _text(frame: pd.DataFrame, name: str, n: int) -> pd.Series:
-    return _arrow_text(frame, name, n).to_pandas().astype(object)
-
-
-def _integers(frame: Frame, name: str, n: int) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """(values as float, present mask, non-integer mask) of a count column; missing = absent."""
-    series = _column(frame, name)
-    if series is None:
-        absent = pd.Series(False, index=range(n))
-        return pd.Series(np.nan, index=range(n)), absent, absent
-    present = series.notna()
-    if pd.api.types.is_bool_dtype(series):
-        return pd.Series(np.nan, index=range(n)), present, present
-    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) != "string":
-        # JSON true/false would otherwise read as 1/0; only a mixed column can hold them.
-        is_bool = series.map(type).isin([bool, np.bool_])
-        series = series.where(~is_bool, "not-a-number")
-    values = pd.to_numeric(series, errors="coerce").astype("float64")
-    finite = np.isfinite(values.to_numpy())
-    non_integer = present & ~(finite & (values == np.floor(values)))
-    return values.where(~non_integer), present, non_integer
-
-
-def _booleans(frame: Frame, name: str, n: int) -> tuple[pd.Series, pd.Series]:
-    series = _column(frame, name)
-    if series is None:
-        return pd.Series(pd.NA, index=range(n), dtype="boolean"), pd.Series(False, index=range(n))
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype("boolean"), pd.Series(False, index=range(n))
-    words = {"true": True, "false": False, "1": True, "0": False}
-    mapped = series.where(series.isna(), series.astype(str).str.strip().str.lower()).map(words)
-    invalid = series.notna() & mapped.isna()
-    return mapped.astype("boolean"), invalid
-
-
-def _shown(frame: Frame, name: str, mask: pd.Series) -> pd.Series:
-    """The offending values as written, e.g. `'12a'` or `-5` (for the rows in `mask` only)."""
-    mask = mask.fillna(False).astype(bool)
-    series = _column(frame, name) if mask.any() else None
-    if series is None:
-        return pd.Series(dtype=object)
-    values = series[mask].astype(object)
-    return values.map(lambda v: repr(int(v) if isinstance(v, float) and v.is_integer() else v))
+def _nonzero(h: np.ndarray) -> np.ndarray:
+    """Content hashes with 0 reserved for "not seen"."""
+    return np.where(h == 0, np.uint64(1), h)

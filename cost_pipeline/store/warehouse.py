@@ -316,7 +316,10 @@ class Warehouse:
         return len(frame)
 
     def insert_new(
-        self, conn: Connection, schema: TableSchema, chunks: Iterable[pa.Table | pd.DataFrame]
+        self,
+        conn: Connection,
+        schema: TableSchema,
+        chunks: Iterable[pa.Table | pd.DataFrame | tuple[pa.Table, list[str]]],
     ) -> dict[str, int]:
         """Insert rows whose unique key is not stored yet; return new rows per day.
 
@@ -325,7 +328,9 @@ class Warehouse:
         are copied straight into their partitions (chunks must not repeat a key among
         themselves: the readers drop in-file duplicates); the others go through a staging
         table and an anti-join on (day, key), keeping the first of a repeated key. SQLite:
-        INSERT OR IGNORE on the unique index, new rows counted per day.
+        INSERT OR IGNORE on the unique index, new rows counted per day. A chunk given as
+        `(rows, ids)` first removes the versions of `ids` that earlier chunks loaded (a file
+        that corrects its own records: the last version wins).
         """
         if not schema.unique:
             raise ValueError(f"{schema.name} has no unique key")
@@ -337,10 +342,21 @@ class Warehouse:
         direct_days: set[date] = set()
         checked: set[date] = set()
         direct_new: dict[str, int] = {}
-        for chunk in chunks:
+        touched: set[date] = set()
+        for item in chunks:
+            chunk, replaces = item if isinstance(item, tuple) else (item, [])
             arrow = _as_arrow(schema, chunk)
+            if replaces and touched:
+                # A later record of the same file corrects one loaded from an earlier chunk:
+                # the earlier version goes (it was written in this transaction, on a day
+                # this transaction touched), the correction is loaded below.
+                for day in self._delete_keys(conn, schema, stage, sorted(touched), replaces):
+                    key = str(day)
+                    if direct_new.get(key):
+                        direct_new[key] -= 1
             if arrow.num_rows == 0:
                 continue
+            touched |= set(pc.unique(arrow[part]).to_pylist())
             if not self.is_postgres:
                 # SQLite: straight into the table; its unique index ignores known keys, and
                 # the per-day row counts before and after say how many were new.
@@ -398,6 +414,33 @@ class Warehouse:
         for day, n in new_by_day:
             out[str(day)] = out.get(str(day), 0) + int(n)
         return out
+
+    def _delete_keys(
+        self, conn: Connection, schema: TableSchema, stage: str, days: list[date], ids: list[str]
+    ) -> list[date]:
+        """Delete rows of `ids` on `days` (and from the staging table); return their days."""
+        part = schema.partition_column or "day"
+        key = schema.unique[-1]
+        params = {"days": days, "ids": list(ids)}
+        if self.is_postgres:
+            conn.exec_driver_sql(
+                f"DELETE FROM {stage} WHERE {key} = ANY(%(ids)s)", {"ids": list(ids)}
+            )
+            sql = (
+                f"DELETE FROM {schema.name} WHERE {part} = ANY(%(days)s::date[]) "
+                f"AND {key} = ANY(%(ids)s) RETURNING {part}"
+            )
+            return list(conn.exec_driver_sql(sql, params).scalars())
+        table = self.table(schema)
+        stmt = (
+            table.delete()
+            .where(table.c[part].in_(days), table.c[key].in_(list(ids)))
+            .returning(table.c[part])
+        )
+        return [
+            d if isinstance(d, date) else date.fromisoformat(str(d))
+            for d in conn.execute(stmt).scalars()
+        ]
 
     def _day_counts(self, conn: Connection, schema: TableSchema, days: list[date]) -> dict:
         table = self.table(schema)
@@ -666,15 +709,15 @@ def _as_arrow(schema: TableSchema, chunk: pa.Table | pd.DataFrame) -> pa.Table:
 def _copy_arrow(conn: Connection, name: str, schema: TableSchema, table: pa.Table) -> None:
     """`COPY name FROM STDIN` of an Arrow table, as CSV written by Arrow's C++ writer.
 
-    Every non-null value is quoted: in COPY's CSV format only an unquoted empty field is NULL,
-    so any text — including a literal `\\N`, tabs or newlines — round-trips exactly, and no
-    value is escaped in Python.
+    Arrow quotes every text value (and nothing else): in COPY's CSV format only an unquoted
+    empty field is NULL, so any text — an empty string, a literal `\\N`, tabs or newlines —
+    round-trips exactly, and no value is escaped in Python.
     """
     buf = io.BytesIO()
     pacsv.write_csv(
         table.select(schema.column_names),
         buf,
-        write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
     )
     buf.seek(0)
     cols = ", ".join(f'"{c}"' for c in schema.column_names)

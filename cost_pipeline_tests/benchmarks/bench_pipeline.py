@@ -1,6 +1,10 @@
 """Benchmark: wall time and peak memory to ingest, price and summarize one demo day.
 
-    python -m cost_pipeline_tests.benchmarks.bench_pipeline --events 1000000
+    python -m cost_pipeline_tests.benchmarks.bench_pipeline --events 1000000,10000000
+
+For each size, one generated day is run through the project's three assets on PostgreSQL and on
+SQLite, and through a DuckDB reference of the same computation (`duckdb_reference`), in the same
+run on the same file; the ratios to the reference and between sizes are printed.
 
 Each engine runs in its own child process, so its peak RSS is its own. The day's JSON Lines file is
 generated once (not timed). PostgreSQL uses a throw-away database on
@@ -10,6 +14,7 @@ COST_PIPELINE_TEST_POSTGRES_URL (default: the local server).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -114,28 +119,44 @@ def run_engine(engine: str, log_dir: Path, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument("--events", default="1000000", help="comma-separated day sizes")
+    parser.add_argument("--engines", default="postgres,sqlite")
     parser.add_argument("--child", nargs=2, metavar=("URL", "LOG_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    with tempfile.TemporaryDirectory(prefix="cost-bench-") as tmp:
-        work = Path(tmp)
-        started = time.perf_counter()
-        log_dir = generate(work, args.events)
-        size = sum(p.stat().st_size for p in log_dir.glob("*")) / 1e6
-        print(
-            f"generated {args.events:,} events ({size:,.0f} MB JSON Lines) "
-            f"in {time.perf_counter() - started:.1f} s"
-        )
-        header = ("engine", "ingest s", "price s", "summ. s", "total s", "peak MB")
-        print(f"{header[0]:<10} " + " ".join(f"{h:>9}" for h in header[1:]))
-        for engine in args.engines.split(","):
-            t = run_engine(engine, log_dir, work)
-            cells = " ".join(f"{t[k]:>9}" for k in ("ingest", "price", "summarize", "total"))
-            print(f"{engine:<10} {cells} {t['peak_rss_mb']:>9}", flush=True)
+    from cost_pipeline_tests.benchmarks import duckdb_reference
+
+    totals: dict[tuple[str, int], float] = {}
+    for events in (int(n) for n in args.events.split(",")):
+        with tempfile.TemporaryDirectory(prefix="cost-bench-") as tmp:
+            work = Path(tmp)
+            started = time.perf_counter()
+            log_dir = generate(work, events)
+            size = sum(p.stat().st_size for p in log_dir.glob("*")) / 1e6
+            print(
+                f"\n{events:,} events ({size:,.0f} MB JSON Lines), generated in "
+                f"{time.perf_counter() - started:.1f} s (not timed below)"
+            )
+            reference = duckdb_reference.run(log_dir)
+            header = ("engine", "ingest s", "price s", "summ. s", "total s", "peak MB", "x DuckDB")
+            print(f"{header[0]:<10} " + " ".join(f"{h:>9}" for h in header[1:]))
+            print(
+                f"{'duckdb':<10} {'':>9} {'':>9} {'':>9} {reference['seconds']:>9} {'':>9} {1:>9}"
+            )
+            for engine in args.engines.split(","):
+                t = run_engine(engine, log_dir, work)
+                cells = " ".join(f"{t[k]:>9}" for k in ("ingest", "price", "summarize", "total"))
+                ratio = t["total"] / reference["seconds"]
+                print(f"{engine:<10} {cells} {t['peak_rss_mb']:>9} {ratio:>9.1f}", flush=True)
+                totals[(engine, events)] = t["total"]
+    sizes = sorted({n for _, n in totals})
+    for engine in args.engines.split(","):
+        for small, large in itertools.pairwise(sizes):
+            if (engine, small) in totals and (engine, large) in totals:
+                growth = totals[(engine, large)] / totals[(engine, small)]
+                print(f"{engine}: {large:,} / {small:,} events took {growth:.1f}x the time")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_assets_materialize_with_readable_metadata(url: str, demo_config: CostCo
     assert "agent:agent-0" in agent["reason"] and "usual" in agent["reason"]
 
     meta = result.asset_materializations_for_node("cost_forecasts")[0].metadata
-    assert meta["company_chart"].value.startswith("![company forecast](data:image/png;base64,")
+    assert meta["company_chart"].value.startswith("![Company forecast](data:image/png;base64,")
     assert "| tenant_id" in meta["forecast_vs_budget"].value
     top = result.asset_materializations_for_node("anomaly_scores")[0].metadata["top_anomalies"]
     assert "agent:agent-0" in top.value

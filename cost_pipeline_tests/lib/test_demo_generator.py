@@ -9,6 +9,7 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from genai_prices import Usage, calc_price
 
@@ -190,7 +191,9 @@ def test_write_log_delivers_late_events_next_day_and_reports_garbage_exactly(
             reasons.update(_kind(r) for r in chunk.quarantine["reason"])
     assert quarantined == summary.garbage_lines
     assert reasons == +Counter(summary.garbage_by_kind)
-    got = pd.concat(loaded).sort_values("event_id", ignore_index=True)
+    got = LLM_INTERACTIONS.conform(
+        pa.concat_tables(loaded).to_pandas(coerce_temporal_nanoseconds=True)
+    ).sort_values("event_id", ignore_index=True)
     assert len(got) == summary.events
     for i in range(3):  # every day, regenerated alone, equals that day as delivered
         day = START + timedelta(days=i)

@@ -9,12 +9,19 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from cost_pipeline.catalog import LLM_INTERACTIONS, QUARANTINE
 from cost_pipeline.demo.generator import DemoCompany
 from cost_pipeline.lib.config import load_config
-from cost_pipeline.lib.interaction_log import LogChunk, file_digest, iter_log_file, log_format
+from cost_pipeline.lib.interaction_log import (
+    GOOD_SCHEMA,
+    LogChunk,
+    file_digest,
+    iter_log_file,
+    log_format,
+)
 
 PROVIDERS = frozenset({"openai", "anthropic", "selfhosted"})
 DAY = date(2026, 9, 8)
@@ -44,7 +51,11 @@ def read_all(path: Path, chunk_rows: int = 500_000) -> tuple[pd.DataFrame, pd.Da
     chunks: list[LogChunk] = list(
         iter_log_file(path, known_providers=PROVIDERS, chunk_rows=chunk_rows)
     )
-    goods = pd.concat([c.good for c in chunks], ignore_index=True)
+    for c in chunks:
+        assert c.good.schema == GOOD_SCHEMA
+    goods = LLM_INTERACTIONS.conform(
+        pa.concat_tables([c.good for c in chunks]).to_pandas(coerce_temporal_nanoseconds=True)
+    )
     quarantine = pd.concat([c.quarantine for c in chunks], ignore_index=True)
     return goods, quarantine, sum(c.duplicates for c in chunks)
 
@@ -166,24 +177,45 @@ def test_bad_csv_rows_are_quarantined_with_the_original_line(tmp_path) -> None:
     assert "input_tokens is negative: -100" in by_raw[lines[4]]
 
 
-def test_in_file_duplicates_are_counted_across_chunks_and_chunking_changes_nothing(
+def loaded_after_upserts(path: Path, chunk_rows: int) -> tuple[pd.DataFrame, int, int]:
+    """What the loader ends with: rows upserted by event_id in chunk order (last wins)."""
+    chunks = list(iter_log_file(path, known_providers=PROVIDERS, chunk_rows=chunk_rows))
+    seen: set[str] = set()
+    for c in chunks:
+        ids = c.good.column("event_id").to_pylist()
+        # `replaces_earlier` names exactly the ids of this chunk that an earlier chunk yielded.
+        assert set(c.replaces_earlier.to_pylist()) == seen & set(ids)
+        seen |= set(ids)
+    goods = pa.concat_tables([c.good for c in chunks]).to_pandas(coerce_temporal_nanoseconds=True)
+    goods = goods.drop_duplicates("event_id", keep="last").sort_values("event_id")
+    duplicates = sum(c.duplicates for c in chunks)
+    return goods.reset_index(drop=True), duplicates, sum(c.restated_in_file for c in chunks)
+
+
+def test_in_file_restatements_keep_the_last_version_and_chunking_changes_nothing(
     tmp_path,
 ) -> None:
     lines = [json.dumps(good(f"e{i % 7}", input_tokens=1000 + i)) for i in range(20)]
     lines.insert(5, "{broken")
     lines.insert(11, json.dumps(good("e3", provider="nope")))
+    lines += lines[-3:]  # exact copies: duplicates, not corrections
     path = write_lines(tmp_path / "log.jsonl", lines)
-    whole = read_all(path)
-    assert len(whole[0]) == 7 and whole[2] == 13 and len(whole[1]) == 2
-    assert list(whole[0]["input_tokens"]) == [1000 + i for i in range(7)]  # first one kept
+    whole, quarantine, duplicates = read_all(path)
+    chunks = list(iter_log_file(path, known_providers=PROVIDERS))
+    assert len(whole) == 7 and duplicates == 3 and len(quarantine) == 2
+    assert sum(c.restated_in_file for c in chunks) == 13
+    by_id = dict(zip(whole["event_id"], whole["input_tokens"], strict=True))
+    assert by_id == {f"e{j}": 1000 + (14 + j if j < 6 else 13) for j in range(7)}  # last kept
+    expected = loaded_after_upserts(path, 500_000)
     for chunk_rows in (1, 3, 8):
-        parts = read_all(path, chunk_rows=chunk_rows)
-        pd.testing.assert_frame_equal(parts[0], whole[0])
-        assert parts[2] == whole[2]
-        key = ["raw", "reason"]
+        got = loaded_after_upserts(path, chunk_rows)
+        pd.testing.assert_frame_equal(got[0], expected[0])
+        assert got[1:] == (3, 13)
+        parts = read_all(path, chunk_rows=chunk_rows)[1]
+        key = ["line", "raw", "reason"]
         pd.testing.assert_frame_equal(
-            parts[1][key].sort_values("raw", ignore_index=True),
-            whole[1][key].sort_values("raw", ignore_index=True),
+            parts[key].sort_values("line", ignore_index=True),
+            quarantine[key].sort_values("line", ignore_index=True),
         )
 
 

@@ -18,9 +18,9 @@ from cost_pipeline.catalog import INGESTED_FILES, LLM_INTERACTIONS, PRICED_INTER
 from cost_pipeline.defs.ingestion.sensors import NEW_ROWS_BY_DAY
 from cost_pipeline.lib.interaction_log import file_digest, iter_log_file
 from cost_pipeline.lib.partition_window import split_by_window
+from cost_pipeline.lib.prefetch import prefetched
 from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.providers import known_providers
-from cost_pipeline.lib.schemas import arrow_schema
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
@@ -56,7 +56,14 @@ def llm_interactions(
     seen = set(wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["sha256"])["sha256"])
     files = interaction_log.list_files()
     new_by_day: dict[str, int] = {}
-    totals = {"files": 0, "skipped_files": 0, "loaded": 0, "duplicates": 0, "quarantined": 0}
+    totals = {
+        "files": 0,
+        "skipped_files": 0,
+        "loaded": 0,
+        "duplicates": 0,
+        "restated": 0,
+        "quarantined": 0,
+    }
     for i, path in enumerate(files, start=1):
         digest = file_digest(path)
         if digest in seen:
@@ -70,14 +77,16 @@ def llm_interactions(
                 seen.add(digest)
                 totals["skipped_files"] += 1
                 continue
-            counts = {"duplicates": 0, "quarantined": 0, "staged": 0}
-            by_day = wh.insert_new(
-                conn,
-                PRICED_INTERACTIONS,
-                _priced_chunks(path, providers, engine, window, counts, wh, conn),
-            )
+            counts = {"duplicates": 0, "restated": 0, "replaced": 0, "quarantined": 0, "staged": 0}
+            quarantine: list[pd.DataFrame] = []
+            # The next chunk is read and priced while the database loads the previous one.
+            chunks = _priced_chunks(path, providers, engine, window, counts, quarantine)
+            by_day = wh.insert_new(conn, PRICED_INTERACTIONS, prefetched(chunks))
+            for frame in quarantine:
+                wh.append(QUARANTINE, frame, conn=conn)
             loaded = sum(by_day.values())
-            duplicates = counts["duplicates"] + counts["staged"] - loaded
+            # Rows staged but not new: exact repeats of stored calls (a re-delivered file).
+            duplicates = counts["duplicates"] + counts["staged"] - counts["replaced"] - loaded
             wh.append(
                 INGESTED_FILES,
                 pd.DataFrame(
@@ -102,6 +111,7 @@ def llm_interactions(
         totals["files"] += 1
         totals["loaded"] += loaded
         totals["duplicates"] += duplicates
+        totals["restated"] += counts["restated"]
         totals["quarantined"] += counts["quarantined"]
         context.log.info(
             f"[{i}/{len(files)}] {path.name}: {loaded:,} new, {duplicates:,} duplicate, "
@@ -115,6 +125,7 @@ def llm_interactions(
             "files_already_seen": totals["skipped_files"],
             "rows_loaded": totals["loaded"],
             "duplicates_dropped": totals["duplicates"],
+            "restated_in_file": totals["restated"],
             "rows_quarantined": totals["quarantined"],
             "price_version": engine.price_version,
             NEW_ROWS_BY_DAY: dg.MetadataValue.json(dict(sorted(new_by_day.items()))),
@@ -128,27 +139,25 @@ def _priced_chunks(
     engine: PricingEngine,
     window: tuple[date, date],
     counts: dict[str, int],
-    wh,
-    conn,
-) -> Iterator[pa.Table]:
-    """The file's valid calls in range, priced, as Arrow; quarantine rows written on the way."""
-    target = arrow_schema(LLM_INTERACTIONS)
+    quarantined: list[pd.DataFrame],
+) -> Iterator[tuple[pa.Table, list[str]]]:
+    """The file's valid calls in range, priced, as Arrow; its quarantine rows into
+    `quarantined` (written by the caller, in the file's transaction)."""
     for chunk in iter_log_file(path, known_providers=providers):
-        good = chunk.good
-        if isinstance(good, pd.DataFrame):
-            good = pa.Table.from_pandas(LLM_INTERACTIONS.conform(good), preserve_index=False)
-        good = good.select(target.names).cast(target)
-        inside, outside = split_by_window(good, *window)
+        inside, outside = split_by_window(chunk.good, *window)
         quarantine = chunk.quarantine
         if len(outside):
             quarantine = pd.concat([quarantine, outside], ignore_index=True)
         counts["duplicates"] += chunk.duplicates
+        counts["restated"] += chunk.restated_in_file + len(chunk.replaces_earlier)
+        counts["replaced"] += len(chunk.replaces_earlier)
         counts["quarantined"] += len(quarantine)
         counts["staged"] += inside.num_rows
         if len(quarantine):
-            wh.append(QUARANTINE, quarantine, conn=conn)
-        if inside.num_rows:
-            yield engine.price_arrow(inside)
+            quarantined.append(quarantine)
+        replaces = chunk.replaces_earlier.to_pylist()
+        if inside.num_rows or replaces:
+            yield engine.price_arrow(inside), replaces
 
 
 @dg.asset_check(asset=llm_interactions, description="Warns when an ingestion quarantined rows.")
