@@ -139,12 +139,29 @@ def _merge_materializations(
     return dg.MaterializeResult(
         metadata={
             **{f"last_day_{k}": v for k, v in last.items()},
+            # Lists of facts (what sensors act on) are kept whole: every day's, each with its day.
+            **_concatenated_lists(days, results),
             "days": len(days),
             "first_day": str(days[0]),
             "last_day": str(days[-1]),
             "per_day": dg.MetadataValue.md(markdown_table(table, max_rows=len(days))),
         }
     )
+
+
+def _concatenated_lists(
+    days: list[date], results: list[dg.MaterializeResult]
+) -> dict[str, dg.MetadataValue]:
+    merged: dict[str, list] = {}
+    for day, result in zip(days, results, strict=True):
+        for key, value in (result.metadata or {}).items():
+            raw = getattr(value, "value", None) if isinstance(value, dg.JsonMetadataValue) else None
+            if isinstance(raw, list):
+                items = [
+                    {"day": str(day), **item} if isinstance(item, dict) else item for item in raw
+                ]
+                merged.setdefault(key, []).extend(items)
+    return {key: dg.MetadataValue.json(items) for key, items in merged.items()}
 
 
 def _merge_checks(

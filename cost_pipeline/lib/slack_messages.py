@@ -239,7 +239,8 @@ def anomaly_alerts(anomalies: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
             **row,
             "period": str(start)[:7],
             "kind": "anomaly",
-            "ref": f"{row.get('driver', 'tenant')}@{start}",
+            # The sensor names the episode (one per tenant and start); else driver and start.
+            "ref": row.get("ref") or f"{row.get('driver', 'tenant')}@{start}",
         }
         out.append(_alert(fact, config, text, blocks))
     return pd.DataFrame(out, columns=ALERT_COLUMNS)

@@ -86,8 +86,10 @@ def budget_alert_sensor(
     for record in records:
         meta = record.asset_materialization.metadata.get("alert_facts")
         day = record.partition_key
-        rows += [{**fact, "day": day} for fact in (meta.value if meta is not None else [])]
+        # A run over a range of days records every day's facts, each with its own day.
+        rows += [{"day": day, **fact} for fact in (meta.value if meta is not None else [])]
     facts = pd.DataFrame(rows, columns=["tenant_id", "period", "kind", "ref", "day"])
+    facts = facts.drop_duplicates(["tenant_id", "period", "kind", "ref"])
     return _request("budget", _new_facts(warehouse, facts), cursor, "budget crossings")
 
 
@@ -107,11 +109,13 @@ def anomaly_alert_sensor(
     )
     scores = scores[scores["tenant_id"] != COMPANY]
     start = scores["since_day"].where(scores["since_day"].notna(), scores["day"]).astype(str)
+    # One incident, one message: of a tenant's drivers flagged from the same start, the one
+    # with the largest dollar impact speaks for the episode (its reason names the driver).
+    scores = scores.assign(_start=start, _size=scores["impact_usd"].abs().fillna(0))
+    scores = scores.sort_values("_size", ascending=False).drop_duplicates(["tenant_id", "_start"])
     facts = scores.assign(
-        period=start.str[:7],
-        kind="anomaly",
-        ref=scores["driver"].fillna("tenant").astype(str) + "@" + start,
-    )
+        period=scores["_start"].str[:7], kind="anomaly", ref="incident@" + scores["_start"]
+    ).drop(columns=["_start", "_size"])
     return _request("anomaly", _new_facts(warehouse, facts), cursor, "high or critical anomalies")
 
 
@@ -119,14 +123,17 @@ def anomaly_alert_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
     minimum_interval_seconds=60,
-    description="Retries alerts whose send failed once their backoff is over.",
+    description=(
+        "Retries alerts whose send failed once their backoff is over, and alerts left in "
+        "`sending` by a run that died, once their lease is over."
+    ),
 )
 def alert_outbox_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
     due, fingerprint = outbox.due_fingerprint(warehouse.get(), now=datetime.now(UTC))
     if not due:
-        return dg.SkipReason("no pending alert is due")
+        return dg.SkipReason("no alert is due (pending past backoff, or sending past its lease)")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"drain:{fingerprint}", run_config=_run_config([]))]
     )
