@@ -102,19 +102,29 @@ MODEL_PRICES = TableSchema(
     doc="Effective-dated rate card: genai-prices snapshot plus negotiated overrides.",
 )
 
+# What the pricing engine adds to a call or a usage bucket.
+PRICE_COLUMNS = (
+    money("cost_input_usd"),
+    money("cost_cache_read_usd"),
+    money("cost_cache_write_usd"),
+    money("cost_output_usd"),
+    money("cost_other_usd"),
+    money("cost_usd"),
+    col("price_version", "str", doc="The rate card the row was priced with."),
+    col(
+        "pricing_status",
+        "str",
+        nullable=False,
+        doc="priced, unknown_model or invalid_usage: only `priced` rows are complete.",
+    ),
+)
+
 PRICED_INTERACTIONS = TableSchema(
     name="priced_interactions",
     columns=(
         *INTERACTION_KEYS,
         *(tokens(t) for t in TOKEN_COLUMNS),
-        money("cost_input_usd"),
-        money("cost_cache_read_usd"),
-        money("cost_cache_write_usd"),
-        money("cost_output_usd"),
-        money("cost_other_usd"),
-        money("cost_usd"),
-        col("price_version", "str"),
-        col("pricing_status", "str", nullable=False),
+        *PRICE_COLUMNS,
         *CALL_DETAILS,
     ),
     unique=("day", "event_id"),
@@ -152,14 +162,7 @@ PROVIDER_USAGE_PRICED = TableSchema(
     name="provider_usage_priced",
     columns=(
         *PROVIDER_USAGE_COLUMNS,
-        money("cost_input_usd"),
-        money("cost_cache_read_usd"),
-        money("cost_cache_write_usd"),
-        money("cost_output_usd"),
-        money("cost_other_usd"),
-        money("cost_usd"),
-        col("price_version", "str"),
-        col("pricing_status", "str", nullable=False),
+        *PRICE_COLUMNS,
     ),
     doc="Provider usage buckets priced with the same engine as interactions.",
 )
