@@ -73,6 +73,16 @@ BILLING_LEDGER = TableSchema(
         col("last_error", "str"),
         col("created_at", "datetime", nullable=False),
         col("updated_at", "datetime", nullable=False),
+        col(
+            "first_attempt_at",
+            "datetime",
+            doc="First call to Stripe; past the confirmation age the event is confirmed.",
+        ),
+        col(
+            "idempotency_key",
+            "str",
+            doc="Key of the next send; null means the identifier (fresh after a confirmation).",
+        ),
     ),
     partition_column=None,
     unique=("identifier",),
@@ -108,6 +118,11 @@ BILLING_RECONCILIATION = TableSchema(
         col("pending_credit_cents", "int", nullable=False, min_value=0),
         col("resolved_credit_cents", "int", nullable=False, min_value=0),
         col("difference_cents", "int", nullable=False),
+        col(
+            "waiting_on",
+            "str",
+            doc="Identifiers of the tenant's events still unconfirmed: the close waits on them.",
+        ),
         col("ok", "bool", nullable=False),
         col("reconciled_at", "datetime", nullable=False),
     ),

@@ -7,6 +7,12 @@ is also the Stripe `identifier` (Stripe's dedup key) and the `Idempotency-Key`:
 1. *Resend*: rows still `intended`, `failed` or `cancel_intended` (a crash or an outage hit
    between writing the intent and recording the outcome) are sent again with the SAME
    identifier, key and parameters, so Stripe deduplicates instead of billing twice.
+   *Confirm*: a resend cannot settle an event whose key Stripe answers with a replayed stored
+   error (it replays the same 500 forever), and after `CONFIRM_AFTER` since the first attempt
+   the key may be pruned. Such an event is confirmed against the meter's event summary for its
+   customer and minute (`confirm_in_window`): if the summary shows its value it is `sent`; if it
+   shows the event absent it is re-sent under a FRESH idempotency key with the SAME identifier
+   (Stripe dedups meter events by identifier); if the summary cannot tell, it stays open.
 2. *Cancel*: when a recomputed amount falls below what was reported, the newest events still
    inside Stripe's 24 h adjustment window are cancelled (meter event adjustments) until the
    reported total is at or below the new amount.
@@ -36,6 +42,11 @@ LOCK_KEY = "billing_ledger"
 STRIPE_WINDOW = timedelta(days=35)
 WINDOW_MARGIN = timedelta(hours=1)  # stay clear of Stripe's edge: a retry may come later
 CANCEL_WINDOW = timedelta(hours=23)  # Stripe allows 24 h; keep an hour for retries
+# Past this age since its first attempt an open event is confirmed, not blindly resent: Stripe
+# may prune its idempotency key after 24 h, and the summary check must run well inside that.
+CONFIRM_AFTER = timedelta(hours=1)
+SUMMARY_MINUTE = 60  # event summary windows must be aligned with minute boundaries
+MAX_CONFIRM_UNKNOWNS = 12  # subsets checked per window: 2**12; beyond, a person decides
 
 # Statuses. A meter event counts as committed (reported, or about to be) unless cancelled.
 INTENDED, SENT, FAILED, DRY_RUN = "intended", "sent", "failed", "dry_run"
@@ -46,6 +57,7 @@ PENDING_CREDIT, CREDIT_RESOLVED, CREDIT_SUPERSEDED = (
     "credit_superseded",
 )
 UNCONFIRMED = (INTENDED, FAILED)
+WAITING = (*UNCONFIRMED, CANCEL_INTENDED)  # events the month close waits on
 COMMITTED = (INTENDED, FAILED, SENT, DRY_RUN)
 
 Status = Literal["sent", "failed", "unconfirmed", "dry_run"]
@@ -54,10 +66,12 @@ Status = Literal["sent", "failed", "unconfirmed", "dry_run"]
 @dataclass(frozen=True)
 class SendOutcome:
     """The result of one call to Stripe: `sent` (recorded, or already there), `failed`
-    (rejected: not recorded), `unconfirmed` (unknown after retries) or `dry_run`."""
+    (rejected: not recorded), `unconfirmed` (unknown after retries) or `dry_run`. `replayed`:
+    Stripe answered with the response it stored for the key, so resending cannot change it."""
 
     status: Status
     error: str | None = None
+    replayed: bool = False
 
 
 class MeterEventSender(Protocol):
@@ -67,10 +81,20 @@ class MeterEventSender(Protocol):
     event_name: str
 
     def send_meter_event(
-        self, *, identifier: str, customer: str, value: int, timestamp: int
+        self,
+        *,
+        identifier: str,
+        customer: str,
+        value: int,
+        timestamp: int,
+        idempotency_key: str | None = None,
     ) -> SendOutcome: ...
 
     def cancel_meter_event(self, *, identifier: str) -> SendOutcome: ...
+
+    def meter_event_total(self, *, customer: str, start: int, end: int) -> int | None:
+        """The meter's summed value for `customer` in [start, end), or None if unavailable."""
+        ...
 
 
 @dataclass
@@ -78,6 +102,7 @@ class BillingRunSummary:
     """What one billing run did; `actions` has one row per row of the ledger it touched."""
 
     sent: int = 0
+    confirmed: int = 0
     dry_run: int = 0
     failed: int = 0
     unconfirmed: int = 0
@@ -88,6 +113,8 @@ class BillingRunSummary:
     def record(self, row: pd.Series, outcome: SendOutcome, action: str) -> None:
         key = "cancelled" if action == "cancel" and outcome.status == "sent" else outcome.status
         setattr(self, key, getattr(self, key) + 1)
+        if action == "confirm" and outcome.status == "sent":
+            self.confirmed += 1
         self.actions.append(
             {
                 "action": action,
@@ -116,7 +143,75 @@ def event_timestamp(period_end: datetime, now: datetime) -> datetime | None:
     return ts if ts >= now - STRIPE_WINDOW + WINDOW_MARGIN else None
 
 
-# -- reading and writing under the lock ---------------------------------------------------------
+# -- confirming an open event against Stripe's meter event summaries ----------------------------
+
+Verdict = Literal["landed", "absent", "unknown"]
+
+
+def summary_window(timestamp: int) -> tuple[int, int]:
+    """The minute-aligned [start, end) summary window holding an event's Unix timestamp."""
+    start = timestamp - timestamp % SUMMARY_MINUTE
+    return start, start + SUMMARY_MINUTE
+
+
+def needs_confirmation(row: pd.Series, *, now: datetime, confirm_after: timedelta) -> bool:
+    """A live, open event first attempted at least `confirm_after` ago (or before the ledger
+    recorded first attempts, judged by its intent): confirm it instead of resending blindly."""
+    if row["mode"] != "live" or row["status"] not in UNCONFIRMED or int(row["attempts"]) == 0:
+        return False
+    first = row.get("first_attempt_at")
+    if first is None or pd.isna(first):
+        first = row["created_at"]
+    return bool(pd.Timestamp(first) <= pd.Timestamp(now) - confirm_after)
+
+
+def window_peers(ledger: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The live meter events that one summary (the row's customer, meter and minute) adds up."""
+    start, end = summary_window(int(pd.Timestamp(row["event_timestamp"]).timestamp()))
+    stamps = pd.to_datetime(ledger["event_timestamp"], utc=True)
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    same = (
+        ledger["mode"].eq("live")
+        & ledger["kind"].eq("meter_event")
+        & ledger["stripe_customer_id"].eq(row["stripe_customer_id"])
+        & ledger["event_name"].eq(row["event_name"])
+        & seconds.ge(start)
+        & seconds.lt(end)
+    )
+    return ledger[same.fillna(False).astype(bool)]
+
+
+def confirm_in_window(peers: pd.DataFrame, identifier: str, total: int) -> Verdict:
+    """Is event `identifier` inside `total`, the summary of its window (its `peers`)?
+
+    `sent` peers are in the total, `cancelled` ones are not; open ones (intended, failed,
+    cancel_intended) may or may not be. The verdict is `landed` or `absent` only when every
+    choice of open peers that adds up to `total` agrees on the event; otherwise — other usage
+    on the meter, or too many open peers to tell apart — it is `unknown` and the event waits.
+    """
+    sent = int(peers.loc[peers["status"].eq(SENT), "value_cents"].sum())
+    open_ = peers[peers["status"].isin(WAITING)]
+    ids = list(open_["identifier"])
+    if identifier not in ids or len(ids) > MAX_CONFIRM_UNKNOWNS:
+        return "unknown"
+    values = [int(v) for v in open_["value_cents"]]
+    target = ids.index(identifier)
+    found = total - sent
+    verdicts = {
+        bool(mask >> target & 1)
+        for mask in range(1 << len(values))
+        if sum(v for i, v in enumerate(values) if mask >> i & 1) == found
+    }
+    if verdicts == {True}:
+        return "landed"
+    if verdicts == {False}:
+        return "absent"
+    return "unknown"
+
+
+def fresh_idempotency_key(identifier: str, attempt: int) -> str:
+    """A key Stripe has never seen for this event: the identifier (the dedup key) stays."""
+    return f"{identifier}-r{attempt}"
 
 
 # -- the pure part: how much is committed and what to do ---------------------------------------
@@ -256,7 +351,8 @@ def plan_credits(
 def reconcile_period(
     ledger: pd.DataFrame, charges: pd.DataFrame, period: str, mode: str
 ) -> pd.DataFrame:
-    """Per tenant: computed cents vs the ledger's confirmed, unconfirmed and pending cents."""
+    """Per tenant: computed cents vs the ledger's confirmed, unconfirmed and pending cents, and
+    `waiting_on`: the identifiers of events whose outcome is still open (the close waits)."""
     rows = ledger[ledger["period"].eq(period) & ledger["mode"].eq(mode)]
     events = rows[rows["kind"].eq("meter_event")]
     credits = rows[rows["kind"].eq("pending_credit")]
@@ -268,7 +364,7 @@ def reconcile_period(
     confirmed = (DRY_RUN,) if mode == "dry_run" else (SENT,)
     parts = [
         total(events, confirmed, "reported_cents"),
-        total(events, (*UNCONFIRMED, CANCEL_INTENDED), "unconfirmed_cents"),
+        total(events, WAITING, "unconfirmed_cents"),
         total(credits, (PENDING_CREDIT,), "pending_credit_cents"),
         total(credits, (CREDIT_RESOLVED,), "resolved_credit_cents"),
     ]
@@ -279,5 +375,8 @@ def reconcile_period(
     out["difference_cents"] = out["reported_cents"] - out["computed_cents"]
     out["period"] = period
     out["mode"] = mode
+    waiting = events[events["status"].isin(WAITING)]
+    names = waiting.groupby("tenant_id")["identifier"].agg(lambda ids: ", ".join(sorted(ids)))
+    out["waiting_on"] = out["tenant_id"].map(names).astype("object")
     out["ok"] = out["difference_cents"].eq(0) & out["unconfirmed_cents"].eq(0)
     return out

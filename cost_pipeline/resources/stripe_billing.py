@@ -3,19 +3,23 @@
 The wire is stripe-python's own `StripeClient` (it signs, encodes and retries Stripe requests;
 `JsonHttpClient` is not used here). Every request carries the ledger identifier as its
 `Idempotency-Key`, so retries — stripe-python's on 5xx, 409, timeouts and connection errors, and
-ours on 429 with `Retry-After` — can never bill twice. Without an API key the resource is its
-own offline twin: a dry-run sender whose events the ledger records as `dry_run`, never sent.
+ours on 429 with `Retry-After` — can never bill twice. A response Stripe replays for a key
+(`Idempotent-Replayed`, e.g. a stored 500) is flagged, so the ledger confirms the event against
+the meter's event summaries (`meter_event_total`) instead of resending into the same answer.
+Without an API key the resource is its own offline twin: a dry-run sender whose events the
+ledger records as `dry_run`, never sent.
 """
 
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 import stripe
 
-from cost_pipeline.lib.billing_ledger import MeterEventSender, SendOutcome
+from cost_pipeline.lib.billing_ledger import CONFIRM_AFTER, MeterEventSender, SendOutcome
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_EVENT_NAME = "cost_pipeline_overage_cents"
@@ -69,17 +73,30 @@ def _describe(exc: stripe.StripeError) -> str:
     return f"Stripe {status}{code}: {exc.user_message or type(exc).__name__}"
 
 
+def _replayed(exc: stripe.StripeError) -> bool:
+    headers = exc.headers or {}
+    value = next((v for k, v in headers.items() if k.lower() == "idempotent-replayed"), "")
+    return str(value).lower() == "true"
+
+
 class StripeMeterEventSender:
     """Sends meter events and cancellations through a real `StripeClient`."""
 
     live = True
 
-    def __init__(self, client: stripe.StripeClient, event_name: str) -> None:
+    def __init__(self, client: stripe.StripeClient, event_name: str, *, meter_id: str = "") -> None:
         self.client = client
         self.event_name = event_name
+        self.meter_id = meter_id
 
     def send_meter_event(
-        self, *, identifier: str, customer: str, value: int, timestamp: int
+        self,
+        *,
+        identifier: str,
+        customer: str,
+        value: int,
+        timestamp: int,
+        idempotency_key: str | None = None,
     ) -> SendOutcome:
         params: Any = {
             "event_name": self.event_name,
@@ -89,7 +106,7 @@ class StripeMeterEventSender:
         }
         return self._call(
             lambda: self.client.v1.billing.meter_events.create(
-                params=params, options={"idempotency_key": identifier}
+                params=params, options={"idempotency_key": idempotency_key or identifier}
             )
         )
 
@@ -106,6 +123,28 @@ class StripeMeterEventSender:
             duplicate_is_success=False,
         )
 
+    def meter_event_total(self, *, customer: str, start: int, end: int) -> int | None:
+        """The meter's aggregated value for `customer` in [start, end) (minute-aligned), or
+        None when Stripe cannot say now (the ledger then keeps the event open)."""
+        try:
+            meter_id = self._meter()
+            if meter_id is None:
+                return None
+            summaries = self.client.v1.billing.meters.event_summaries.list(
+                meter_id, params={"customer": customer, "start_time": start, "end_time": end}
+            )
+        except stripe.StripeError:
+            return None
+        return round(sum(float(s.aggregated_value) for s in summaries.auto_paging_iter()))
+
+    def _meter(self) -> str | None:
+        """The configured meter id, or the active meter whose event name is ours."""
+        if not self.meter_id:
+            meters = self.client.v1.billing.meters.list(params={"status": "active", "limit": 100})
+            found = [m.id for m in meters.auto_paging_iter() if m.event_name == self.event_name]
+            self.meter_id = found[0] if len(found) == 1 else ""
+        return self.meter_id or None
+
     def _call(self, request: Any, *, duplicate_is_success: bool = True) -> SendOutcome:
         try:
             request()
@@ -117,8 +156,8 @@ class StripeMeterEventSender:
             return SendOutcome("failed", _describe(exc))
         except stripe.StripeError as exc:
             # 5xx, 429, timeouts after every retry: Stripe may or may not have recorded it. The
-            # ledger keeps the intent and the next run resends it under the same key.
-            return SendOutcome("unconfirmed", _describe(exc))
+            # ledger keeps the intent; a replayed answer means only a confirmation can settle it.
+            return SendOutcome("unconfirmed", _describe(exc), replayed=_replayed(exc))
         return SendOutcome("sent", None)
 
 
@@ -131,12 +170,21 @@ class DryRunMeterEventSender:
         self.event_name = event_name
 
     def send_meter_event(
-        self, *, identifier: str, customer: str, value: int, timestamp: int
+        self,
+        *,
+        identifier: str,
+        customer: str,
+        value: int,
+        timestamp: int,
+        idempotency_key: str | None = None,
     ) -> SendOutcome:
         return SendOutcome("dry_run", None)
 
     def cancel_meter_event(self, *, identifier: str) -> SendOutcome:
         return SendOutcome("dry_run", None)
+
+    def meter_event_total(self, *, customer: str, start: int, end: int) -> int | None:
+        return None  # nothing was sent; dry-run events are never confirmed
 
 
 class StripeBillingResource(dg.ConfigurableResource):
@@ -149,10 +197,17 @@ class StripeBillingResource(dg.ConfigurableResource):
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 20.0
     timeout_seconds: float = 30.0
+    meter_id: str = ""  # empty: the active meter whose event name is `meter_event_name`
+    confirm_after_seconds: float = CONFIRM_AFTER.total_seconds()
 
     @property
     def dry_run(self) -> bool:
         return not self.api_key
+
+    @property
+    def confirm_after(self) -> timedelta:
+        """Age since an event's first attempt past which it is confirmed, not resent."""
+        return timedelta(seconds=self.confirm_after_seconds)
 
     def client(self) -> stripe.StripeClient:
         http_client = _RetryingRequestsClient(
@@ -170,4 +225,4 @@ class StripeBillingResource(dg.ConfigurableResource):
     def sender(self) -> MeterEventSender:
         if self.dry_run:
             return DryRunMeterEventSender(self.meter_event_name)
-        return StripeMeterEventSender(self.client(), self.meter_event_name)
+        return StripeMeterEventSender(self.client(), self.meter_event_name, meter_id=self.meter_id)

@@ -15,6 +15,8 @@ from cost_pipeline.catalog import BILLING_LEDGER, BILLING_PERIOD_CLOSE
 from cost_pipeline.lib.billing_ledger import LOCK_KEY
 from cost_pipeline.store.warehouse import Warehouse
 
+OPTIONAL_STAMPS = ("event_timestamp", "first_attempt_at")
+
 
 def read_ledger(warehouse: Warehouse, conn: Connection | None = None) -> pd.DataFrame:
     table = warehouse.table(BILLING_LEDGER)
@@ -29,11 +31,12 @@ def upsert_rows(warehouse: Warehouse, conn: Connection, rows: pd.DataFrame) -> N
     table = warehouse.table(BILLING_LEDGER)
     conn.execute(table.delete().where(table.c.identifier.in_(list(rows["identifier"]))))
     # Work around `warehouse._records` passing NaT through when a datetime column mixes nulls
-    # and values: insert rows with and without an event timestamp separately.
-    stamped = pd.to_datetime(rows["event_timestamp"], utc=True).notna().to_numpy()
-    for part in (rows[stamped], rows[~stamped]):
-        if not part.empty:
-            warehouse.append(BILLING_LEDGER, part, conn=conn)
+    # and values: insert each pattern of null / set optional timestamps separately.
+    stamped = pd.DataFrame(
+        {c: pd.to_datetime(rows[c], utc=True).notna().to_numpy() for c in OPTIONAL_STAMPS}
+    )
+    for _, index in stamped.groupby(list(OPTIONAL_STAMPS)).groups.items():
+        warehouse.append(BILLING_LEDGER, rows.iloc[list(index)], conn=conn)
 
 
 def record_row(warehouse: Warehouse, row: pd.Series, **changes: object) -> pd.Series:

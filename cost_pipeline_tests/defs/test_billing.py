@@ -197,3 +197,43 @@ def test_month_close_check_blocks_when_ledger_and_computation_disagree(
         assert all(c.passed for c in closed.get_asset_check_evaluations())
         assert set(wh.read(BILLING_PERIOD_CLOSE)["tenant_id"]) >= {"pronto", "bigco"}
         assert fake.totals_by_customer() == {"cus_pronto": 11_500, "cus_bigco": 10_500}
+
+
+def test_month_close_names_the_events_it_waits_on_until_confirmed(
+    setup: tuple[str, str],
+) -> None:
+    url, config = setup
+    with running() as fake:
+        stripe = live_stripe(fake)
+        fake.fail_next("500_stored")  # the first event's key replays a stored 500
+        summaries = "/v1/billing/meters/mtr_0001/event_summaries"
+        fake.fail_next("503", times=50, path=summaries)  # and Stripe cannot confirm it yet
+        materialize_september(url, config, stripe)
+        wh = Warehouse(url)
+        ledger = read_ledger(wh)
+        [waiting] = ledger.loc[ledger["status"].eq("intended"), "identifier"].tolist()
+
+        result = run_close(url, config, stripe)
+        [check] = result.get_asset_check_evaluations()
+        assert not check.passed
+        assert check.metadata["waiting_on"].value == [waiting]
+        recon_meta = result.asset_materializations_for_node("billing_reconciliation")[0].metadata
+        assert recon_meta["waiting_on"].value == [waiting]
+        assert waiting in check.metadata["tenants"].value
+        assert wh.read(BILLING_PERIOD_CLOSE).empty
+        assert set(wh.read(BILLING_RECONCILIATION)["waiting_on"].dropna()) == {waiting}
+
+        # Stripe's summaries answer again: the next billing run confirms (absent -> re-sent
+        # under a fresh key, same identifier) and the close goes through.
+        fake.state.faults[summaries].clear()
+        run = dg.materialize([billing_ledger], resources=resources(url, config, stripe))
+        assert run.success
+        meta = run.asset_materializations_for_node("billing_ledger")[0].metadata
+        assert meta["sent"].value == 1
+        closed = run_close(url, config, stripe)
+        assert closed.success
+        [check] = closed.get_asset_check_evaluations()
+        assert check.passed
+        assert check.metadata["waiting_on"].value == []
+        assert fake.totals_by_customer() == {"cus_pronto": 11_500, "cus_bigco": 10_500}
+        assert len(fake.state.events) == 2

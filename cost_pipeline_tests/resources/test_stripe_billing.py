@@ -133,3 +133,67 @@ def test_without_key_the_resource_dry_runs_and_sends_nothing(fake: FakeStripe) -
     assert sender.live is False
     assert send(res).status == "dry_run"
     assert fake.state.requests == []
+
+
+def test_stored_500_is_replayed_and_flagged_so_the_ledger_confirms(fake: FakeStripe) -> None:
+    res = resource(fake)
+    fake.fail_next("500_stored")
+    outcome = send(res)
+    assert (outcome.status, outcome.replayed) == ("unconfirmed", True)
+    assert fake.meter_event_posts() == 4  # every retry got the stored 500 back
+    assert fake.live_events() == []
+    sender = res.sender()
+    window = {"start": 1_789_999_980, "end": 1_790_000_040}  # the event's minute
+    assert sender.meter_event_total(customer="cus_acme", **window) == 0
+    fresh = sender.send_meter_event(
+        identifier="cp-acme-2026-09-00001",
+        customer="cus_acme",
+        value=1234,
+        timestamp=1_790_000_000,
+        idempotency_key="cp-acme-2026-09-00001-r2",
+    )
+    assert (fresh.status, fresh.replayed) == ("sent", False)
+    assert sender.meter_event_total(customer="cus_acme", **window) == 1234
+
+
+def test_fresh_key_with_a_used_identifier_is_deduplicated(fake: FakeStripe) -> None:
+    res = resource(fake)
+    assert send(res).status == "sent"
+    again = res.sender().send_meter_event(
+        identifier="cp-acme-2026-09-00001",
+        customer="cus_acme",
+        value=1234,
+        timestamp=1_790_000_000,
+        idempotency_key="cp-acme-2026-09-00001-r9",
+    )
+    assert again.status == "sent"  # Stripe refused a second event with that identifier
+    assert fake.totals_by_customer() == {"cus_acme": 1234}
+
+
+def test_event_summaries_sum_per_customer_meter_and_window(fake: FakeStripe) -> None:
+    res = resource(fake)
+    sender = res.sender()
+    send(res, "cp-acme-2026-09-00001", 100)
+    send(res, "cp-acme-2026-09-00002", 23)
+    sender.send_meter_event(
+        identifier="cp-beta-2026-09-00001", customer="cus_beta", value=5, timestamp=1_790_000_000
+    )
+    sender.send_meter_event(
+        identifier="cp-acme-2026-09-00003", customer="cus_acme", value=7, timestamp=1_789_999_000
+    )
+    sender.cancel_meter_event(identifier="cp-acme-2026-09-00002")
+    window = {"start": 1_789_999_980, "end": 1_790_000_040}
+    assert sender.meter_event_total(customer="cus_acme", **window) == 100
+    assert sender.meter_event_total(customer="cus_beta", **window) == 5
+    [request] = fake.summary_requests()[:1]
+    assert request["path"] == "/v1/billing/meters/mtr_0002/event_summaries"  # "overage_cents"
+    assert request["params"] == {
+        "customer": "cus_acme",
+        "start_time": "1789999980",
+        "end_time": "1790000040",
+    }
+
+
+def test_unavailable_summary_is_none_not_zero(fake: FakeStripe) -> None:
+    sender = resource(fake, max_network_retries=0, meter_id="mtr_missing").sender()
+    assert sender.meter_event_total(customer="cus_acme", start=0, end=60) is None

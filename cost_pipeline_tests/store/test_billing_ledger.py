@@ -12,14 +12,17 @@ from cost_pipeline.defs.billing.run import report_overage, resolve_pending_credi
 from cost_pipeline.lib.billing_ledger import (
     MeterEventSender,
     SendOutcome,
+    confirm_in_window,
     event_timestamp,
     make_identifier,
+    needs_confirmation,
     reconcile_period,
+    summary_window,
 )
-from cost_pipeline.resources.stripe_billing import StripeBillingResource
+from cost_pipeline.resources.stripe_billing import DEFAULT_EVENT_NAME, StripeBillingResource
 from cost_pipeline.store.billing import close_period, read_ledger
 from cost_pipeline.store.warehouse import Warehouse
-from cost_pipeline_tests.fakes.stripe import FakeStripe, running
+from cost_pipeline_tests.fakes.stripe import METER_EVENTS, FakeStripe, running
 
 NOW = datetime(2026, 9, 20, 12, 0, tzinfo=UTC)
 SEPT_END = datetime(2026, 10, 1, tzinfo=UTC)
@@ -89,18 +92,167 @@ def test_five_repeated_runs_send_one_event_per_unit_of_overage(
     assert {e["timestamp"] for e in fake.live_events()} == {int(NOW.timestamp())}
 
 
-def test_500_after_recording_then_retry_is_one_event(wh: Warehouse, fake: FakeStripe) -> None:
+def test_answer_lost_after_accept_resolves_to_committed_without_second_unit(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
     sender = stripe_resource(fake).sender()
-    fake.fail_next("500_after_record")
+    fake.fail_next("500_after_record")  # Stripe records the event, stores and replays a 500
     first = report_overage(wh, charges({"acme": 500}), sender, now=NOW)
-    assert first.unconfirmed == 1
-    assert ledger_of(wh)["status"].tolist() == ["intended"]
-    report_overage(wh, charges({"acme": 500}), sender, now=NOW)  # replayed 500: still open
-    fake.forget_idempotency_keys()  # a day later the identifier alone dedups
-    report_overage(wh, charges({"acme": 500}), sender, now=at(fake, NOW + timedelta(hours=25)))
+    # The replayed 500 is confirmed at once against the event summary: it holds the event.
+    assert (first.sent, first.confirmed, first.unconfirmed) == (1, 1, 0)
+    assert [a["action"] for a in first.actions] == ["confirm"]
+    assert ledger_of(wh)["status"].tolist() == ["sent"]
+    assert {r["key"] for r in fake.state.requests if r["path"] == METER_EVENTS} == {
+        "cp-acme-2026-09-00001"
+    }  # never re-sent under another key
+    for hours in (0, 25):
+        fake.forget_idempotency_keys()
+        report_overage(
+            wh, charges({"acme": 500}), sender, now=at(fake, NOW + timedelta(hours=hours))
+        )
     assert fake.totals_by_customer() == {"cus_acme": 500}
     assert len(fake.state.events) == 1
+    assert fake.meter_event_posts() == 4  # the first call and stripe-python's 3 retries
+
+
+@pytest.mark.parametrize("retries", [3, 0])
+def test_stored_500_resolves_to_exactly_one_committed_event(
+    wh: Warehouse, fake: FakeStripe, retries: int
+) -> None:
+    sender = stripe_resource(fake, max_network_retries=retries).sender()
+    fake.fail_next("500_stored")  # nothing recorded; the key replays the same 500 forever
+    runs = [report_overage(wh, charges({"acme": 500}), sender, now=NOW) for _ in range(2)]
+    if retries == 0:
+        # The first 500 is not known to be stored; the next run's resend sees the replay.
+        assert runs[0].unconfirmed == 1
+    resolved = runs[0] if retries else runs[1]
+    assert [a["action"] for a in resolved.actions] == ["resend"]
+    assert resolved.sent == 1
+    [row] = ledger_of(wh).to_dict("records")
+    assert row["status"] == "sent"
+    assert row["idempotency_key"].startswith("cp-acme-2026-09-00001-r")
+    last = fake.state.requests[-1]
+    assert (last["key"], last["params"]["identifier"]) == (
+        row["idempotency_key"],
+        row["identifier"],
+    )
+    assert len(fake.summary_requests()) == 1
+    for _ in range(3):
+        report_overage(wh, charges({"acme": 500}), sender, now=NOW)
+    assert fake.totals_by_customer() == {"cus_acme": 500}
+    assert len(fake.state.events) == 1
+
+
+def test_pruned_key_and_lagging_summary_resend_with_same_identifier_does_not_double_count(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
+    sender = stripe_resource(fake, max_network_retries=0).sender()
+    fake.summaries_lag = True  # Stripe accepted it but has not aggregated it yet
+    fake.fail_next("500_after_record")
+    report_overage(wh, charges({"acme": 500}), sender, now=NOW)
+    assert ledger_of(wh)["status"].tolist() == ["intended"]
+    fake.forget_idempotency_keys()
+    # Past the confirmation age: confirmed, not resent blindly. The summary does not show the
+    # event yet, so it is re-sent under a fresh key; Stripe's identifier dedup keeps one unit.
+    later = at(fake, NOW + timedelta(hours=2))
+    summary = report_overage(
+        wh, charges({"acme": 500}), sender, now=later, confirm_after=timedelta(hours=1)
+    )
+    assert [(a["action"], a["outcome"]) for a in summary.actions] == [("resend", "sent")]
+    assert fake.totals_by_customer() == {"cus_acme": 500}
+    assert len(fake.state.events) == 1
+    fake.catch_up_summaries()
+    start, end = summary_window(int(NOW.timestamp()))
+    assert sender.meter_event_total(customer="cus_acme", start=start, end=end) == 500
     assert ledger_of(wh)["status"].tolist() == ["sent"]
+
+
+def test_resends_stop_at_the_confirmation_age(wh: Warehouse, fake: FakeStripe) -> None:
+    sender = stripe_resource(fake, max_network_retries=0).sender()
+    fake.fail_next("503", times=2)
+    report_overage(wh, charges({"acme": 80}), sender, now=NOW)
+    soon = at(fake, NOW + timedelta(minutes=30))
+    young = report_overage(wh, charges({"acme": 80}), sender, now=soon)
+    assert [a["action"] for a in young.actions] == ["event"]  # same key, still young
+    before = len(fake.state.requests)
+    old = report_overage(wh, charges({"acme": 80}), sender, now=at(fake, NOW + timedelta(hours=3)))
+    # Past the age, Stripe is asked what it holds before anything is sent again.
+    paths = [r["path"] for r in fake.state.requests[before:]]
+    assert paths == [
+        "/v1/billing/meters",
+        "/v1/billing/meters/mtr_0001/event_summaries",
+        METER_EVENTS,
+    ]
+    assert fake.state.requests[-1]["key"] != "cp-acme-2026-09-00001"
+    assert [a["action"] for a in old.actions] == ["resend"]
+    assert fake.totals_by_customer() == {"cus_acme": 80}
+    assert len(fake.state.events) == 1
+
+
+def test_other_usage_in_the_window_leaves_the_event_waiting(
+    wh: Warehouse, fake: FakeStripe
+) -> None:
+    sender = stripe_resource(fake).sender()
+    fake.fail_next("500_stored")
+    fake.state.events["foreign"] = {
+        "event_name": DEFAULT_EVENT_NAME,
+        "identifier": "foreign",
+        "payload": {"stripe_customer_id": "cus_acme", "value": "7"},
+        "timestamp": int(NOW.timestamp()),
+    }
+    summary = report_overage(wh, charges({"acme": 500}), sender, now=NOW)
+    assert summary.unconfirmed == 1
+    [row] = ledger_of(wh).to_dict("records")
+    assert row["status"] == "intended"
+    assert "does not settle" in row["last_error"]
+    recon = reconcile_period(ledger_of(wh), charges({"acme": 500}), "2026-09", "live")
+    assert recon["waiting_on"].tolist() == ["cp-acme-2026-09-00001"]
+    assert fake.totals_by_customer() == {"cus_acme": 7}  # nothing billed on a guess
+
+
+@pytest.mark.parametrize(
+    ("peers", "total", "verdict"),
+    [
+        ([("t", "intended", 500)], 500, "landed"),
+        ([("t", "intended", 500)], 0, "absent"),
+        ([("t", "intended", 500)], 507, "unknown"),  # usage from elsewhere on the meter
+        ([("a", "sent", 300), ("t", "intended", 500)], 800, "landed"),
+        ([("a", "sent", 300), ("t", "intended", 500)], 300, "absent"),
+        ([("a", "cancelled", 300), ("t", "intended", 500)], 500, "landed"),
+        ([("b", "intended", 200), ("t", "failed", 500)], 700, "landed"),
+        ([("b", "intended", 200), ("t", "intended", 500)], 200, "absent"),
+        ([("b", "intended", 500), ("t", "intended", 500)], 500, "unknown"),  # which one?
+        ([("b", "cancel_intended", 500), ("t", "intended", 500)], 1_000, "landed"),
+    ],
+)
+def test_confirm_in_window(peers: list[tuple[str, str, int]], total: int, verdict: str) -> None:
+    frame = pd.DataFrame(peers, columns=["identifier", "status", "value_cents"])
+    assert confirm_in_window(frame, "t", total) == verdict
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "age", "due"),
+    [
+        ("intended", 1, timedelta(minutes=59), False),
+        ("intended", 1, timedelta(hours=1), True),
+        ("failed", 3, timedelta(hours=2), True),
+        ("intended", 0, timedelta(hours=2), False),  # never sent: nothing to confirm
+        ("sent", 1, timedelta(hours=2), False),
+    ],
+)
+def test_needs_confirmation_after_the_configured_age(
+    status: str, attempts: int, age: timedelta, due: bool
+) -> None:
+    row = pd.Series(
+        {
+            "mode": "live",
+            "status": status,
+            "attempts": attempts,
+            "first_attempt_at": NOW - age,
+            "created_at": NOW - age,
+        }
+    )
+    assert needs_confirmation(row, now=NOW, confirm_after=timedelta(hours=1)) is due
 
 
 class CrashAfterSend:
@@ -117,6 +269,9 @@ class CrashAfterSend:
 
     def cancel_meter_event(self, **kwargs: object) -> SendOutcome:
         return self.inner.cancel_meter_event(**kwargs)  # type: ignore[arg-type]
+
+    def meter_event_total(self, **kwargs: object) -> int | None:
+        return self.inner.meter_event_total(**kwargs)  # type: ignore[arg-type]
 
 
 def test_crash_between_send_and_ledger_write_then_rerun_is_one_event(

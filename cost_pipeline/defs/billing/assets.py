@@ -47,6 +47,7 @@ RECON_COLUMNS = [
     "unconfirmed_cents",
     "pending_credit_cents",
     "difference_cents",
+    "waiting_on",
 ]
 
 
@@ -183,7 +184,9 @@ def billing_ledger(
     wh = warehouse.get()
     now = datetime.now(UTC)
     charges = wh.read(OVERAGE_CHARGES)
-    summary = report_overage(wh, charges, stripe_billing.sender(), now=now)
+    summary = report_overage(
+        wh, charges, stripe_billing.sender(), now=now, confirm_after=stripe_billing.confirm_after
+    )
     credits = summary.new_pending_credits
     alerts = pd.DataFrame(
         {
@@ -215,6 +218,7 @@ def billing_ledger(
         metadata={
             "mode": "dry_run" if stripe_billing.dry_run else "live",
             "sent": summary.sent,
+            "confirmed": summary.confirmed,
             "dry_run": summary.dry_run,
             "failed": summary.failed,
             "unconfirmed": summary.unconfirmed,
@@ -224,6 +228,12 @@ def billing_ledger(
             "meter_events": dg.MetadataValue.md(markdown_table(actions, max_rows=50)),
         }
     )
+
+
+def _waiting_on(recon: pd.DataFrame) -> list[str]:
+    """Identifiers of meter events still unconfirmed: the close waits until a run settles them."""
+    names = recon["waiting_on"].dropna() if "waiting_on" in recon else pd.Series(dtype=str)
+    return sorted(i for joined in names for i in str(joined).split(", ") if i)
 
 
 @dg.asset(
@@ -236,7 +246,10 @@ def billing_ledger(
             CLOSE_CHECK,
             asset="billing_reconciliation",
             blocking=True,
-            description="The ledger's reported total equals the period's computed overage.",
+            description=(
+                "The ledger's reported total equals the period's computed overage and no meter "
+                "event is still unconfirmed (metadata `waiting_on` names those that are)."
+            ),
         )
     ],
     description="Per tenant: the ledger's reported cents vs the period's computed overage.",
@@ -256,6 +269,7 @@ def billing_reconciliation(
     recon = recon.assign(reconciled_at=now)
     wh.replace_where(BILLING_RECONCILIATION, {"period": [period]}, recon)
     bad = recon[~recon["ok"]]
+    waiting = _waiting_on(recon)
     alerted = "none"
     if not bad.empty:
         alerts = pd.DataFrame(
@@ -269,12 +283,15 @@ def billing_reconciliation(
                 ],
                 "text": [
                     f"Month close of {period} stopped: {t} reported {r / 100:.2f} USD vs "
-                    f"computed {c / 100:.2f} USD ({u / 100:.2f} USD unconfirmed)."
-                    for t, r, c, u in zip(
+                    f"computed {c / 100:.2f} USD ({u / 100:.2f} USD unconfirmed"
+                    + (f", waiting on {w}" if isinstance(w, str) and w else "")
+                    + ")."
+                    for t, r, c, u, w in zip(
                         bad["tenant_id"],
                         bad["reported_cents"],
                         bad["computed_cents"],
                         bad["unconfirmed_cents"],
+                        bad["waiting_on"],
                         strict=True,
                     )
                 ],
@@ -290,6 +307,7 @@ def billing_reconciliation(
             "computed_usd": round(int(recon["computed_cents"].sum()) / 100, 2),
             "reported_usd": round(int(recon["reported_cents"].sum()) / 100, 2),
             "mismatches": len(bad),
+            "waiting_on": dg.MetadataValue.json(waiting),
             "alerts": alerted,
         }
     )
@@ -297,7 +315,11 @@ def billing_reconciliation(
         check_name=CLOSE_CHECK,
         passed=bad.empty,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"mismatches": len(bad), "tenants": table},
+        metadata={
+            "mismatches": len(bad),
+            "waiting_on": dg.MetadataValue.json(waiting),
+            "tenants": table,
+        },
     )
 
 
@@ -315,7 +337,9 @@ def billing_period_close(
     period = context.partition_key[:7]
     recon = wh.read(BILLING_RECONCILIATION, where={"period": [period]})
     if not recon["ok"].all():
-        raise dg.Failure(f"billing period {period} does not reconcile; not closing it")
+        waiting = _waiting_on(recon)
+        detail = f"; waiting on {', '.join(waiting)}" if waiting else ""
+        raise dg.Failure(f"billing period {period} does not reconcile; not closing it{detail}")
     rows = close_period(wh, recon, now=datetime.now(UTC))
     return dg.MaterializeResult(
         metadata={

@@ -1,4 +1,4 @@
-"""The billing run: resend what is unconfirmed, cancel what is in excess, report new overage.
+"""The billing run: resend or confirm what is unconfirmed, cancel excess, report new overage.
 
 The state machine is described in `lib.billing_ledger`; every row is written under the ledger
 lock before its Stripe call and its outcome recorded after, through `store.billing`.
@@ -6,13 +6,14 @@ lock before its Stripe call and its outcome recorded after, through `store.billi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from cost_pipeline.lib.billing_ledger import (
     CANCEL_INTENDED,
     CANCELLED,
+    CONFIRM_AFTER,
     CREDIT_RESOLVED,
     DRY_RUN,
     FAILED,
@@ -24,10 +25,15 @@ from cost_pipeline.lib.billing_ledger import (
     BillingRunSummary,
     MeterEventSender,
     SendOutcome,
+    confirm_in_window,
     diff_against,
+    fresh_idempotency_key,
+    needs_confirmation,
     plan_credits,
     plan_events,
     select_cancellations,
+    summary_window,
+    window_peers,
 )
 from cost_pipeline.store.billing import closed_keys, read_ledger, record_row, upsert_rows
 from cost_pipeline.store.warehouse import Warehouse
@@ -39,8 +45,13 @@ def report_overage(
     sender: MeterEventSender,
     *,
     now: datetime | None = None,
+    confirm_after: timedelta = CONFIRM_AFTER,
 ) -> BillingRunSummary:
-    """Bring Stripe (or, in dry-run, the ledger) to exactly `charges` for every open period."""
+    """Bring Stripe (or, in dry-run, the ledger) to exactly `charges` for every open period.
+
+    Open events first attempted `confirm_after` ago or more are confirmed against Stripe's meter
+    event summaries rather than resent under a key Stripe may have pruned.
+    """
     now = now or datetime.now(UTC)
     mode = "live" if sender.live else "dry_run"
     summary = BillingRunSummary()
@@ -48,7 +59,7 @@ def report_overage(
     keys = list(zip(charges["tenant_id"], charges["period"], strict=True))
     charges = charges[[k not in closed for k in keys]].reset_index(drop=True)
 
-    _resend_unconfirmed(warehouse, sender, mode, summary, now)
+    _resend_unconfirmed(warehouse, sender, mode, summary, now, confirm_after)
     _cancel_excess(warehouse, charges, sender, mode, summary, now)
 
     with warehouse.transaction(LOCK_KEY) as conn:
@@ -74,13 +85,17 @@ def _resend_unconfirmed(
     mode: str,
     summary: BillingRunSummary,
     now: datetime,
+    confirm_after: timedelta,
 ) -> None:
     ledger = read_ledger(warehouse)
     ledger = ledger[ledger["mode"].eq(mode) & ledger["kind"].eq("meter_event")]
     for _, row in ledger[ledger["status"].isin(UNCONFIRMED)].iterrows():
         if pd.isna(row["stripe_customer_id"]) or pd.isna(row["event_timestamp"]):
             continue  # cannot be sent as recorded; the close check reports it
-        _send(warehouse, sender, row, summary, now)
+        if needs_confirmation(row, now=now, confirm_after=confirm_after):
+            _confirm(warehouse, sender, row, summary, now)
+        else:
+            _send(warehouse, sender, row, summary, now)
     for _, row in ledger[ledger["status"].eq(CANCEL_INTENDED)].iterrows():
         _cancel(warehouse, sender, row, summary, now)
 
@@ -112,23 +127,75 @@ def _send(
     summary: BillingRunSummary,
     now: datetime,
 ) -> None:
+    """Send under the row's key; a replayed stored error goes straight to confirmation."""
+    row, outcome = _post(warehouse, sender, row, now)
+    if outcome.status == "unconfirmed" and outcome.replayed:
+        _confirm(warehouse, sender, row, summary, now)
+    else:
+        summary.record(row, outcome, "event")
+
+
+def _post(
+    warehouse: Warehouse, sender: MeterEventSender, row: pd.Series, now: datetime
+) -> tuple[pd.Series, SendOutcome]:
     ts = pd.Timestamp(row["event_timestamp"])
+    key = row.get("idempotency_key")
     outcome = sender.send_meter_event(
         identifier=row["identifier"],
         customer=row["stripe_customer_id"],
         value=int(row["value_cents"]),
         timestamp=int(ts.timestamp()),
+        idempotency_key=None if key is None or pd.isna(key) else str(key),
     )
     status = {"sent": SENT, "failed": FAILED, "unconfirmed": INTENDED, "dry_run": DRY_RUN}
-    record_row(
+    first = row.get("first_attempt_at")
+    updated = record_row(
         warehouse,
         row,
         status=status[outcome.status],
         attempts=int(row["attempts"]) + 1,
         last_error=outcome.error,
         updated_at=now,
+        first_attempt_at=now if first is None or pd.isna(first) else first,
     )
-    summary.record(row, outcome, "event")
+    return updated, outcome
+
+
+def _confirm(
+    warehouse: Warehouse,
+    sender: MeterEventSender,
+    row: pd.Series,
+    summary: BillingRunSummary,
+    now: datetime,
+) -> None:
+    """Settle an open event from the meter's summary of its customer and minute: `sent` if the
+    summary holds it, re-sent under a fresh key (same identifier) if it is absent, else open."""
+    start, end = summary_window(int(pd.Timestamp(row["event_timestamp"]).timestamp()))
+    total = sender.meter_event_total(customer=row["stripe_customer_id"], start=start, end=end)
+    if total is None:
+        outcome = SendOutcome("unconfirmed", "confirmation: Stripe event summary unavailable")
+        kept = record_row(warehouse, row, last_error=outcome.error, updated_at=now)
+        summary.record(kept, outcome, "confirm")
+        return
+    with warehouse.transaction(LOCK_KEY) as conn:
+        peers = window_peers(read_ledger(warehouse, conn), row)
+    verdict = confirm_in_window(peers, row["identifier"], total)
+    if verdict == "landed":
+        done = record_row(warehouse, row, status=SENT, last_error=None, updated_at=now)
+        summary.record(done, SendOutcome("sent"), "confirm")
+    elif verdict == "absent":
+        # Written before the send: a crash leaves the fresh key, never a reuse of the old one.
+        key = fresh_idempotency_key(row["identifier"], int(row["attempts"]) + 1)
+        fresh = record_row(warehouse, row, idempotency_key=key, updated_at=now)
+        fresh, outcome = _post(warehouse, sender, fresh, now)
+        summary.record(fresh, outcome, "resend")
+    else:
+        outcome = SendOutcome(
+            "unconfirmed",
+            f"confirmation: summary of {total} cents in its minute does not settle the event",
+        )
+        kept = record_row(warehouse, row, last_error=outcome.error, updated_at=now)
+        summary.record(kept, outcome, "confirm")
 
 
 def _cancel(
