@@ -165,10 +165,21 @@ def overage_for_day(
     Re-running any day of a period recomputes that period in full from the warehouse, so a
     late re-run of an early day never replaces a later figure with an older one.
     """
+    return overage_for_days(warehouse, config, days=[day], now=now)
+
+
+def overage_for_days(
+    warehouse: Warehouse, config: CostConfig, *, days: Sequence[date], now: datetime | None = None
+) -> pd.DataFrame:
+    """`overage_for_day` for a range of days: each touched (tenant, period) computed once."""
     now = now or datetime.now(UTC)
+    touched: dict[str, set[str]] = {}
+    for day in days:
+        for key, ids in periods_for_day(config, day).items():
+            touched.setdefault(key, set()).update(ids)
     frames = [
-        period_usage(warehouse, config, period_key=key, tenant_ids=ids, as_of=now)
-        for key, ids in sorted(periods_for_day(config, day).items())
+        period_usage(warehouse, config, period_key=key, tenant_ids=sorted(ids), as_of=now)
+        for key, ids in sorted(touched.items())
     ]
     usage = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=USAGE_COLUMNS)
     return compute_overage(usage, config, computed_at=now)

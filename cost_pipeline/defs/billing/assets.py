@@ -20,9 +20,8 @@ from cost_pipeline.defs.billing.run import report_overage
 from cost_pipeline.defs.partitions import (
     SINGLE_RUN,
     daily_partitions,
-    for_each_day,
     monthly_partitions,
-    partition_day,
+    partition_days,
 )
 from cost_pipeline.lib.billing_ledger import reconcile_period
 from cost_pipeline.lib.config import CostConfig
@@ -31,7 +30,7 @@ from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.stripe_billing import StripeBillingResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store.billing import close_period, read_ledger
-from cost_pipeline.store.spend import overage_for_day
+from cost_pipeline.store.spend import overage_for_days
 from cost_pipeline.store.warehouse import Warehouse
 
 # Upstream assets by key: their modules belong to other domains and import heavier code.
@@ -84,14 +83,15 @@ def charges_fingerprint(charges: pd.DataFrame) -> str:
         "A day's run recomputes every period it touches in full."
     ),
 )
-@for_each_day
 def overage_charges(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     cost_config: CostConfigResource,
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
-    charges = overage_for_day(wh, cost_config.get(), day=partition_day(context))
+    # Every period the run's days touch, each computed once, in full, as of now: a range of
+    # days in one run gives what running its last day alone would.
+    charges = overage_for_days(wh, cost_config.get(), days=partition_days(context))
     rows = _replace_by_period(wh, OVERAGE_CHARGES, charges)
     everything = wh.read(OVERAGE_CHARGES, columns=["tenant_id", "period", "amount_cents"])
     top = charges[charges["amount_cents"] > 0].nlargest(10, "amount_usd")
@@ -120,7 +120,6 @@ def overage_charges(
         "cost, gross margin and margin % — which tenants lose money."
     ),
 )
-@for_each_day
 def tenant_unit_economics(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -128,7 +127,7 @@ def tenant_unit_economics(
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
     config = cost_config.get()
-    charges = overage_for_day(wh, config, day=partition_day(context))
+    charges = overage_for_days(wh, config, days=partition_days(context))
     economics = unit_economics(charges, config)
     rows = _replace_by_period(wh, TENANT_UNIT_ECONOMICS, economics)
     losing = economics[economics["gross_margin_usd"] < 0]
