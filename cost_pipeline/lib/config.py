@@ -144,6 +144,9 @@ class Allocation(_Model):
     tenant: str | None = None
     k8s_tenant_label: str = "tenant"
     cloud_tenant_tag: str = "tenant"
+    # Kubecost/OpenCost restate recent days: an empty answer for a day younger than this is a
+    # gap in the source, never a reason to replace a loaded day with nothing.
+    k8s_settle_days: Annotated[int, Field(ge=0)] = 3
 
     @model_validator(mode="after")
     def _tenant_rule(self) -> Allocation:

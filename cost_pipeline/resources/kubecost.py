@@ -54,6 +54,9 @@ def day_window(day: date) -> str:
     return f"{start.strftime(fmt)},{(start + timedelta(days=1)).strftime(fmt)}"
 
 
+IDLE = "__idle__"
+
+
 def aggregate_param(tenant_label: str) -> str:
     return f"namespace,label:{tenant_label}"
 
@@ -87,13 +90,21 @@ def record_row(name: str, alloc: dict[str, Any], day: date) -> dict[str, Any]:
     props = alloc.get("properties") or {}
     costs = {ours: float(alloc.get(theirs) or 0.0) for theirs, ours in COST_FIELDS.items()}
     total = alloc.get("totalCost")
-    namespace = props.get("namespace") or str(alloc.get("name") or name).split("/")[0]
+    full_name = str(alloc.get("name") or name)
+    cluster = props.get("cluster")
+    if full_name.endswith(IDLE):
+        # Idle is reported per cluster as `<cluster>/__idle__` when aggregated by cluster.
+        prefix = full_name[: -len(IDLE)].rstrip("/")
+        cluster = cluster or prefix or None
+        namespace, full_name = IDLE, IDLE
+    else:
+        namespace = props.get("namespace") or full_name.split("/")[0]
     return {
         "day": day,
-        "cluster": props.get("cluster"),
+        "cluster": cluster,
         "namespace": namespace,
         "controller": props.get("controller"),
-        "allocation_name": str(alloc.get("name") or name),
+        "allocation_name": full_name,
         "labels": json.dumps(props.get("labels") or {}, sort_keys=True),
         **costs,
         "total_cost": float(total) if total is not None else sum(costs.values()),

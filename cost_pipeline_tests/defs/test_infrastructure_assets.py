@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import time_machine
 
 from cost_pipeline.catalog import (
     CLOUD_COSTS,
@@ -134,6 +135,65 @@ def test_k8s_allocations_from_opencost_server(url: str) -> None:
     }
 
 
+WINDOW = "2026-09-02T00:00:00Z,2026-09-03T00:00:00Z"
+
+
+def _acme(total: float) -> dict:
+    return allocation(
+        "tenant-acme/acme", namespace="tenant-acme", total=total, labels={"tenant": "acme"}
+    )
+
+
+def test_an_empty_or_failed_answer_for_a_recent_day_keeps_the_stored_day(url: str) -> None:
+    with FakeKubecost() as fake, time_machine.travel(datetime(2026, 9, 3, 6, tzinfo=UTC)):
+        kube = KubecostResource(url=fake.url, backoff_seconds=0.01, max_retries=1)
+        res = resources(url, kubecost=kube)
+        fake.sets[WINDOW] = {"tenant-acme/acme": _acme(5.0)}
+        assert dg.materialize([k8s_allocations], partition_key=DAY, resources=res).success
+        fake.sets[WINDOW] = {}  # the source lost the day (retention, restart, a bad query)
+        empty = dg.materialize([k8s_allocations], partition_key=DAY, resources=res)
+        fake.fail_next("500", times=5)
+        failed = dg.materialize([k8s_allocations], partition_key=DAY, resources=res)
+    for result in (empty, failed):
+        assert result.success
+        (check,) = result.get_asset_check_evaluations()
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert metadata(result, "k8s_allocations")["source_status"] == "missing"
+    rows = Warehouse(url).read(K8S_ALLOCATIONS, days=[date(2026, 9, 2)])
+    assert rows["total_cost"].sum() == pytest.approx(5.0)
+
+
+def test_an_empty_answer_for_a_settled_day_is_believed(url: str) -> None:
+    with FakeKubecost() as fake:
+        kube = KubecostResource(url=fake.url, backoff_seconds=0.01)
+        res = resources(url, kubecost=kube)
+        fake.sets[WINDOW] = {"tenant-acme/acme": _acme(5.0)}
+        dg.materialize([k8s_allocations], partition_key=DAY, resources=res)
+        fake.sets[WINDOW] = {}
+        dg.materialize([k8s_allocations], partition_key=DAY, resources=res)
+    assert Warehouse(url).count(K8S_ALLOCATIONS, days=[date(2026, 9, 2)]) == 0
+
+
+def test_signed_idle_per_cluster_is_kept_and_conserved(url: str) -> None:
+    with FakeKubecost() as fake:
+        fake.sets[WINDOW] = {
+            "tenant-acme/acme": _acme(5.0),
+            "prod-1/__idle__": allocation("prod-1/__idle__", namespace="", total=-1.25),
+        }
+        kube = KubecostResource(url=fake.url, backoff_seconds=0.01)
+        result = dg.materialize(
+            [k8s_allocations], partition_key=DAY, resources=resources(url, kubecost=kube)
+        )
+    meta = metadata(result, "k8s_allocations")
+    assert meta["rows_quarantined"] == 0
+    assert meta["idle_cost_usd"] == pytest.approx(-1.25)
+    assert meta["total_cost_usd"] == pytest.approx(meta["source_total_usd"]) == pytest.approx(3.75)
+    rows = (
+        Warehouse(url).read(K8S_ALLOCATIONS, days=[date(2026, 9, 2)]).set_index("allocation_name")
+    )
+    assert rows.loc["__idle__", "cluster"] == "prod-1"
+
+
 def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> None:
     focus = FocusExportsTwin(path=str(tmp_path / "demo"), output_dir=str(tmp_path / "out"))
     res = resources(url, focus_exports=focus, kubecost=KubecostTwin())
@@ -142,7 +202,10 @@ def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> N
     )
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert [(c.check_name, c.passed) for c in checks] == [("infra_cost_is_conserved", True)]
+    assert sorted((c.check_name, c.passed) for c in checks) == [
+        ("infra_cost_is_conserved", True),
+        ("k8s_source_answered", True),
+    ]
     wh = Warehouse(url)
     day = date.fromisoformat(DAY)
     cloud = wh.read(CLOUD_COSTS, days=[day])

@@ -4,7 +4,7 @@
 # definition time and rejects them as strings.
 
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -44,6 +44,7 @@ from cost_pipeline.lib.focus_export import (
 )
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.focus_exports import FocusExports
+from cost_pipeline.resources.http import ApiError
 from cost_pipeline.resources.kubecost import KubernetesAllocations
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
@@ -185,9 +186,21 @@ def cloud_costs(
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
     backfill_policy=SINGLE_RUN,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "k8s_source_answered",
+            asset="k8s_allocations",
+            description=(
+                "Kubecost / OpenCost answered for the day with allocations. When it failed or "
+                "answered empty for a recent day, the stored day was kept and the source is "
+                "named missing here (WARN: the LLM side and the summary still build)."
+            ),
+        )
+    ],
     description=(
-        "Kubecost / OpenCost allocations of the day by namespace and tenant label; `__idle__` "
-        "and unmapped allocations kept as their own rows (tenant null)."
+        "Kubecost / OpenCost allocations of the day by namespace and tenant label; idle (signed: "
+        "over-committed clusters make it negative) and unmapped allocations kept as their own "
+        "rows (tenant null). A failed or empty answer for a recent day keeps the stored day."
     ),
 )
 @for_each_day
@@ -196,25 +209,53 @@ def k8s_allocations(
     warehouse: WarehouseResource,
     cost_config: CostConfigResource,
     kubecost: KubernetesAllocations,
-) -> dg.MaterializeResult:
+):
     day = partition_day(context)
     wh = warehouse.get()
     if not kubecost.is_configured:
         wh.replace_partition(K8S_ALLOCATIONS, day, K8S_ALLOCATIONS.empty_frame())
-        return dg.MaterializeResult(metadata={"source": "not configured", "rows": 0})
+        yield dg.MaterializeResult(metadata={"source": "not configured", "rows": 0})
+        yield dg.AssetCheckResult(
+            check_name="k8s_source_answered", passed=True, description="not configured"
+        )
+        return
     config = cost_config.get()
-    df = kubecost.allocations(day=day, tenant_label=config.allocation.k8s_tenant_label)
+    stored = wh.count(K8S_ALLOCATIONS, days=[day])
+    settled = day <= datetime.now(UTC).date() - timedelta(days=config.allocation.k8s_settle_days)
+    problem = None
+    try:
+        df = kubecost.allocations(day=day, tenant_label=config.allocation.k8s_tenant_label)
+    except ApiError as exc:
+        df, problem = None, f"{kubecost.describe()} failed: {exc}"
+    if df is not None and df.empty and stored and not settled:
+        df, problem = None, f"{kubecost.describe()} answered no allocation for a recent day"
+    if df is None:
+        # Keep what is stored; the day's summary builds on it (or on no k8s cost) and says so.
+        context.log.warning(f"{day}: {problem}; kept the {stored:,} stored row(s)")
+        yield dg.MaterializeResult(
+            metadata={"source": kubecost.describe(), "source_status": "missing", "rows": stored}
+        )
+        yield dg.AssetCheckResult(
+            check_name="k8s_source_answered",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{problem}; kept {stored:,} stored row(s)",
+            metadata={"stored_rows_kept": stored},
+        )
+        return
     df["tenant_id"] = map_k8s_tenants(df, config) if len(df) else None
     costs = [c for c in K8S_ALLOCATIONS.column_names if c.endswith("_cost")]
-    # Negative allocations (over-committed idle) do not fit the table's contract: quarantined.
-    negative = (df[costs] < 0).any(axis=1) if len(df) else pd.Series(dtype=bool)
+    # Idle is signed (negative when a cluster is over-committed) and kept; a negative cost on
+    # any other allocation is not believable and is quarantined.
+    is_idle = df["allocation_name"].eq("__idle__") if len(df) else pd.Series(dtype=bool)
+    negative = ((df[costs] < 0).any(axis=1) & ~is_idle) if len(df) else pd.Series(dtype=bool)
     bad = df[negative]
     quarantine = pd.DataFrame(
         {
             "source": K8S_SOURCE,
             "day": day,
             "raw": bad.to_json(orient="records", lines=True).splitlines() if len(bad) else [],
-            "reason": "negative cost component",
+            "reason": "negative cost component on an allocation that is not idle",
             "detected_at": datetime.now(UTC),
         }
     )
@@ -223,20 +264,27 @@ def k8s_allocations(
     rows = wh.replace_partition(K8S_ALLOCATIONS, day, good)
     by_tenant = good.groupby(good["tenant_id"].fillna(good["allocation_name"]))["total_cost"].sum()
     top = by_tenant.sort_values(ascending=False).head(10).rename("total_cost_usd").reset_index()
-    return dg.MaterializeResult(
+    source_total = float(df["total_cost"].sum()) if len(df) else 0.0
+    yield dg.MaterializeResult(
         metadata={
             "source": kubecost.describe(),
+            "source_status": "answered",
             "rows": rows,
+            "source_total_usd": round(source_total, 6),
             "total_cost_usd": round(float(good["total_cost"].sum()), 6) if rows else 0.0,
-            "idle_cost_usd": round(
-                float(good.loc[good["allocation_name"] == "__idle__", "total_cost"].sum()), 6
-            )
+            "idle_cost_usd": round(float(good.loc[is_idle[~negative], "total_cost"].sum()), 6)
             if rows
             else 0.0,
             "unmapped_rows": int(good["tenant_id"].isna().sum()) if rows else 0,
             "rows_quarantined": len(quarantine),
             "top_allocations": dg.MetadataValue.md(markdown_table(top)),
         }
+    )
+    yield dg.AssetCheckResult(
+        check_name="k8s_source_answered",
+        passed=True,
+        description=f"{rows:,} allocation(s) loaded, {len(quarantine):,} quarantined",
+        metadata={"source_total_usd": round(source_total, 6)},
     )
 
 
