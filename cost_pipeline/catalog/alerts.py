@@ -21,6 +21,8 @@ ALERT_OUTBOX = TableSchema(
         col("next_attempt_at", "datetime", nullable=False),
         col("last_error", "str"),
         col("claim_token", "str"),
+        # Set by the first claim: the start of the Slack history searched before any re-send.
+        col("first_attempt_at", "datetime"),
         col("created_at", "datetime", nullable=False),
         col("updated_at", "datetime", nullable=False),
         col("sent_at", "datetime"),

@@ -1,5 +1,14 @@
 """Slack: post Block Kit messages with `slack_sdk`, honouring 429 Retry-After; dry-run twin.
 
+Each message carries its alert keys as message metadata, and `find_sent` looks them up in the
+channel's history (`conversations.history` with `include_all_metadata`), so the outbox can tell
+whether an attempt whose answer was lost reached Slack. The bot needs `chat:write`,
+`channels:history` (`groups:history` for private channels) and, to find a channel given by
+name, `channels:read` (`groups:read`).
+
+Posting never retries a connection error inside the client: the request may have been accepted,
+and only the history can tell. 429s are retried after `Retry-After` (nothing was accepted).
+
 Without a bot token the resource is its own offline twin: `post_message` logs the message and
 returns None, and the outbox records the alert as `dry_run` — never lost, never sent.
 """
@@ -8,13 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
+from typing import Any
 
 import dagster as dg
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import RateLimitErrorRetryHandler
+from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from cost_pipeline.lib.outbox import SendError
+from cost_pipeline.lib.outbox import SendError, keys_in_metadata
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +57,22 @@ class SlackResource(dg.ConfigurableResource):
     base_url: str = "https://slack.com/api/"
     timeout_seconds: int = 15
     max_rate_limit_retries: int = 3
+    # Bounds the history read before a re-send (pages of `history_page_size` messages).
+    history_page_size: int = 200
+    history_max_pages: int = 50
 
     @property
     def dry_run(self) -> bool:
         return not self.bot_token
 
-    def client(self) -> WebClient:
+    def client(self, *, retry_connection_errors: bool = True) -> WebClient:
+        """A WebClient that honours 429 Retry-After; connection errors are retried only when
+        asked (reads), never for a post, whose request may already have been accepted."""
         client = WebClient(
             token=self.bot_token,
             base_url=self.base_url if self.base_url.endswith("/") else self.base_url + "/",
             timeout=self.timeout_seconds,
+            retry_handlers=[ConnectionErrorRetryHandler()] if retry_connection_errors else [],
         )
         client.retry_handlers.append(
             RateLimitErrorRetryHandler(max_retry_count=self.max_rate_limit_retries)
@@ -63,9 +80,17 @@ class SlackResource(dg.ConfigurableResource):
         return client
 
     def post_message(
-        self, *, channel: str | None, text: str, blocks: list[dict] | None = None
+        self,
+        *,
+        channel: str | None,
+        text: str,
+        blocks: list[dict] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str | None:
-        """Post one message; return its `ts` (None in dry-run). Raises `SendError`."""
+        """Post one message (with its message `metadata`); return its `ts` (None in dry-run).
+
+        Raises `SendError`. After a timeout, a reset or a 5xx Slack may have the message anyway:
+        the outbox looks it up (`find_sent`) before trying again."""
         target = channel or self.default_channel
         if self.dry_run:
             log.info(
@@ -77,18 +102,90 @@ class SlackResource(dg.ConfigurableResource):
             return None
         if not target:
             raise SendError("no Slack channel: set SLACK_CHANNEL or a routing", retryable=False)
+        client = self.client(retry_connection_errors=False)
         try:
-            response = self.client().chat_postMessage(channel=target, text=text, blocks=blocks)
+            response = client.chat_postMessage(
+                channel=target, text=text, blocks=blocks, metadata=metadata
+            )
         except SlackApiError as exc:
-            error = str(exc.response.get("error", "unknown_error")) if exc.response else "?"
-            status = exc.response.status_code if exc.response is not None else None
-            raise SendError(
-                f"slack chat.postMessage to {target}: HTTP {status} {error}",
-                retryable=error not in PERMANENT_ERRORS,
-            ) from None
+            raise _send_error("chat.postMessage", target, exc) from None
         except (OSError, ValueError) as exc:
             # Connection refused / reset / timeout, or a body that is not JSON (a proxy page).
             raise SendError(
                 f"slack chat.postMessage to {target}: {type(exc).__name__}", retryable=True
             ) from None
         return str(response.get("ts"))
+
+    def find_sent(
+        self, *, channel: str | None, oldest: datetime, keys: list[str]
+    ) -> dict[str, str]:
+        """The `keys` that a message in `channel` since `oldest` carries, with its `ts`.
+
+        Reads `conversations.history` page by page (newest first); raises `SendError` when the
+        history cannot be read or is longer than `history_max_pages` pages — unknown is not
+        "absent", and a guess would send twice."""
+        target = channel or self.default_channel
+        if self.dry_run or not keys:
+            return {}
+        wanted, found = set(keys), {}
+        client = self.client()
+        try:
+            channel_id = self._channel_id(client, target)
+            if channel_id is None:
+                return {}
+            cursor: str | None = None
+            for _ in range(self.history_max_pages):
+                page = client.conversations_history(
+                    channel=channel_id,
+                    oldest=f"{oldest.timestamp():.6f}",
+                    include_all_metadata=True,
+                    limit=self.history_page_size,
+                    cursor=cursor,
+                )
+                for message in page.get("messages") or []:
+                    for key in wanted.intersection(keys_in_metadata(message.get("metadata"))):
+                        found.setdefault(key, str(message.get("ts")))
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if not cursor or wanted <= found.keys():
+                    return found
+        except SlackApiError as exc:
+            raise _send_error("conversations.history", target, exc) from None
+        except (OSError, ValueError) as exc:
+            raise SendError(
+                f"slack conversations.history of {target}: {type(exc).__name__}", retryable=True
+            ) from None
+        raise SendError(
+            f"slack conversations.history of {target}: more than {self.history_max_pages} pages "
+            "since the first attempt; cannot tell whether it was sent",
+            retryable=True,
+        )
+
+    def _channel_id(self, client: WebClient, channel: str) -> str | None:
+        """History takes a channel id; a `#name` (what routing holds) is looked up by name.
+        None: no channel of that name, so nothing can have been posted to it."""
+        if not channel.startswith("#"):
+            return channel
+        name, cursor = channel[1:], None
+        while True:
+            page = client.conversations_list(
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=1000,
+                cursor=cursor,
+            )
+            for found in page.get("channels") or []:
+                if found.get("name") == name:
+                    return str(found["id"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return None
+
+
+def _send_error(method: str, target: str, exc: SlackApiError) -> SendError:
+    """A SendError for a Slack error answer, retryable unless the error is permanent."""
+    error = str(exc.response.get("error", "unknown_error")) if exc.response else "?"
+    status = exc.response.status_code if exc.response is not None else None
+    return SendError(
+        f"slack {method} to {target}: HTTP {status} {error}",
+        retryable=error not in PERMANENT_ERRORS,
+    )

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from cost_pipeline.catalog import ALERT_OUTBOX
 from cost_pipeline.lib.outbox import (
+    LEASE,
     LOCK,
     THRESHOLD_KIND,
     EnqueueResult,
@@ -105,40 +106,56 @@ def enqueue(warehouse: Warehouse, alerts: pd.DataFrame, *, now: datetime) -> Enq
     return result
 
 
+def _due(table: sa.Table, now: datetime, lease: timedelta) -> sa.ColumnElement[bool]:
+    """Due: `pending` past its backoff, or `sending` whose claim outlived `lease` (a dead run)."""
+    return sa.or_(
+        sa.and_(table.c.status == "pending", table.c.next_attempt_at <= now),
+        sa.and_(table.c.status == "sending", table.c.updated_at <= now - lease),
+    )
+
+
 def claim(
     warehouse: Warehouse,
     *,
     now: datetime,
     limit: int = 500,
-    lease: timedelta = timedelta(minutes=15),
+    lease: timedelta = LEASE,
 ) -> pd.DataFrame:
-    """Move due `pending` rows (and `sending` rows whose claim outlived `lease`) to `sending`."""
+    """Move due rows to `sending` and return them, with `verify` True for the rows tried before
+    (their outcome may be unknown: look them up in Slack before sending them again)."""
     table = warehouse.table(ALERT_OUTBOX)
     token = uuid.uuid4().hex
-    due = sa.or_(
-        sa.and_(table.c.status == "pending", table.c.next_attempt_at <= now),
-        sa.and_(table.c.status == "sending", table.c.updated_at <= now - lease),
-    )
     with warehouse.transaction(LOCK) as conn:
-        keys = [
-            r[0]
-            for r in conn.execute(
-                sa.select(table.c.alert_key).where(due).order_by(table.c.created_at).limit(limit)
-            ).all()
-        ]
-        if not keys:
-            return ALERT_OUTBOX.empty_frame()
+        due = conn.execute(
+            sa.select(table.c.alert_key, table.c.first_attempt_at)
+            .where(_due(table, now, lease))
+            .order_by(table.c.created_at)
+            .limit(limit)
+        ).all()
+        if not due:
+            return ALERT_OUTBOX.empty_frame().assign(verify=pd.Series(dtype=bool))
+        keys = [k for k, _ in due]
+        tried = {k for k, first in due if first is not None}
         conn.execute(
             table.update()
             .where(table.c.alert_key.in_(keys))
             .values(status="sending", claim_token=token, updated_at=now)
         )
-    return warehouse.read(ALERT_OUTBOX, where={"claim_token": [token]})
+        conn.execute(
+            table.update()
+            .where(table.c.alert_key.in_(keys), table.c.first_attempt_at.is_(None))
+            .values(first_attempt_at=now)
+        )
+    claimed = warehouse.read(ALERT_OUTBOX, where={"claim_token": [token]})
+    return claimed.assign(verify=claimed["alert_key"].isin(tried))
 
 
 def record_sent(
     warehouse: Warehouse, keys: list[str], *, now: datetime, ts: str | None, dry_run: bool
 ) -> None:
+    """Record `keys` delivered as the Slack message `ts` (or as `dry_run`)."""
+    if not keys:
+        return
     table = warehouse.table(ALERT_OUTBOX)
     with warehouse.transaction(LOCK) as conn:
         conn.execute(
@@ -229,13 +246,16 @@ def unseen(warehouse: Warehouse, facts: pd.DataFrame) -> pd.DataFrame:
     return facts[~known & ~below]
 
 
-def due_fingerprint(warehouse: Warehouse, *, now: datetime) -> tuple[int, str]:
-    """How many rows are due to send, and a fingerprint that changes whenever that set or its
-    attempts change (a deterministic run key for the drain run)."""
+def due_fingerprint(
+    warehouse: Warehouse, *, now: datetime, lease: timedelta = LEASE
+) -> tuple[int, str]:
+    """How many rows are due to send — `pending` past backoff or `sending` past its lease — and
+    a fingerprint that changes whenever that set, its attempts or its claims change (a
+    deterministic run key for the drain run)."""
     table = warehouse.table(ALERT_OUTBOX)
-    stmt = sa.select(table.c.alert_key, table.c.attempts, table.c.updated_at).where(
-        table.c.status == "pending", table.c.next_attempt_at <= now
+    stmt = sa.select(table.c.alert_key, table.c.status, table.c.attempts, table.c.updated_at).where(
+        _due(table, now, lease)
     )
     with warehouse.engine.connect() as conn:
-        rows = sorted((str(k), int(a), str(u)) for k, a, u in conn.execute(stmt).all())
+        rows = sorted((str(k), str(s), int(a), str(u)) for k, s, a, u in conn.execute(stmt).all())
     return len(rows), hashlib.sha1(repr(rows).encode()).hexdigest()[:16]

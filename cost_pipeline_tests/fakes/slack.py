@@ -1,9 +1,14 @@
 """A stateful fake of Slack's Web API on 127.0.0.1 that records messages and can misbehave.
 
-`FakeSlack().start()` serves `POST /api/chat.postMessage` (form or JSON body, bearer token);
-`base_url` is what `slack_sdk.WebClient(base_url=...)` needs. Misbehaviour:
-`down_for(n)` answers the next n calls with 503, `rate_limit(n, retry_after)` answers 429
-with `Retry-After`, `fail_with(error)` answers `ok: false` with a Slack error name.
+`FakeSlack().start()` serves `chat.postMessage` (form or JSON body, bearer token, message
+`metadata` stored), `conversations.history` (newest first, `oldest` exclusive, `limit` +
+`cursor` paging, metadata only with `include_all_metadata`) and `conversations.list` (every
+channel posted to, with a stable id; history takes the id or the `#name`). `base_url` is what
+`slack_sdk.WebClient(base_url=...)` needs. Misbehaviour: `down_for(n, status)` answers the
+next n calls with 503 (or `status`, e.g. 500), `rate_limit(n, retry_after)` answers 429 with
+`Retry-After`, `fail_with(error)` answers `ok: false` with a Slack error name, and
+`accept_then_stall(n, seconds)` stores the next n posted messages but answers only after
+`seconds` — longer than the client's timeout, it is the lost answer of an accepted message.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from cost_pipeline_tests.fakes.loopback import JsonHandler, LoopbackServer
 
@@ -24,6 +29,7 @@ class Message:
     text: str
     blocks: list[dict]
     ts: str
+    metadata: dict | None = None
 
 
 @dataclass
@@ -31,10 +37,15 @@ class FakeSlack:
     token: str = "xoxb-test-token"
     messages: list[Message] = field(default_factory=list)
     calls: list[float] = field(default_factory=list)  # monotonic time of every request
+    methods: list[str] = field(default_factory=list)  # the API method of every request
     _down: int = 0
+    _down_status: int = 503
     _limited: int = 0
     _retry_after: int = 0
     _error: str | None = None
+    _stalls: int = 0
+    _stall_seconds: float = 0.0
+    _ids: dict[str, str] = field(default_factory=dict)  # channel name -> id
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: LoopbackServer | None = None
 
@@ -43,8 +54,8 @@ class FakeSlack:
         assert self._server is not None, "start() the fake first"
         return f"{self._server.url}/api/"
 
-    def down_for(self, calls: int) -> None:
-        self._down = calls
+    def down_for(self, calls: int, status: int = 503) -> None:
+        self._down, self._down_status = calls, status
 
     def rate_limit(self, calls: int, retry_after: int = 1) -> None:
         self._limited, self._retry_after = calls, retry_after
@@ -52,14 +63,29 @@ class FakeSlack:
     def fail_with(self, error: str | None) -> None:
         self._error = error
 
+    def accept_then_stall(self, calls: int, seconds: float) -> None:
+        self._stalls, self._stall_seconds = calls, seconds
+
+    def channel_id(self, channel: str) -> str:
+        """The id of a channel name (assigned on first use, like Slack's `C...`)."""
+        name = channel.lstrip("#")
+        return self._ids.setdefault(name, f"C{len(self._ids) + 1:08d}")
+
     def start(self) -> FakeSlack:
         fake = self
 
         class Handler(JsonHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode()
-                status, headers, body = fake._answer(self.path, self.headers, raw)
+                self._reply(self.rfile.read(length).decode())
+
+            def do_GET(self) -> None:
+                self._reply("")
+
+            def _reply(self, raw: str) -> None:
+                status, headers, body, stall = fake._answer(self.path, self.headers, raw)
+                if stall:
+                    time.sleep(stall)  # outside the lock: history stays readable meanwhile
                 self.send_json(
                     status, body, headers, content_type="application/json; charset=utf-8"
                 )
@@ -71,37 +97,82 @@ class FakeSlack:
         if self._server is not None:
             self._server.stop()
 
-    def _answer(self, path: str, headers: Any, raw: str) -> tuple[int, dict, dict]:
+    def _answer(self, path: str, headers: Any, raw: str) -> tuple[int, dict, dict, float]:
+        url = urlsplit(path)
+        method = url.path.rsplit("/", 1)[-1]
         with self._lock:
             self.calls.append(time.monotonic())
+            self.methods.append(method)
             if self._down > 0:
                 self._down -= 1
-                return 503, {}, {"ok": False, "error": "service_unavailable"}
+                return self._down_status, {}, {"ok": False, "error": "service_unavailable"}, 0
             if self._limited > 0:
                 self._limited -= 1
-                return (
-                    429,
-                    {"Retry-After": str(self._retry_after)},
-                    {
-                        "ok": False,
-                        "error": "ratelimited",
-                    },
-                )
+                headers_out = {"Retry-After": str(self._retry_after)}
+                return 429, headers_out, {"ok": False, "error": "ratelimited"}, 0
             if headers.get("Authorization") != f"Bearer {self.token}":
-                return 200, {}, {"ok": False, "error": "invalid_auth"}
-            if not path.endswith("/chat.postMessage"):
-                return 200, {}, {"ok": False, "error": "unknown_method"}
-            if self._error:
-                return 200, {}, {"ok": False, "error": self._error}
-            args = _parse(headers.get("Content-Type", ""), raw)
-            blocks = args.get("blocks") or []
-            if isinstance(blocks, str):
-                blocks = json.loads(blocks)
-            if not args.get("channel"):
-                return 200, {}, {"ok": False, "error": "channel_not_found"}
-            ts = f"{time.time():.6f}"
-            self.messages.append(Message(args["channel"], args.get("text", ""), blocks, ts))
-            return 200, {}, {"ok": True, "channel": args["channel"], "ts": ts}
+                return 200, {}, {"ok": False, "error": "invalid_auth"}, 0
+            args = {k: v[0] for k, v in parse_qs(url.query).items()}
+            args.update(_parse(headers.get("Content-Type", ""), raw))
+            if method == "chat.postMessage":
+                return self._post(args)
+            if method == "conversations.history":
+                return (*self._history(args), 0)
+            if method == "conversations.list":
+                channels = [{"id": i, "name": n} for n, i in self._ids.items()]
+                return 200, {}, {"ok": True, "channels": channels}, 0
+            return 200, {}, {"ok": False, "error": "unknown_method"}, 0
+
+    def _post(self, args: dict[str, Any]) -> tuple[int, dict, dict, float]:
+        if self._error:
+            return 200, {}, {"ok": False, "error": self._error}, 0
+        blocks = args.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        metadata = args.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        if not args.get("channel"):
+            return 200, {}, {"ok": False, "error": "channel_not_found"}, 0
+        ts = f"{time.time():.6f}"
+        self.messages.append(Message(args["channel"], args.get("text", ""), blocks, ts, metadata))
+        stall = 0.0
+        if self._stalls > 0:
+            self._stalls -= 1
+            stall = self._stall_seconds
+        channel = self.channel_id(args["channel"])
+        return 200, {}, {"ok": True, "channel": channel, "ts": ts}, stall
+
+    def _history(self, args: dict[str, Any]) -> tuple[int, dict, dict]:
+        wanted = str(args.get("channel") or "")
+        by_id = {i: n for n, i in self._ids.items()}
+        name = by_id.get(wanted, wanted.lstrip("#"))
+        if not wanted or (wanted not in by_id and not wanted.startswith("#")):
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        oldest = float(args.get("oldest") or 0)
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [
+            m
+            for m in reversed(self.messages)
+            if m.channel.lstrip("#") == name and float(m.ts) > oldest
+        ]
+        start = int(args.get("cursor") or 0)
+        limit = int(args.get("limit") or 100)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        messages = []
+        for m in page:
+            item: dict[str, Any] = {"type": "message", "text": m.text, "ts": m.ts}
+            if with_metadata and m.metadata:
+                item["metadata"] = m.metadata
+            messages.append(item)
+        body = {
+            "ok": True,
+            "messages": messages,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+        return 200, {}, body
 
 
 def _parse(content_type: str, raw: str) -> dict[str, Any]:

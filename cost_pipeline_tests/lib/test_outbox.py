@@ -54,15 +54,20 @@ def wh(warehouse: Warehouse) -> Warehouse:
     return warehouse
 
 
-def _sender(fake: FakeSlack) -> tuple[SlackResource, outbox.Sender]:
-    slack = SlackResource(bot_token=fake.token, base_url=fake.base_url)
-    return slack, lambda ch, text, blocks: slack.post_message(channel=ch, text=text, blocks=blocks)
-
-
-def _drain(wh: Warehouse, fake: FakeSlack, now: datetime) -> outbox.DrainResult:
-    slack, send = _sender(fake)
+def _drain(
+    wh: Warehouse, fake: FakeSlack, now: datetime, *, timeout: int = 15
+) -> outbox.DrainResult:
+    slack = SlackResource(bot_token=fake.token, base_url=fake.base_url, timeout_seconds=timeout)
     return drain(
-        wh, send, now=now, dry_run=slack.dry_run, digest_after=10, build_digest=digest_message
+        wh,
+        lambda ch, text, blocks, meta: slack.post_message(
+            channel=ch, text=text, blocks=blocks, metadata=meta
+        ),
+        now=now,
+        dry_run=slack.dry_run,
+        digest_after=10,
+        build_digest=digest_message,
+        find=lambda ch, oldest, keys: slack.find_sent(channel=ch, oldest=oldest, keys=keys),
     )
 
 
@@ -175,8 +180,8 @@ def test_a_crash_after_claim_is_retried_after_the_lease(wh, fake_slack) -> None:
 def test_dry_run_records_dry_run_once(wh) -> None:
     slack = SlackResource(bot_token=None, default_channel="#a")
 
-    def send(ch, text, blocks):
-        return slack.post_message(channel=ch, text=text, blocks=blocks)
+    def send(ch, text, blocks, metadata):
+        return slack.post_message(channel=ch, text=text, blocks=blocks, metadata=metadata)
 
     for _ in range(2):
         outbox.enqueue(wh, _alerts(2), now=T0)

@@ -1,12 +1,14 @@
-"""Protects SlackResource on the wire: slack_sdk against a fake Slack, 429s, outages, dry-run."""
+"""Protects SlackResource on the wire: 429s, outages, dry-run, message metadata, history lookup."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
-from cost_pipeline.lib.outbox import SendError
+from cost_pipeline.lib.outbox import EVENT_TYPE, SendError, message_metadata
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline_tests.fakes.slack import FakeSlack
 
@@ -64,3 +66,46 @@ def test_without_token_it_is_a_dry_run(fake_slack: FakeSlack, caplog) -> None:
         assert slack.post_message(channel=None, text="would send this") is None
     assert slack.dry_run and fake_slack.calls == []
     assert "would send this" in caplog.text and "#alerts" in caplog.text
+
+
+T0 = datetime(2026, 10, 5, 12, tzinfo=UTC)
+
+
+@time_machine.travel(T0, tick=True)
+def test_metadata_is_posted_and_found_across_history_pages(fake_slack: FakeSlack) -> None:
+    slack = SlackResource(
+        bot_token=fake_slack.token, base_url=fake_slack.base_url, history_page_size=2
+    )
+    for i in range(5):
+        slack.post_message(channel="#c", text=f"m{i}", metadata=message_metadata([f"k{i}"]))
+    slack.post_message(channel="#other", text="x", metadata=message_metadata(["k9"]))
+    assert fake_slack.messages[0].metadata == {
+        "event_type": EVENT_TYPE,
+        "event_payload": {"alert_key": "k0"},
+    }
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    found = slack.find_sent(channel="#c", oldest=since, keys=["k0", "k4", "k9"])
+    # k0 is on the third page (newest first); k9 is in another channel.
+    assert found == {"k0": fake_slack.messages[0].ts, "k4": fake_slack.messages[4].ts}
+    assert fake_slack.methods.count("conversations.history") == 3
+    assert slack.find_sent(channel="#c", oldest=datetime.now(UTC), keys=["k0"]) == {}
+
+
+@time_machine.travel(T0, tick=True)
+def test_history_lookup_honours_429_and_reports_500_as_retryable(fake_slack: FakeSlack) -> None:
+    slack = SlackResource(bot_token=fake_slack.token, base_url=fake_slack.base_url)
+    slack.post_message(channel="#c", text="m", metadata=message_metadata(["a", "b"]))
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    fake_slack.rate_limit(1, retry_after=1)
+    assert slack.find_sent(channel="#c", oldest=since, keys=["b"]) == {
+        "b": fake_slack.messages[0].ts
+    }
+    fake_slack.down_for(3, status=500)  # the client retries nothing but 429s
+    with pytest.raises(SendError) as exc:
+        slack.find_sent(channel="#c", oldest=since, keys=["a"])
+    assert exc.value.retryable and "500" in str(exc.value)
+    fake_slack.down_for(1, status=500)
+    with pytest.raises(SendError) as post:
+        slack.post_message(channel="#c", text="x")
+    assert post.value.retryable
+    assert len(fake_slack.messages) == 1

@@ -96,11 +96,14 @@ def send_alerts(
     cost_config: CostConfigResource,
     slack: SlackResource,
 ) -> dg.Output:
-    def send(channel: str, text: str, blocks: list[dict]) -> str | None:
-        ts = slack.post_message(channel=channel, text=text, blocks=blocks)
+    def send(channel: str, text: str, blocks: list[dict], metadata: dict) -> str | None:
+        ts = slack.post_message(channel=channel, text=text, blocks=blocks, metadata=metadata)
         if slack.dry_run:
             context.log.info(f"[dry-run] Slack {channel}: {text}")
         return ts
+
+    def find(channel: str, oldest: datetime, keys: list[str]) -> dict[str, str]:
+        return slack.find_sent(channel=channel, oldest=oldest, keys=keys)
 
     result = drain(
         warehouse.get(),
@@ -109,7 +112,13 @@ def send_alerts(
         dry_run=slack.dry_run,
         digest_after=cost_config.get().alerts.digest_after,
         build_digest=digest_message,
+        find=None if slack.dry_run else find,
     )
+    if result.found:
+        context.log.info(
+            f"{len(result.found)} alert(s) were already in Slack from an earlier attempt; "
+            "recorded as sent, not posted again"
+        )
     if result.failed:
         context.log.warning(f"{len(result.failed)} alert(s) not delivered; retried next tick")
     return dg.Output(
@@ -117,6 +126,7 @@ def send_alerts(
         metadata={
             "enqueued": enqueued,
             "delivered": len(result.sent),
+            "found_already_sent": len(result.found),
             "messages": result.messages,
             "digests": result.digests,
             "not_delivered": len(result.failed),
