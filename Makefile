@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.cost_pipeline
+PORT ?= 3000
 
 .PHONY: install demo test ui lint format bench eval clean focus-validator
 
@@ -37,11 +38,11 @@ focus-validator: $(FOCUS_VENV)/bin/focus-validator
 
 ## The test suite (warehouse and instance tests on SQLite and PostgreSQL).
 test: install $(FOCUS_VENV)/bin/focus-validator
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 ## Dagster UI and daemon on the same instance the demo wrote to.
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 lint: install
 	$(BIN)/ruff check cost_pipeline cost_pipeline_tests

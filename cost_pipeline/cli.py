@@ -168,7 +168,7 @@ ACTION_SENSORS = ("budget_alert_sensor", "anomaly_alert_sensor", "billing_run_se
 def run_action_sensors(defs, instance) -> None:
     """One evaluation of the alert and billing sensors, and the runs they request."""
     for name in ACTION_SENSORS:
-        sensor = defs.get_sensor_def(name)
+        sensor = defs.resolve_sensor_def(name)
         with dg.build_sensor_context(
             instance=instance, resources=defs.resources, sensor_name=name
         ) as context:

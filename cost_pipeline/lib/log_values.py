@@ -65,6 +65,11 @@ SHOW_ERRORS = (pa.ArrowException, UnicodeError, ValueError, OverflowError)
 def python_values(array: pa.Array, rows: np.ndarray) -> list:
     """The values at `rows` as Python objects, for messages; a value Arrow cannot turn into
     one (it has produced invalid UTF-8 in deeply nested JSON) is shown as unreadable."""
+    if pa.types.is_nested(array.type):
+        # Converting Arrow's nested JSON values back to Python has crashed the interpreter on
+        # hostile input: name the kind of value instead (the raw line is quarantined anyway).
+        kind = "an object" if pa.types.is_struct(array.type) else "a list"
+        return [None if not array[int(r)].is_valid else f"<{kind}>" for r in rows]
     taken = array.take(pa.array(rows, pa.int64()))
     try:
         return taken.to_pylist()

@@ -665,8 +665,10 @@ def _lock_id(key: str) -> int:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    # The busy timeout first: switching a fresh file to WAL takes a lock that other
+    # processes opening it at the same moment must wait for, not fail on.
     cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("CREATE TABLE IF NOT EXISTS _write_lock (id INTEGER PRIMARY KEY)")
     cur.close()
