@@ -62,7 +62,7 @@ BILLING_LEDGER = TableSchema(
         col("tenant_id", "str", nullable=False),
         col("period", "str", nullable=False),
         col("sequence", "int", nullable=False, min_value=1),
-        col("kind", "str", nullable=False),  # meter_event | pending_credit
+        col("kind", "str", nullable=False),  # meter_event | pending_credit | hold
         col("mode", "str", nullable=False),  # live | dry_run
         col("stripe_customer_id", "str"),
         col("event_name", "str"),
@@ -83,11 +83,23 @@ BILLING_LEDGER = TableSchema(
             "str",
             doc="Key of the next send; null means the identifier (fresh after a confirmation).",
         ),
+        col(
+            "hold_reason",
+            "str",
+            doc="Why a `hold` row keeps its period's overage from Stripe: overage above "
+            "ceiling, unpriced usage.",
+        ),
+        col("released_by", "str", doc="Who released a held period (billing_release_job)."),
+        col("released_at", "datetime", doc="When a held period was released."),
+        col("release_reason", "str", doc="Why the person released it."),
     ),
     partition_column=None,
     unique=("identifier",),
     indexes=(("tenant_id", "period"),),
-    doc="Every intended Stripe meter event (recorded before sending) and its outcome.",
+    doc=(
+        "Every intended Stripe meter event (recorded before sending) and its outcome; held "
+        "periods (`kind = hold`: value is the period total kept from Stripe) and releases."
+    ),
 )
 
 
@@ -118,6 +130,13 @@ BILLING_RECONCILIATION = TableSchema(
         col("pending_credit_cents", "int", nullable=False, min_value=0),
         col("resolved_credit_cents", "int", nullable=False, min_value=0),
         col("difference_cents", "int", nullable=False),
+        col(
+            "held_cents",
+            "int",
+            min_value=0,
+            doc="Computed overage kept from Stripe by an open hold (awaiting release).",
+        ),
+        col("held_reason", "str", doc="Why it is held: overage above ceiling, unpriced usage."),
         col(
             "waiting_on",
             "str",

@@ -20,6 +20,14 @@ is also the Stripe `identifier` (Stripe's dedup key) and the `Idempotency-Key`:
    intent row, written under a lock BEFORE it is sent, its outcome recorded after. What still
    exceeds the computed amount after cancelling becomes a `pending_credit` row (never a negative
    event) for a person to decide; `resolve_pending_credit` records that decision.
+4. *Hold*: a number that cannot be right never reaches an invoice. New overage of a period whose
+   computed total exceeds the configured ceiling (`billing.max_overage_usd_per_period`), or
+   whose usage includes calls not priced (`pricing_status != 'priced'`), is not planned as an
+   event: it becomes a `hold` row (status `held`, `hold_reason` saying why, value = the
+   period's computed total), alerted, and nothing is sent. `billing_release_job` marks it
+   `released` (who, when, why); the next run then sends the period's overage up to the
+   released total. A larger total later is held again; a hold no longer needed (usage priced,
+   amount back under the ceiling) or replaced by a newer one becomes `hold_lifted`.
 
 The value of an event is the overage amount in cents (the Stripe meter's price is $0.01 per
 unit), so the sum of a customer's events equals `overage_charges.amount_cents` exactly.
@@ -29,7 +37,7 @@ Dry-run (no Stripe key) runs the same machine with status `dry_run` and `mode = 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -37,6 +45,7 @@ from typing import Literal, Protocol
 import pandas as pd
 
 from cost_pipeline.catalog import BILLING_LEDGER
+from cost_pipeline.lib.config import Billing
 
 LOCK_KEY = "billing_ledger"
 STRIPE_WINDOW = timedelta(days=35)
@@ -59,6 +68,11 @@ PENDING_CREDIT, CREDIT_RESOLVED, CREDIT_SUPERSEDED = (
 UNCONFIRMED = (INTENDED, FAILED)
 WAITING = (*UNCONFIRMED, CANCEL_INTENDED)  # events the month close waits on
 COMMITTED = (INTENDED, FAILED, SENT, DRY_RUN)
+# Holds (kind `hold`): overage kept from Stripe until a person releases it.
+HOLD = "hold"
+HELD, RELEASED, HOLD_LIFTED = "held", "released", "hold_lifted"
+ABOVE_CEILING, UNPRICED_USAGE = "overage above ceiling", "unpriced usage"
+DEFAULT_CEILING_CENTS = int(Billing().max_overage_usd_per_period * 100)
 
 Status = Literal["sent", "failed", "unconfirmed", "dry_run"]
 
@@ -108,6 +122,8 @@ class BillingRunSummary:
     unconfirmed: int = 0
     cancelled: int = 0
     new_pending_credits: pd.DataFrame = field(default_factory=pd.DataFrame)
+    new_holds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    open_holds: pd.DataFrame = field(default_factory=pd.DataFrame)
     actions: list[dict[str, object]] = field(default_factory=list)
 
     def record(self, row: pd.Series, outcome: SendOutcome, action: str) -> None:
@@ -345,6 +361,103 @@ def plan_credits(
     return credits, BILLING_LEDGER.conform(superseded)
 
 
+# -- holds: overage that must not reach Stripe without a person ---------------------------------
+
+
+def approved_cents(ledger: pd.DataFrame, mode: str) -> dict[tuple[str, str], int]:
+    """Per (tenant, period): the largest period total a person released for sending."""
+    rows = ledger[ledger["mode"].eq(mode) & ledger["kind"].eq(HOLD) & ledger["status"].eq(RELEASED)]
+    best = rows.groupby(["tenant_id", "period"])["value_cents"].max()
+    return {(t, p): int(v) for (t, p), v in best.items()}
+
+
+def hold_reasons(
+    new: pd.DataFrame,
+    *,
+    ceiling_cents: int,
+    unpriced: Collection[tuple[str, str]],
+    approved: Mapping[tuple[str, str], int],
+) -> pd.Series:
+    """Per row of `new` (tenant_id, period, amount_cents): why its overage must be held, or None.
+
+    Held: a period total above `ceiling_cents`, or a period in `unpriced` (it has calls whose
+    price is unknown, so its total cannot be right). A release covers totals up to the one
+    released (`approved`); a larger total needs a new release.
+    """
+    reasons = []
+    for t, p, cents in zip(new["tenant_id"], new["period"], new["amount_cents"], strict=True):
+        why = []
+        if int(cents) > ceiling_cents:
+            why.append(ABOVE_CEILING)
+        if (t, p) in unpriced:
+            why.append(UNPRICED_USAGE)
+        released = int(cents) <= approved.get((t, p), -1)
+        reasons.append(", ".join(why) if why and not released else None)
+    return pd.Series(reasons, index=new.index, dtype="object")
+
+
+def plan_holds(
+    ledger: pd.DataFrame, diff: pd.DataFrame, reasons: pd.Series, mode: str, now: datetime
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """New `held` rows for the rows of `diff` with a reason (`reasons`, aligned on its index),
+    and the open holds of `diff`'s periods that they replace or that are no longer needed.
+
+    An open hold with the same total and reason is kept as is (no new row, no new alert)."""
+    rows = ledger[ledger["mode"].eq(mode) & ledger["kind"].eq(HOLD)]
+    open_ = rows[rows["status"].eq(HELD)]
+    want = diff.loc[reasons.dropna().index].assign(
+        value_cents=lambda d: d["amount_cents"].astype("int64"), hold_reason=reasons.dropna()
+    )
+    same = open_.merge(
+        want[["tenant_id", "period", "value_cents", "hold_reason"]],
+        on=["tenant_id", "period", "value_cents", "hold_reason"],
+        how="left",
+        indicator=True,
+    )["_merge"].eq("both")
+    kept = open_[same.to_numpy()]
+    keys = set(zip(diff["tenant_id"], diff["period"], strict=True))
+    in_run = [k in keys for k in zip(open_["tenant_id"], open_["period"], strict=True)]
+    lifted = open_[~same.to_numpy() & pd.Series(in_run, index=open_.index, dtype=bool)]
+    lifted = lifted.assign(status=HOLD_LIFTED, updated_at=now)
+    kept_keys = set(zip(kept["tenant_id"], kept["period"], strict=True))
+    fresh = [k not in kept_keys for k in zip(want["tenant_id"], want["period"], strict=True)]
+    need = want[pd.Series(fresh, index=want.index, dtype=bool)]
+    need = need.reset_index(drop=True)
+    need["sequence"] = _next_sequences(ledger, need)
+    holds = _new_rows(need, kind=HOLD, mode=mode, status=HELD, event_name=None, now=now)
+    holds["hold_reason"] = need["hold_reason"].to_numpy()
+    return BILLING_LEDGER.conform(holds), BILLING_LEDGER.conform(lifted)
+
+
+def release_holds(
+    ledger: pd.DataFrame,
+    tenant_id: str,
+    period: str,
+    *,
+    released_by: str,
+    reason: str,
+    now: datetime,
+) -> pd.DataFrame:
+    """The open holds of a tenant-period, marked released by a person (who, when, why)."""
+    if not released_by.strip() or not reason.strip():
+        raise ValueError("a release needs released_by and a reason")
+    open_ = ledger[
+        ledger["tenant_id"].eq(tenant_id)
+        & ledger["period"].eq(period)
+        & ledger["kind"].eq(HOLD)
+        & ledger["status"].eq(HELD)
+    ]
+    if open_.empty:
+        raise ValueError(f"billing_ledger has no held overage for {tenant_id} in {period}")
+    return open_.assign(
+        status=RELEASED,
+        released_by=released_by,
+        released_at=now,
+        release_reason=reason,
+        updated_at=now,
+    )
+
+
 # -- the month close ------------------------------------------------------------------------------
 
 
@@ -356,6 +469,7 @@ def reconcile_period(
     rows = ledger[ledger["period"].eq(period) & ledger["mode"].eq(mode)]
     events = rows[rows["kind"].eq("meter_event")]
     credits = rows[rows["kind"].eq("pending_credit")]
+    holds = rows[rows["kind"].eq(HOLD) & rows["status"].eq(HELD)]
 
     def total(frame: pd.DataFrame, statuses: Sequence[str], name: str) -> pd.Series:
         picked = frame[frame["status"].isin(statuses)]
@@ -378,5 +492,10 @@ def reconcile_period(
     waiting = events[events["status"].isin(WAITING)]
     names = waiting.groupby("tenant_id")["identifier"].agg(lambda ids: ", ".join(sorted(ids)))
     out["waiting_on"] = out["tenant_id"].map(names).astype("object")
+    # What an open hold keeps from Stripe: the computed overage not yet reported or in flight.
+    reasons = holds.groupby("tenant_id")["hold_reason"].agg(lambda r: ", ".join(sorted(set(r))))
+    out["held_reason"] = out["tenant_id"].map(reasons).astype("object")
+    unsent = (out["computed_cents"] - out["reported_cents"] - out["unconfirmed_cents"]).clip(0)
+    out["held_cents"] = unsent.where(out["held_reason"].notna(), 0).astype("int64")
     out["ok"] = out["difference_cents"].eq(0) & out["unconfirmed_cents"].eq(0)
     return out

@@ -216,6 +216,16 @@ class Partitions(_Model):
         return month.replace(year=month.year - 1)
 
 
+class Billing(_Model):
+    """Guards on what the billing run may send to Stripe.
+
+    A tenant-period whose computed overage exceeds `max_overage_usd_per_period` is held (a
+    `held` row in `billing_ledger`, alerted) and sent only after `billing_release_job`.
+    """
+
+    max_overage_usd_per_period: Money = Decimal(50000)
+
+
 class CostConfig(_Model):
     organization: str = "Example Co"
     currency: Literal["USD"] = "USD"
@@ -230,6 +240,7 @@ class CostConfig(_Model):
     plausibility: Plausibility = Plausibility()
     demo: Demo = Demo()
     partitions: Partitions = Partitions()
+    billing: Billing = Billing()
 
     def first_partition_day(self, today: date) -> date:
         """The first daily partition (see `Partitions`)."""

@@ -15,7 +15,7 @@ from cost_pipeline.catalog import BILLING_LEDGER, BILLING_PERIOD_CLOSE
 from cost_pipeline.lib.billing_ledger import LOCK_KEY
 from cost_pipeline.store.warehouse import Warehouse
 
-OPTIONAL_STAMPS = ("event_timestamp", "first_attempt_at")
+OPTIONAL_STAMPS = ("event_timestamp", "first_attempt_at", "released_at")
 
 
 def read_ledger(warehouse: Warehouse, conn: Connection | None = None) -> pd.DataFrame:

@@ -158,6 +158,36 @@ def sum_in_windows(
     return sums
 
 
+def unpriced_in_windows(
+    wh: Warehouse, windows: Mapping[tuple[str, str], tuple[datetime, datetime]]
+) -> dict[tuple[str, str], int]:
+    """Per (tenant, period) key: how many of the tenant's calls with start <= occurred_at < end
+    are not `priced` (unknown model, invalid usage). Keys without such calls are left out."""
+    table = wh.table(PRICED_INTERACTIONS)
+    grouped: dict[tuple[datetime, datetime], dict[str, tuple[str, str]]] = {}
+    for key, window in windows.items():
+        grouped.setdefault(window, {})[key[0]] = key
+    counts: dict[tuple[str, str], int] = {}
+    with wh.connect() as conn:
+        for (start, end), keys in grouped.items():
+            if end <= start:
+                continue
+            stmt = (
+                sa.select(table.c.tenant_id, sa.func.count())
+                .where(
+                    table.c.day >= start.date(),
+                    table.c.day <= (end - timedelta(microseconds=1)).date(),
+                    table.c.occurred_at >= start,
+                    table.c.occurred_at < end,
+                    table.c.tenant_id.in_(list(keys)),
+                    table.c.pricing_status != "priced",
+                )
+                .group_by(table.c.tenant_id)
+            )
+            counts.update((keys[t], int(n)) for t, n in conn.execute(stmt) if n)
+    return counts
+
+
 def report(wh: Warehouse, days: Sequence[date]) -> dict[str, pd.DataFrame]:
     """What `cost-pipeline run/demo` print: totals, tenants, quarantine, outbox, ledger, margins."""
     params = {"start": min(days), "end": max(days)}

@@ -157,6 +157,25 @@ def period_usage(
     return spend[USAGE_COLUMNS]
 
 
+def unpriced_periods(warehouse: Warehouse, charges: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Per (tenant, period) of `charges`: its calls in the whole local period (`period_start`,
+    `period_end`) that are not priced; periods without any are left out. Charges without
+    those windows (hand-built frames) have none to check."""
+    if charges.empty or not {"period_start", "period_end"} <= set(charges.columns):
+        return {}
+    windows = {
+        (t, p): (as_utc(pd.Timestamp(s).to_pydatetime()), as_utc(pd.Timestamp(e).to_pydatetime()))
+        for t, p, s, e in zip(
+            charges["tenant_id"],
+            charges["period"],
+            charges["period_start"],
+            charges["period_end"],
+            strict=True,
+        )
+    }
+    return queries.unpriced_in_windows(warehouse, windows)
+
+
 def overage_for_day(
     warehouse: Warehouse, config: CostConfig, *, day: date, now: datetime | None = None
 ) -> pd.DataFrame:

@@ -38,6 +38,7 @@ priced_interactions = dg.AssetKey("priced_interactions")
 daily_cost_summary = dg.AssetKey("daily_cost_summary")
 
 CLOSE_CHECK = "billing_ledger_matches_overage"
+HOLD_COLUMNS = ["identifier", "tenant_id", "period", "value_cents", "hold_reason"]
 MARGIN_COLUMNS = ["tenant_id", "tier", "revenue_usd", "cost_usd", "gross_margin_usd", "margin_pct"]
 RECON_COLUMNS = [
     "tenant_id",
@@ -46,6 +47,8 @@ RECON_COLUMNS = [
     "unconfirmed_cents",
     "pending_credit_cents",
     "difference_cents",
+    "held_cents",
+    "held_reason",
     "waiting_on",
 ]
 
@@ -181,10 +184,16 @@ def billing_ledger(
     stripe_billing: StripeBillingResource,
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
+    config = cost_config.get()
     now = datetime.now(UTC)
     charges = wh.read(OVERAGE_CHARGES)
     summary = report_overage(
-        wh, charges, stripe_billing.sender(), now=now, confirm_after=stripe_billing.confirm_after
+        wh,
+        charges,
+        stripe_billing.sender(),
+        now=now,
+        confirm_after=stripe_billing.confirm_after,
+        ceiling_cents=int(config.billing.max_overage_usd_per_period * 100),
     )
     credits = summary.new_pending_credits
     alerts = pd.DataFrame(
@@ -206,7 +215,13 @@ def billing_ledger(
             ],
         }
     )
-    alerted = _enqueue_alerts(wh, cost_config.get(), alerts, now)
+    alerts = pd.concat([alerts, _hold_alerts(summary.new_holds, config)], ignore_index=True)
+    alerted = _enqueue_alerts(wh, config, alerts, now)
+    if not summary.open_holds.empty:
+        context.log.warning(
+            f"{len(summary.open_holds)} tenant-period(s) held from Stripe until released "
+            "(billing_release_job): " + ", ".join(sorted(summary.open_holds["identifier"]))
+        )
     if summary.failed or summary.unconfirmed:
         context.log.warning(
             f"{summary.failed} meter event(s) rejected and {summary.unconfirmed} unconfirmed; "
@@ -223,8 +238,42 @@ def billing_ledger(
             "unconfirmed": summary.unconfirmed,
             "cancelled": summary.cancelled,
             "new_pending_credits": len(credits),
+            "new_holds": len(summary.new_holds),
+            "held": len(summary.open_holds),
+            "held_periods": dg.MetadataValue.md(
+                markdown_table(
+                    summary.open_holds[HOLD_COLUMNS]
+                    if len(summary.open_holds)
+                    else pd.DataFrame(columns=HOLD_COLUMNS)
+                )
+            ),
             "pending_credit_alerts": alerted,
             "meter_events": dg.MetadataValue.md(markdown_table(actions, max_rows=50)),
+        }
+    )
+
+
+def _hold_alerts(holds: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
+    """One finance alert per new `held` row: what is kept from Stripe, why, how to release."""
+    ceiling = float(config.billing.max_overage_usd_per_period)
+    return pd.DataFrame(
+        {
+            "tenant_id": holds.get("tenant_id", pd.Series(dtype=str)),
+            "period": holds.get("period", pd.Series(dtype=str)),
+            "kind": "billing_overage_held",
+            "ref": holds.get("identifier", pd.Series(dtype=str)),
+            "text": [
+                f"Overage of {t} for {p} HELD ({r}): {v / 100:,.2f} USD computed "
+                f"(ceiling {ceiling:,.2f} USD) was not sent to Stripe. Check it, then run "
+                f"billing_release_job with tenant_id={t}, period={p} to send it."
+                for t, p, v, r in zip(
+                    holds.get("tenant_id", []),
+                    holds.get("period", []),
+                    holds.get("value_cents", []),
+                    holds.get("hold_reason", []),
+                    strict=True,
+                )
+            ],
         }
     )
 
@@ -284,13 +333,16 @@ def billing_reconciliation(
                     f"Month close of {period} stopped: {t} reported {r / 100:.2f} USD vs "
                     f"computed {c / 100:.2f} USD ({u / 100:.2f} USD unconfirmed"
                     + (f", waiting on {w}" if isinstance(w, str) and w else "")
+                    + (f", {h / 100:.2f} USD held: {why}" if isinstance(why, str) and why else "")
                     + ")."
-                    for t, r, c, u, w in zip(
+                    for t, r, c, u, w, h, why in zip(
                         bad["tenant_id"],
                         bad["reported_cents"],
                         bad["computed_cents"],
                         bad["unconfirmed_cents"],
                         bad["waiting_on"],
+                        bad["held_cents"],
+                        bad["held_reason"],
                         strict=True,
                     )
                 ],
@@ -306,6 +358,8 @@ def billing_reconciliation(
             "computed_usd": round(int(recon["computed_cents"].sum()) / 100, 2),
             "reported_usd": round(int(recon["reported_cents"].sum()) / 100, 2),
             "mismatches": len(bad),
+            "held": int(recon["held_reason"].notna().sum()),
+            "held_usd": round(int(recon["held_cents"].sum()) / 100, 2),
             "waiting_on": dg.MetadataValue.json(waiting),
             "alerts": alerted,
         }

@@ -12,6 +12,7 @@ from cost_pipeline.defs.billing.assets import (
 from cost_pipeline.defs.billing.jobs import (
     billing_close_job,
     billing_close_schedule,
+    billing_release_job,
     billing_run_job,
 )
 from cost_pipeline.defs.billing.sensors import billing_run_sensor
@@ -24,7 +25,7 @@ defs = dg.Definitions(
         billing_reconciliation,
         billing_period_close,
     ],
-    jobs=[billing_run_job, billing_close_job],
+    jobs=[billing_run_job, billing_close_job, billing_release_job],
     schedules=[billing_close_schedule],
     sensors=[billing_run_sensor],
 )

@@ -1,4 +1,5 @@
-"""The billing run: resend or confirm what is unconfirmed, cancel excess, report new overage.
+"""The billing run: resend or confirm what is unconfirmed, cancel excess, report new overage,
+hold what cannot be right (above the ceiling, unpriced usage) until a person releases it.
 
 The state machine is described in `lib.billing_ledger`; every row is written under the ledger
 lock before its Stripe call and its outcome recorded after, through `store.billing`.
@@ -6,6 +7,7 @@ lock before its Stripe call and its outcome recorded after, through `store.billi
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -15,8 +17,11 @@ from cost_pipeline.lib.billing_ledger import (
     CANCELLED,
     CONFIRM_AFTER,
     CREDIT_RESOLVED,
+    DEFAULT_CEILING_CENTS,
     DRY_RUN,
     FAILED,
+    HELD,
+    HOLD,
     INTENDED,
     LOCK_KEY,
     PENDING_CREDIT,
@@ -25,17 +30,22 @@ from cost_pipeline.lib.billing_ledger import (
     BillingRunSummary,
     MeterEventSender,
     SendOutcome,
+    approved_cents,
     confirm_in_window,
     diff_against,
     fresh_idempotency_key,
+    hold_reasons,
     needs_confirmation,
     plan_credits,
     plan_events,
+    plan_holds,
+    release_holds,
     select_cancellations,
     summary_window,
     window_peers,
 )
 from cost_pipeline.store.billing import closed_keys, read_ledger, record_row, upsert_rows
+from cost_pipeline.store.spend import unpriced_periods
 from cost_pipeline.store.warehouse import Warehouse
 
 
@@ -46,13 +56,20 @@ def report_overage(
     *,
     now: datetime | None = None,
     confirm_after: timedelta = CONFIRM_AFTER,
+    ceiling_cents: int = DEFAULT_CEILING_CENTS,
+    unpriced: Collection[tuple[str, str]] | None = None,
 ) -> BillingRunSummary:
-    """Bring Stripe (or, in dry-run, the ledger) to exactly `charges` for every open period.
+    """Bring Stripe (or, in dry-run, the ledger) to exactly `charges` for every open period,
+    except periods held: a total above `ceiling_cents`, or usage not fully priced (`unpriced`
+    (tenant, period) keys; by default read from the warehouse for the charges' windows), is
+    recorded as a `held` row and sent only once released (`release_held_period`).
 
     Open events first attempted `confirm_after` ago or more are confirmed against Stripe's meter
     event summaries rather than resent under a key Stripe may have pruned.
     """
     now = now or datetime.now(UTC)
+    if unpriced is None:
+        unpriced = unpriced_periods(warehouse, charges)
     mode = "live" if sender.live else "dry_run"
     summary = BillingRunSummary()
     closed = closed_keys(warehouse)
@@ -65,10 +82,22 @@ def report_overage(
     with warehouse.transaction(LOCK_KEY) as conn:
         ledger = read_ledger(warehouse, conn)
         diff = diff_against(ledger, charges, mode)
-        intents = plan_events(ledger, diff[diff["diff_cents"] > 0], sender, mode, now)
+        new = diff[diff["diff_cents"] > 0]
+        reasons = hold_reasons(
+            new,
+            ceiling_cents=ceiling_cents,
+            unpriced=unpriced,
+            approved=approved_cents(ledger, mode),
+        )
+        holds, lifted = plan_holds(ledger, diff, reasons, mode, now)
+        intents = plan_events(ledger, new[reasons.isna()], sender, mode, now)
         credits, superseded = plan_credits(ledger, diff, mode, now)
-        upsert_rows(warehouse, conn, pd.concat([intents, credits, superseded], ignore_index=True))
+        changed = [intents, credits, superseded, holds, lifted]
+        upsert_rows(warehouse, conn, pd.concat(changed, ignore_index=True))
+        after = read_ledger(warehouse, conn)
     summary.new_pending_credits = credits
+    summary.new_holds = holds
+    summary.open_holds = after[after["kind"].eq(HOLD) & after["status"].eq(HELD)]
 
     for _, row in intents[intents["status"].isin([INTENDED])].iterrows():
         _send(warehouse, sender, row, summary, now)
@@ -217,6 +246,29 @@ def _cancel(
         updated_at=now,
     )
     summary.record(row, outcome, "cancel")
+
+
+def release_held_period(
+    warehouse: Warehouse,
+    tenant_id: str,
+    period: str,
+    *,
+    released_by: str,
+    reason: str,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Record that a person released a held tenant-period; the next billing run sends it."""
+    with warehouse.transaction(LOCK_KEY) as conn:
+        released = release_holds(
+            read_ledger(warehouse, conn),
+            tenant_id,
+            period,
+            released_by=released_by,
+            reason=reason,
+            now=now or datetime.now(UTC),
+        )
+        upsert_rows(warehouse, conn, released)
+    return released
 
 
 def resolve_pending_credit(
