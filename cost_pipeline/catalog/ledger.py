@@ -217,3 +217,27 @@ DAILY_COST_SUMMARY = TableSchema(
     indexes=(("day",), ("tenant_id", "day")),
     doc="Per day, tenant, category, provider, model or service and agent: requests, tokens, cost.",
 )
+
+INTERACTION_REVISIONS = TableSchema(
+    name="interaction_revisions",
+    columns=(
+        col("event_id", "str", nullable=False),
+        col("day", "date", nullable=False),
+        col("revised_at", "datetime", nullable=False, doc="When the later version was ingested."),
+        col(
+            "old_content",
+            "json",
+            nullable=False,
+            doc="The replaced version's raw columns (llm_interactions but source_file), as JSON.",
+        ),
+        col("new_content", "json", nullable=False, doc="The replacing version's raw columns."),
+        money("old_cost_usd", nullable=True, doc="Total USD of the replaced version."),
+        money("new_cost_usd", nullable=True, doc="Total USD of the replacing version."),
+        col("old_source_file", "str", doc="The landing file the replaced version came from."),
+        col("new_source_file", "str", doc="The landing file the replacing version came from."),
+    ),
+    indexes=(("day", "event_id"),),
+    doc="Restatements of the interaction log: an event_id re-sent on the same day with other "
+    "content in a later file replaces the stored call; the replaced version is kept here with "
+    "both contents and costs (one row per replacement, oldest first by revised_at).",
+)

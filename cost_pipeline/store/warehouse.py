@@ -23,9 +23,11 @@ make it safe across processes (every Dagster run, sensor and UI launch is its ow
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,31 @@ def redact_url(url: str) -> str:
 
 def partition_name(table: str, day: date) -> str:
     return f"{table}_d{day:%Y%m%d}"
+
+
+@dataclass
+class Restatements:
+    """Asks `insert_new` to treat a re-sent key with other content as a restatement.
+
+    A row whose unique key is stored already (on the same day) but whose `compare` columns
+    differ replaces the stored row; the stored version is written to `into` (the key columns,
+    `revised_at`, `old_content` / `new_content` as JSON of the `compare` columns, and
+    `old_` / `new_` `cost_usd` and `source_file`). `by_day` receives the count per day.
+    """
+
+    into: TableSchema
+    compare: tuple[str, ...]
+    revised_at: datetime
+    by_day: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_day.values())
+
+    def add(self, day: Any, n: int = 1) -> None:
+        if n:
+            key = str(day)
+            self.by_day[key] = self.by_day.get(key, 0) + n
 
 
 class Warehouse:
@@ -320,6 +347,8 @@ class Warehouse:
         conn: Connection,
         schema: TableSchema,
         chunks: Iterable[pa.Table | pd.DataFrame | tuple[pa.Table, list[str]]],
+        *,
+        restate: Restatements | None = None,
     ) -> dict[str, int]:
         """Insert rows whose unique key is not stored yet; return new rows per day.
 
@@ -331,6 +360,15 @@ class Warehouse:
         INSERT OR IGNORE on the unique index, new rows counted per day. A chunk given as
         `(rows, ids)` first removes the versions of `ids` that earlier chunks loaded (a file
         that corrects its own records: the last version wins).
+
+        With `restate`, a row whose key is stored already with other `restate.compare` values
+        is a restatement, not a duplicate: the stored version moves to `restate.into`, the new
+        one replaces it, and the count lands in `restate.by_day` (not in the returned new rows).
+        Only rows that would otherwise be dropped are compared — on Postgres the staged rows
+        (days that held rows), never the direct copies; on SQLite each chunk through a temp
+        staging table — and only against the same day: a correction that moves an event to
+        another day is out of scope (it loads as a new row there; the old day keeps its
+        version), since dedupe never scans other days.
         """
         if not schema.unique:
             raise ValueError(f"{schema.name} has no unique key")
@@ -339,6 +377,12 @@ class Warehouse:
         if self.is_postgres:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
             conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} (LIKE {schema.name})")
+        elif restate is not None:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{stage}")
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE {stage} AS SELECT * FROM {schema.name} WHERE 0"
+            )
+        restated_here: dict[str, int] = {}
         direct_days: set[date] = set()
         checked: set[date] = set()
         direct_new: dict[str, int] = {}
@@ -362,6 +406,8 @@ class Warehouse:
                 # the per-day row counts before and after say how many were new.
                 days = sorted(set(pc.unique(arrow[part]).to_pylist()))
                 before = self._day_counts(conn, schema, days)
+                if restate is not None:
+                    self._sqlite_restate(conn, schema, stage, arrow, restate)
                 _sqlite_insert(conn, schema.name, schema, arrow, or_ignore=True)
                 after = self._day_counts(conn, schema, days)
                 for day in days:
@@ -400,6 +446,8 @@ class Warehouse:
         if self.is_postgres:
             join = " AND ".join(f"t.{k} = s.{k}" for k in key)
             distinct = ", ".join(key)
+            if restate is not None:
+                restated_here = self._pg_restate(conn, schema, stage, restate)
             new_by_day = conn.exec_driver_sql(
                 f"WITH inserted AS (INSERT INTO {schema.name} ({cols}) "
                 f"SELECT DISTINCT ON ({distinct}) {cols} FROM {stage} s "
@@ -410,10 +458,100 @@ class Warehouse:
             conn.exec_driver_sql(f"DROP TABLE {stage}")
         else:
             new_by_day = []
+            if restate is not None:
+                conn.exec_driver_sql(f"DROP TABLE temp.{stage}")
         out = dict(direct_new)
         for day, n in new_by_day:
-            out[str(day)] = out.get(str(day), 0) + int(n)
+            # Restated keys were deleted and loaded again: replaced rows, not new ones.
+            n = int(n) - restated_here.get(str(day), 0)
+            if n:
+                out[str(day)] = out.get(str(day), 0) + n
         return out
+
+    def _pg_restate(
+        self, conn: Connection, schema: TableSchema, stage: str, restate: Restatements
+    ) -> dict[str, int]:
+        """Postgres: delete the stored rows that a staged row (the first of its key) restates,
+        archive both versions in `restate.into`; return the restatements per day."""
+        part = schema.partition_column or "day"
+        key = ", ".join(f'"{k}"' for k in schema.unique)
+        join = " AND ".join(f't."{k}" = s."{k}"' for k in schema.unique)
+        old = ", ".join(f't."{c}"' for c in restate.compare)
+        new = ", ".join(f's."{c}"' for c in restate.compare)
+        days_filter = ""
+        params: dict[str, Any] = {}
+        if schema.day_partitioned:
+            # Named days, so the planner prunes to their partitions: no other day is scanned.
+            params["days"] = list(
+                conn.exec_driver_sql(f'SELECT DISTINCT "{part}" FROM {stage}').scalars()
+            )
+            days_filter = f' AND t."{part}" = ANY(%(days)s::date[])'
+        rows = conn.exec_driver_sql(
+            f"DELETE FROM {schema.name} t USING (SELECT DISTINCT ON ({key}) * FROM {stage} "
+            f"ORDER BY {key}, ctid) s WHERE {join}{days_filter} "
+            f"AND ROW({old}) IS DISTINCT FROM ROW({new}) RETURNING {_versions_sql(schema)}",
+            params,
+        ).all()
+        return self._archive_versions(conn, schema, restate, rows)
+
+    def _sqlite_restate(
+        self,
+        conn: Connection,
+        schema: TableSchema,
+        stage: str,
+        arrow: pa.Table,
+        restate: Restatements,
+    ) -> None:
+        """SQLite: stage one chunk, delete the stored rows its rows (the first of each key)
+        restate and archive both versions, so that INSERT OR IGNORE then loads the new ones."""
+        conn.exec_driver_sql(f"DELETE FROM temp.{stage}")
+        _sqlite_insert(conn, f"temp.{stage}", schema, arrow)
+        key = ", ".join(f'"{k}"' for k in schema.unique)
+        join = " AND ".join(f't."{k}" = s."{k}"' for k in schema.unique)
+        differ = " OR ".join(f't."{c}" IS NOT s."{c}"' for c in restate.compare)
+        rows = conn.exec_driver_sql(
+            f"SELECT {_versions_sql(schema)} FROM temp.{stage} s JOIN {schema.name} t ON {join} "
+            f"WHERE s.rowid IN (SELECT MIN(rowid) FROM temp.{stage} GROUP BY {key}) "
+            f"AND ({differ})"
+        ).all()
+        if not rows:
+            return
+        names = schema.column_names
+        where = " AND ".join(f'"{k}" = ?' for k in schema.unique)
+        conn.exec_driver_sql(
+            f"DELETE FROM {schema.name} WHERE {where}",
+            [tuple(row[names.index(k)] for k in schema.unique) for row in rows],
+        )
+        self._archive_versions(conn, schema, restate, rows)
+
+    def _archive_versions(
+        self, conn: Connection, schema: TableSchema, restate: Restatements, rows: Sequence[Any]
+    ) -> dict[str, int]:
+        """Write the (old, new) version pairs of `_versions_sql` rows to `restate.into`."""
+        if not rows:
+            return {}
+        names = schema.column_names
+        both = pd.DataFrame(
+            [tuple(r) for r in rows], columns=[*names, *(f"new.{c}" for c in names)]
+        )
+        old = schema.conform(both.iloc[:, : len(names)])
+        new = schema.conform(both.iloc[:, len(names) :].set_axis(names, axis=1))
+        frame = pd.DataFrame({k: new[k] for k in schema.unique})
+        frame["revised_at"] = restate.revised_at
+        compare = list(restate.compare)
+        frame["old_content"] = [_json_text(r) for r in old[compare].to_dict("records")]
+        frame["new_content"] = [_json_text(r) for r in new[compare].to_dict("records")]
+        for column in ("cost_usd", "source_file"):
+            if column in names:
+                frame[f"old_{column}"] = old[column]
+                frame[f"new_{column}"] = new[column]
+        self._bulk_insert(conn, restate.into, restate.into.conform(frame))
+        counts: dict[str, int] = {}
+        for day in new[schema.partition_column or "day"]:
+            counts[str(day)] = counts.get(str(day), 0) + 1
+        for day, n in counts.items():
+            restate.add(day, n)
+        return counts
 
     def _delete_keys(
         self, conn: Connection, schema: TableSchema, stage: str, days: list[date], ids: list[str]
@@ -656,6 +794,34 @@ def _check_unique(schema: TableSchema, frame: pd.DataFrame) -> None:
     if schema.unique and frame.duplicated(list(schema.unique)).any():
         dup = frame.loc[frame.duplicated(list(schema.unique)), list(schema.unique)].iloc[0]
         raise ValueError(f"{schema.name}: duplicate key {dup.to_dict()} in the rows to write")
+
+
+def _versions_sql(schema: TableSchema) -> str:
+    """Every column of the stored row `t`, then every column of the staged row `s`."""
+    return ", ".join(
+        [f't."{c}"' for c in schema.column_names] + [f's."{c}"' for c in schema.column_names]
+    )
+
+
+def _json_text(record: dict[str, Any]) -> str:
+    """One row's values as JSON text, alike on every engine: UTC timestamps as ISO 8601 `Z`."""
+
+    def plain(value: Any) -> Any:
+        if value is None or value is pd.NA or value is pd.NaT:
+            return None
+        if isinstance(value, float) and value != value:
+            return None
+        if isinstance(value, pd.Timestamp | datetime):
+            stamp = pd.Timestamp(value)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if isinstance(value, date):
+            return value.isoformat()
+        if hasattr(value, "item"):  # numpy scalars
+            return value.item()
+        return value
+
+    return json.dumps({k: plain(v) for k, v in record.items()}, sort_keys=False)
 
 
 def _lock_id(key: str) -> int:

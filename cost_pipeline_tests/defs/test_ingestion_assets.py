@@ -204,3 +204,88 @@ def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
     assert int(llm["n"]) == len(priced_rows) == counts["priced"]
     assert int(llm["tokens"]) == int(priced_rows["input_tokens"].sum())
     assert float(llm["usd"]) == pytest.approx(priced_rows["cost_usd"].sum(), abs=1e-6)
+
+
+def test_a_later_file_restating_an_event_replaces_it_and_rebuilds_its_day(
+    ingest, warehouse_url: str
+) -> None:
+    from cost_pipeline.defs.pricing.assets import priced_interactions
+
+    log_dir, run, wh, instance = ingest
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse_url),
+        "cost_config": CostConfigResource(),
+        "interaction_log": LandingFolderResource(path=str(log_dir)),
+    }
+
+    def summary_cost() -> float:
+        for assets in ([priced_interactions], [daily_cost_summary]):
+            result = dg.materialize(
+                assets, resources=resources, instance=instance, partition_key="2026-09-02"
+            )
+            assert result.success
+        return float(
+            wh.query(
+                "SELECT SUM(cost_usd) AS usd FROM daily_cost_summary "
+                "WHERE day = :day AND cost_category = 'llm'",
+                {"day": date(2026, 9, 2)},
+            )["usd"].iloc[0]
+        )
+
+    write_jsonl(log_dir / "a.jsonl", [event(i) for i in range(5)])
+    assert metadata(run())["rows_loaded"] == 5
+    before = summary_cost()
+    old_cost = float(
+        wh.query("SELECT cost_usd FROM priced_interactions WHERE event_id = 'ev-2026-09-02-1'")[
+            "cost_usd"
+        ].iloc[0]
+    )
+
+    # A later file: event 1 restated (more output tokens), event 2 an exact repeat, 5 new.
+    write_jsonl(log_dir / "b.jsonl", [event(1, output_tokens=3000), event(2), event(5)])
+    meta = metadata(run())
+    assert (meta["rows_loaded"], meta["restatements"], meta["duplicates_dropped"]) == (1, 1, 1)
+    assert meta["restated_in_file"] == 0
+    assert meta["new_rows_by_day"] == {"2026-09-02": 2}
+
+    stored = wh.read(PRICED_INTERACTIONS).set_index("event_id")
+    assert len(stored) == 6
+    assert stored.loc["ev-2026-09-02-1", "output_tokens"] == 3000
+    assert stored.loc["ev-2026-09-02-1", "source_file"].endswith("b.jsonl")
+    new_cost = float(stored.loc["ev-2026-09-02-1", "cost_usd"])
+    assert new_cost > old_cost
+
+    [revision] = wh.query(
+        "SELECT event_id, old_content, new_content, old_cost_usd, new_cost_usd, "
+        "old_source_file, new_source_file FROM interaction_revisions"
+    ).to_dict("records")
+    assert revision["event_id"] == "ev-2026-09-02-1"
+    assert json.loads(revision["old_content"])["output_tokens"] == 300
+    assert json.loads(revision["new_content"])["output_tokens"] == 3000
+    assert float(revision["old_cost_usd"]) == pytest.approx(old_cost, abs=1e-9)
+    assert float(revision["new_cost_usd"]) == pytest.approx(new_cost, abs=1e-9)
+    assert revision["old_source_file"].endswith("a.jsonl")
+    assert revision["new_source_file"].endswith("b.jsonl")
+
+    # The day rebuilt from the warehouse: the restated cost replaces the old one.
+    after = summary_cost()
+    new_event = float(stored.loc["ev-2026-09-02-5", "cost_usd"])
+    assert after == pytest.approx(before - old_cost + new_cost + new_event, abs=1e-6)
+
+
+def test_late_sensor_requests_a_day_whose_only_change_is_a_restatement(
+    ingest, dagster_instance
+) -> None:
+    log_dir, run, _, instance = ingest
+    job = dg.define_asset_job(
+        "daily_cost_job", selection=[daily_cost_summary], partitions_def=daily_partitions
+    )
+    sensor = late_data_sensor_for(job)
+    write_jsonl(log_dir / "a.jsonl", [event(1, "2026-09-02"), event(2, "2026-09-03")])
+    run()
+    first = sensor(dg.build_sensor_context(instance=instance))
+    write_jsonl(log_dir / "fix.jsonl", [event(2, "2026-09-03", input_tokens=5000)])
+    meta = metadata(run())
+    assert (meta["rows_loaded"], meta["restatements"]) == (0, 1)
+    late = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert [r.partition_key for r in late.run_requests] == ["2026-09-03"]

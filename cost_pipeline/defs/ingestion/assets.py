@@ -3,6 +3,12 @@
 Each new file is read in Arrow chunks, validated, priced in the same pass and stored once (in
 `priced_interactions`, of which `llm_interactions` is the raw-column view), in one transaction
 per file together with its quarantine rows and its "seen" mark.
+
+An `event_id` re-sent in a later file with other content (any raw column but `source_file`) on
+the same day is a restatement: the latest version replaces the stored call, the previous one is
+kept in `interaction_revisions`, and the day is listed in `new_rows_by_day` so the late-data
+sensor rebuilds it. Exact repeats stay duplicates. A correction that moves an event to another
+day is out of scope: it loads as a new call on that day (dedupe never scans other days).
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
@@ -14,7 +20,13 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from cost_pipeline.catalog import INGESTED_FILES, LLM_INTERACTIONS, PRICED_INTERACTIONS, QUARANTINE
+from cost_pipeline.catalog import (
+    INGESTED_FILES,
+    INTERACTION_REVISIONS,
+    LLM_INTERACTIONS,
+    PRICED_INTERACTIONS,
+    QUARANTINE,
+)
 from cost_pipeline.defs.ingestion.sensors import NEW_ROWS_BY_DAY
 from cost_pipeline.lib.interaction_log import file_digest, iter_log_file
 from cost_pipeline.lib.partition_window import split_by_window
@@ -23,8 +35,11 @@ from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.providers import known_providers
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.warehouse import Restatements
 
 SOURCE = "llm_interactions"
+# What makes a re-sent event a restatement rather than a duplicate: its raw columns differ.
+RESTATED_COLUMNS = tuple(c for c in LLM_INTERACTIONS.column_names if c != "source_file")
 # Calls dated after tomorrow (UTC) are quarantined: a clock that far ahead is a bug, not data.
 FUTURE_DAYS = 1
 
@@ -34,8 +49,9 @@ FUTURE_DAYS = 1
     kinds={"python", "sql"},
     description=(
         "One row per LLM call from the app's log (INTERACTION_LOG_DIR). Files are read once by "
-        "content; duplicate event ids add nothing; malformed records and calls outside the "
-        "partitions go to `quarantine`. " + LLM_INTERACTIONS.doc
+        "content; duplicate event ids add nothing; an event id re-sent with other content "
+        "replaces the stored call (previous version in `interaction_revisions`); malformed "
+        "records and calls outside the partitions go to `quarantine`. " + LLM_INTERACTIONS.doc
     ),
 )
 def llm_interactions(
@@ -62,6 +78,7 @@ def llm_interactions(
         "loaded": 0,
         "duplicates": 0,
         "restated": 0,
+        "restatements": 0,
         "quarantined": 0,
     }
     for i, path in enumerate(files, start=1):
@@ -81,12 +98,24 @@ def llm_interactions(
             quarantine: list[pd.DataFrame] = []
             # The next chunk is read and priced while the database loads the previous one.
             chunks = _priced_chunks(path, providers, engine, window, counts, quarantine)
-            by_day = wh.insert_new(conn, PRICED_INTERACTIONS, prefetched(chunks))
+            restate = Restatements(
+                into=INTERACTION_REVISIONS,
+                compare=RESTATED_COLUMNS,
+                revised_at=datetime.now(UTC),
+            )
+            by_day = wh.insert_new(conn, PRICED_INTERACTIONS, prefetched(chunks), restate=restate)
             for frame in quarantine:
                 wh.append(QUARANTINE, frame, conn=conn)
             loaded = sum(by_day.values())
-            # Rows staged but not new: exact repeats of stored calls (a re-delivered file).
-            duplicates = counts["duplicates"] + counts["staged"] - counts["replaced"] - loaded
+            # Rows staged but neither new nor restating a stored call: exact repeats of stored
+            # calls (a re-delivered file).
+            duplicates = (
+                counts["duplicates"]
+                + counts["staged"]
+                - counts["replaced"]
+                - loaded
+                - restate.total
+            )
             wh.append(
                 INGESTED_FILES,
                 pd.DataFrame(
@@ -99,23 +128,25 @@ def llm_interactions(
                             "rows_loaded": loaded,
                             "rows_duplicate": duplicates,
                             "rows_quarantined": counts["quarantined"],
-                            "ingested_at": datetime.now(UTC),
+                            "ingested_at": restate.revised_at,
                         }
                     ]
                 ),
                 conn=conn,
             )
         seen.add(digest)
-        for day, n in by_day.items():
+        # Restated days changed too: the late-data sensor rebuilds every day listed here.
+        for day, n in [*by_day.items(), *restate.by_day.items()]:
             new_by_day[day] = new_by_day.get(day, 0) + n
         totals["files"] += 1
         totals["loaded"] += loaded
         totals["duplicates"] += duplicates
         totals["restated"] += counts["restated"]
+        totals["restatements"] += restate.total
         totals["quarantined"] += counts["quarantined"]
         context.log.info(
-            f"[{i}/{len(files)}] {path.name}: {loaded:,} new, {duplicates:,} duplicate, "
-            f"{counts['quarantined']:,} quarantined"
+            f"[{i}/{len(files)}] {path.name}: {loaded:,} new, {restate.total:,} restated, "
+            f"{duplicates:,} duplicate, {counts['quarantined']:,} quarantined"
         )
 
     return dg.MaterializeResult(
@@ -126,6 +157,7 @@ def llm_interactions(
             "rows_loaded": totals["loaded"],
             "duplicates_dropped": totals["duplicates"],
             "restated_in_file": totals["restated"],
+            "restatements": totals["restatements"],
             "rows_quarantined": totals["quarantined"],
             "price_version": engine.price_version,
             NEW_ROWS_BY_DAY: dg.MetadataValue.json(dict(sorted(new_by_day.items()))),

@@ -88,8 +88,11 @@ def priced_interactions(
 
 @dg.asset_check(
     asset=priced_interactions,
-    blocking=True,
-    description="Every call's model has a price; an unknown model must not reach a bill.",
+    description=(
+        "Every call's model has a price. Not blocking: the day's summary, budgets and analytics "
+        "still build, with `unpriced_requests` set; what an unknown model blocks is billing "
+        "(overage of a period with unpriced usage is held until priced or released)."
+    ),
 )
 @for_each_day
 def no_unknown_models(
