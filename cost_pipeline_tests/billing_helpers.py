@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from cost_pipeline.catalog import PRICED_INTERACTIONS
 from cost_pipeline.lib.config import CostConfig, parse_config
@@ -79,3 +81,23 @@ def seed(wh: Warehouse, rows: list[tuple[str, datetime, float, int]]) -> None:
     df = interactions(rows)
     for day, part in df.groupby("day"):
         wh.replace_partition(PRICED_INTERACTIONS, day, part)
+
+
+# Three tenants' September usage: pronto and bigco over their allowance, acme under it.
+SEPTEMBER = [
+    ("pronto", datetime(2026, 9, 10, tzinfo=UTC), 300.0, 10),
+    ("acme", datetime(2026, 9, 11, tzinfo=UTC), 9.0, 10),
+    ("bigco", datetime(2026, 9, 12, tzinfo=UTC), 2_100.0, 10),
+]
+
+
+def seeded_billing_warehouse(
+    tmp_path: Path, url: str, raw: dict, extra: list[tuple[str, datetime, float, int]] = ()
+) -> tuple[str, str]:
+    """(warehouse URL, config path): September's usage seeded, `raw` written as the config."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    wh = Warehouse(url)
+    seed(wh, [*SEPTEMBER, *extra])
+    wh.dispose()
+    return url, str(config_path)

@@ -9,7 +9,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import time_machine
-import yaml
 
 from cost_pipeline.catalog import BILLING_PERIOD_CLOSE, BILLING_RECONCILIATION
 from cost_pipeline.defs.billing.assets import (
@@ -27,7 +26,7 @@ from cost_pipeline.resources.stripe_billing import StripeBillingResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store.billing import read_ledger
 from cost_pipeline.store.warehouse import Warehouse
-from cost_pipeline_tests.billing_helpers import RAW_CONFIG, seed
+from cost_pipeline_tests.billing_helpers import RAW_CONFIG, seed, seeded_billing_warehouse
 from cost_pipeline_tests.fakes.stripe import FakeStripe, running
 
 NOW = datetime(2026, 10, 2, 12, tzinfo=UTC)
@@ -49,20 +48,7 @@ def _frozen() -> Iterator[None]:
 @pytest.fixture
 def setup(tmp_path: Path, warehouse_url: str) -> Iterator[tuple[str, str]]:
     """A seeded warehouse on each engine (SQLite and Postgres) and the billing config."""
-    url = warehouse_url
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(RAW_CONFIG))
-    wh = Warehouse(url)
-    seed(
-        wh,
-        [
-            ("pronto", datetime(2026, 9, 10, tzinfo=UTC), 300.0, 10),
-            ("acme", datetime(2026, 9, 11, tzinfo=UTC), 9.0, 10),
-            ("bigco", datetime(2026, 9, 12, tzinfo=UTC), 2_100.0, 10),
-        ],
-    )
-    wh.dispose()
-    yield url, str(config_path)
+    yield seeded_billing_warehouse(tmp_path, warehouse_url, RAW_CONFIG)
 
 
 def resources(url: str, config: str, stripe: StripeBillingResource | None = None) -> dict:

@@ -10,7 +10,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import time_machine
-import yaml
 
 from cost_pipeline.catalog import BILLING_RECONCILIATION, PRICED_INTERACTIONS
 from cost_pipeline.defs.billing.assets import billing_ledger
@@ -19,7 +18,7 @@ from cost_pipeline.defs.billing.sensors import billing_run_sensor
 from cost_pipeline.lib.billing_ledger import ABOVE_CEILING, UNPRICED_USAGE
 from cost_pipeline.store.billing import read_ledger
 from cost_pipeline.store.warehouse import Warehouse
-from cost_pipeline_tests.billing_helpers import RAW_CONFIG, interactions, seed
+from cost_pipeline_tests.billing_helpers import RAW_CONFIG, interactions, seeded_billing_warehouse
 from cost_pipeline_tests.defs.test_billing import (
     live_stripe,
     materialize_september,
@@ -36,23 +35,6 @@ NORMAL = {"cus_pronto": 11_500, "cus_bigco": 10_500}  # what test_billing bills 
 def _frozen() -> Iterator[None]:
     with time_machine.travel(NOW, tick=True):
         yield
-
-
-def _setup(tmp_path: Path, url: str, raw: dict, extra: list) -> tuple[str, str]:
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    wh = Warehouse(url)
-    seed(
-        wh,
-        [
-            ("pronto", datetime(2026, 9, 10, tzinfo=UTC), 300.0, 10),
-            ("acme", datetime(2026, 9, 11, tzinfo=UTC), 9.0, 10),
-            ("bigco", datetime(2026, 9, 12, tzinfo=UTC), 2_100.0, 10),
-            *extra,
-        ],
-    )
-    wh.dispose()
-    return url, str(config_path)
 
 
 def release(url: str, config: str, tenant_id: str, period: str) -> dg.ExecuteInProcessResult:
@@ -88,7 +70,7 @@ def test_overage_above_ceiling_is_held_and_sent_once_after_release(
     tmp_path: Path, warehouse_url: str
 ) -> None:
     # The evidence: 1e15 tokens in one call; the default ceiling (50,000 USD) holds it.
-    url, config = _setup(
+    url, config = seeded_billing_warehouse(
         tmp_path,
         warehouse_url,
         RAW_CONFIG,
@@ -137,14 +119,14 @@ def test_overage_above_ceiling_is_held_and_sent_once_after_release(
 
 
 def test_release_of_a_period_without_hold_fails(tmp_path: Path, warehouse_url: str) -> None:
-    url, config = _setup(tmp_path, warehouse_url, RAW_CONFIG, [])
+    url, config = seeded_billing_warehouse(tmp_path, warehouse_url, RAW_CONFIG, [])
     result = release(url, config, "pronto", "2026-09")
     assert not result.success
 
 
 def test_configured_ceiling_holds_only_periods_above_it(tmp_path: Path, warehouse_url: str) -> None:
     raw = {**RAW_CONFIG, "billing": {"max_overage_usd_per_period": 110}}
-    url, config = _setup(tmp_path, warehouse_url, raw, [])
+    url, config = seeded_billing_warehouse(tmp_path, warehouse_url, raw, [])
     with running() as fake:
         materialize_september(url, config, live_stripe(fake))
         assert fake.totals_by_customer() == {"cus_bigco": 10_500}
@@ -152,7 +134,7 @@ def test_configured_ceiling_holds_only_periods_above_it(tmp_path: Path, warehous
 
 
 def test_unpriced_usage_holds_the_period_until_priced(tmp_path: Path, warehouse_url: str) -> None:
-    url, config = _setup(tmp_path, warehouse_url, RAW_CONFIG, [])
+    url, config = seeded_billing_warehouse(tmp_path, warehouse_url, RAW_CONFIG, [])
     unknown = interactions([("pronto", datetime(2026, 9, 13, tzinfo=UTC), 0.0, 10)])
     day = unknown["day"].iloc[0]
     wh = Warehouse(url)
@@ -174,7 +156,7 @@ def test_sensor_requests_a_billing_run_after_a_release(
     tmp_path: Path, warehouse_url: str, dagster_instance: dg.DagsterInstance
 ) -> None:
     raw = {**RAW_CONFIG, "billing": {"max_overage_usd_per_period": 110}}
-    url, config = _setup(tmp_path, warehouse_url, raw, [])
+    url, config = seeded_billing_warehouse(tmp_path, warehouse_url, raw, [])
     materialize_september(url, config)  # dry run: pronto held
     defs = dg.Definitions(jobs=[billing_release_job], resources=resources(url, config))
     with dg.build_sensor_context(instance=dagster_instance) as ctx:
