@@ -226,21 +226,6 @@ class Warehouse:
             day += timedelta(days=1)
         return [f"created {len(created)} day partition(s) of {schema.name}"] if created else []
 
-    def day_partitions(self, schema: TableSchema) -> tuple[date, date] | None:
-        """(first, last) day that has a partition on Postgres; None elsewhere or if none."""
-        if not (self.is_postgres and schema.day_partitioned):
-            return None
-        with self.engine.connect() as conn:
-            names = conn.exec_driver_sql(
-                "SELECT MIN(c.relname), MAX(c.relname) FROM pg_inherits i "
-                "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
-                "WHERE p.relname = %(t)s",
-                {"t": schema.name},
-            ).one()
-        if names[0] is None:
-            return None
-        return tuple(datetime.strptime(n[-8:], "%Y%m%d").date() for n in names)  # type: ignore[return-value]
-
     # -- writes --------------------------------------------------------------------------------
 
     def replace_partition(
@@ -647,15 +632,6 @@ class Warehouse:
                 _copy_arrow(conn, schema.name, schema, chunk)
             else:
                 _sqlite_insert(conn, schema.name, schema, chunk)
-
-    def _insert_arrow(
-        self, conn: Connection, schema: TableSchema, name: str, table: sa.Table, arrow: pa.Table
-    ) -> None:
-        if self.is_postgres:
-            _copy_arrow(conn, name, schema, arrow)
-            return
-        for start in range(0, arrow.num_rows, WRITE_CHUNK_ROWS):
-            _sqlite_insert(conn, name, schema, arrow.slice(start, WRITE_CHUNK_ROWS))
 
     # -- reads ---------------------------------------------------------------------------------
 

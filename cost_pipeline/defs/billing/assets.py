@@ -10,6 +10,7 @@ window). `tenant_unit_economics` sits beside `overage_charges`.
 # No `from __future__ import annotations` here: Dagster 1.13 checks the `context` annotation at
 # definition time and rejects the string form it would become.
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -195,27 +196,31 @@ def billing_ledger(
         confirm_after=stripe_billing.confirm_after,
         ceiling_cents=int(config.billing.max_overage_usd_per_period * 100),
     )
-    credits = summary.new_pending_credits
-    alerts = pd.DataFrame(
-        {
-            "tenant_id": credits.get("tenant_id", pd.Series(dtype=str)),
-            "period": credits.get("period", pd.Series(dtype=str)),
-            "kind": "billing_pending_credit",
-            "ref": credits.get("identifier", pd.Series(dtype=str)),
-            "text": [
-                f"Overage of {t} for {p} fell {v / 100:.2f} USD below what Stripe was sent; "
-                f"pending credit {i} needs a decision."
-                for t, p, v, i in zip(
-                    credits.get("tenant_id", []),
-                    credits.get("period", []),
-                    credits.get("value_cents", []),
-                    credits.get("identifier", []),
-                    strict=True,
-                )
-            ],
-        }
+    ceiling = float(config.billing.max_overage_usd_per_period)
+    alerts = pd.concat(
+        [
+            _ledger_alerts(
+                summary.new_pending_credits,
+                "billing_pending_credit",
+                lambda r: (
+                    f"Overage of {r['tenant_id']} for {r['period']} fell "
+                    f"{r['value_cents'] / 100:.2f} USD below what Stripe was sent; pending "
+                    f"credit {r['identifier']} needs a decision."
+                ),
+            ),
+            _ledger_alerts(
+                summary.new_holds,
+                "billing_overage_held",
+                lambda r: (
+                    f"Overage of {r['tenant_id']} for {r['period']} HELD ({r['hold_reason']}): "
+                    f"{r['value_cents'] / 100:,.2f} USD computed (ceiling {ceiling:,.2f} USD) "
+                    "was not sent to Stripe. Check it, then run billing_release_job with "
+                    f"tenant_id={r['tenant_id']}, period={r['period']} to send it."
+                ),
+            ),
+        ],
+        ignore_index=True,
     )
-    alerts = pd.concat([alerts, _hold_alerts(summary.new_holds, config)], ignore_index=True)
     alerted = _enqueue_alerts(wh, config, alerts, now)
     if not summary.open_holds.empty:
         context.log.warning(
@@ -237,7 +242,7 @@ def billing_ledger(
             "failed": summary.failed,
             "unconfirmed": summary.unconfirmed,
             "cancelled": summary.cancelled,
-            "new_pending_credits": len(credits),
+            "new_pending_credits": len(summary.new_pending_credits),
             "new_holds": len(summary.new_holds),
             "held": len(summary.open_holds),
             "held_periods": dg.MetadataValue.md(
@@ -253,28 +258,18 @@ def billing_ledger(
     )
 
 
-def _hold_alerts(holds: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
-    """One finance alert per new `held` row: what is kept from Stripe, why, how to release."""
-    ceiling = float(config.billing.max_overage_usd_per_period)
+def _ledger_alerts(rows: pd.DataFrame, kind: str, text: Callable[[dict], str]) -> pd.DataFrame:
+    """One finance alert per new ledger row (a pending credit, a hold), keyed by identifier."""
+    records = rows.to_dict("records")
     return pd.DataFrame(
         {
-            "tenant_id": holds.get("tenant_id", pd.Series(dtype=str)),
-            "period": holds.get("period", pd.Series(dtype=str)),
-            "kind": "billing_overage_held",
-            "ref": holds.get("identifier", pd.Series(dtype=str)),
-            "text": [
-                f"Overage of {t} for {p} HELD ({r}): {v / 100:,.2f} USD computed "
-                f"(ceiling {ceiling:,.2f} USD) was not sent to Stripe. Check it, then run "
-                f"billing_release_job with tenant_id={t}, period={p} to send it."
-                for t, p, v, r in zip(
-                    holds.get("tenant_id", []),
-                    holds.get("period", []),
-                    holds.get("value_cents", []),
-                    holds.get("hold_reason", []),
-                    strict=True,
-                )
-            ],
-        }
+            "tenant_id": [r["tenant_id"] for r in records],
+            "period": [r["period"] for r in records],
+            "kind": kind,
+            "ref": [r["identifier"] for r in records],
+            "text": [text(r) for r in records],
+        },
+        columns=["tenant_id", "period", "kind", "ref", "text"],
     )
 
 
