@@ -47,6 +47,12 @@ def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCon
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def day_chunks(days: list[date], size: int = 31) -> list[list[date]]:
+    """`days` in consecutive chunks of at most `size`: what an asset that computes a range at
+    once reads and models together, so a year of backfill never reads a year at once."""
+    return [days[i : i + size] for i in range(0, len(days), size)]
+
+
 def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
     """The UTC day being materialized or checked (inside `for_each_day`, the current one)."""
     current = _DAY.get()
@@ -105,14 +111,22 @@ def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def run(context: Any, *args: Any, **kwargs: Any) -> Any:
         per_day = list(each_day(context, args, kwargs))
-        if len(per_day) == 1:
-            return per_day[0][1]
-        days, results = [d for d, _ in per_day], [r for _, r in per_day]
-        if isinstance(results[0], dg.AssetCheckResult):
-            return _merge_checks(days, results)
-        return _merge_materializations(days, results)
+        return merge_days([d for d, _ in per_day], [r for _, r in per_day])
 
     return run
+
+
+def merge_days(days: list[date], results: list[Any]) -> Any:
+    """One result for a run over `days` from each day's own (see `for_each_day`).
+
+    For assets that compute a whole range at once (one read, one model pass) and then write
+    and describe each day: the same metadata a `for_each_day` asset shows.
+    """
+    if len(results) == 1:
+        return results[0]
+    if isinstance(results[0], dg.AssetCheckResult):
+        return _merge_checks(days, results)
+    return _merge_materializations(days, results)
 
 
 def _scalars(metadata: dict[str, Any]) -> dict[str, float]:

@@ -324,11 +324,14 @@ def score_days(
     min_excess = np.maximum(params.min_excess_share * usual_total, params.min_excess_usd)
     code, ratio, z = severity_codes(actual, base["expected"], base["sigma"], min_excess, params)
     enough = base["history"] >= params.min_history_days
-    has_requests = np.zeros(len(panel), dtype=bool)
     if "requests" in daily and len(daily):
         req = driver_panel(daily, days, "requests").reindex(panel.index, fill_value=0.0)
         req_values = _started(req.to_numpy(), np.asarray(tenant_of))
-        has_requests = np.nansum(req_values, axis=1) > 0
+        # Calls in each target's own window only: a range scores each day as it would alone.
+        calls = np.nancumsum(np.nan_to_num(req_values), axis=1)
+        before = np.where(targets > WINDOW_DAYS, targets - WINDOW_DAYS - 1, -1)
+        in_window = calls[:, targets] - np.where(before >= 0, calls[:, np.maximum(before, 0)], 0.0)
+        has_requests = in_window > 0
         rb = robust_baseline(req_values, targets)
         # Counts are Poisson-like: a driver usually making 4 calls may well make 9.
         poisson = np.sqrt(np.nan_to_num(rb["expected"])) + 1.0
@@ -349,11 +352,11 @@ def score_days(
         infra_excess = np.nan_to_num(infra_values[:, targets]) - np.nan_to_num(ib["expected"])
         excess = actual - expected
         infra_driven = is_total[:, None] & (infra_excess >= 0.5 * np.maximum(excess, 1e-12))
-        gated = has_requests[:, None] & ~infra_driven
+        gated = has_requests & ~infra_driven
         # A driver new to the tenant has no usual call count to compare with: its cost share
         # (min_new_driver_share of the tenant's usual day) has to speak for it.
         prior = sum(np.nan_to_num(_lagged(req_values, targets, lag)) for lag in range(1, 29))
-        new_driver = (prior == 0) & has_requests[:, None]
+        new_driver = (prior == 0) & has_requests
         new_ok = (excess >= params.min_new_driver_share * usual_total) & (
             np.nan_to_num(req_values[:, targets]) >= params.min_new_driver_requests
         )
@@ -404,6 +407,11 @@ def score_days(
     kind = np.where(code > 0, kind, None)
     impact = np.where(code > 0, impact, np.nan)
 
+    # A driver is scored from its first non-zero day on (its tenant's total always), so a day
+    # scored within a range has the rows it has when scored alone.
+    nonzero = np.nan_to_num(values) != 0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), values.shape[1])
+    scored = is_total[:, None] | (first[:, None] <= targets[None, :])
     n, m = code.shape
     out = pd.DataFrame(
         {
@@ -425,6 +433,7 @@ def score_days(
             "enough_": enough.ravel(),
         }
     )
+    out = out[scored.ravel()].reset_index(drop=True)
     out["detector"] = np.where(out["kind"].isin(["step", "drop"]), "level_shift", out["detector"])
     out["since_day"] = [
         d - timedelta(days=int(k)) if s != "none" else None

@@ -233,3 +233,20 @@ def test_alert_needs_the_minimum_dollar_impact() -> None:
     scores = score_days(daily, [days[90]], detail=detail, params=params)
     assert not (scores["severity"].map(RANK) >= RANK["high"]).any()
     assert (scores["severity"] == "low").any()
+
+
+def test_a_range_scores_each_day_as_it_would_alone() -> None:
+    """A backfill scores a month in one pass: each day must equal that day scored alone, with a
+    driver that appears later absent from the earlier days and calls counted in each day's own
+    window (an agent that starts mid-range, one whose calls stop, a spike)."""
+    a, b = _series(20), _series(5, seed=1)
+    late = np.zeros(DAYS)
+    late[-5:] = 8.0  # a new agent on the last five days
+    b[-20:] = 0.0  # an agent that goes quiet
+    a[-10:-7] *= 5
+    daily = _frame({"a": a, "b": b, "late": late})
+    days = [DAY - timedelta(days=i) for i in range(14, -1, -1)]
+    ranged = score_days(daily, days).set_index(["day", "driver"]).sort_index()
+    for day in days:
+        alone = score_days(daily[daily["day"] <= day], [day]).set_index(["day", "driver"])
+        pd.testing.assert_frame_equal(ranged.loc[[day]], alone.sort_index(), check_like=True)

@@ -10,7 +10,13 @@ import dagster as dg
 import pandas as pd
 
 from cost_pipeline.catalog import CLOUD_COSTS, DAILY_COST_SUMMARY, K8S_ALLOCATIONS
-from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
+from cost_pipeline.defs.partitions import (
+    SINGLE_RUN,
+    daily_partitions,
+    day_chunks,
+    merge_days,
+    partition_days,
+)
 from cost_pipeline.lib.anomaly import (
     ANOMALY_SCORES,
     RANK,
@@ -157,16 +163,28 @@ def company_chart(
         "backtest with its error, and the monthly budget."
     ),
 )
-@for_each_day
 def cost_forecasts(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     cost_config: CostConfigResource,
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
     wh = warehouse.get()
     config = cost_config.get()
-    history = _daily_totals(wh, _window(day, HISTORY_DAYS))
+    days = partition_days(context)
+    results = []
+    # A range is read in chunks (one read of the history of a whole chunk), each day forecast
+    # from the days up to it only; the charts are drawn for the newest day of the run.
+    for chunk in day_chunks(days):
+        history = _daily_totals(wh, _window(chunk[-1], HISTORY_DAYS + len(chunk) - 1))
+        for day in chunk:
+            upto = history[history["day"] <= day]
+            results.append(_forecast_day(wh, config, day, upto, charts=day == days[-1]))
+    return merge_days(days, results)
+
+
+def _forecast_day(
+    wh: Warehouse, config: CostConfig, day: date, history: pd.DataFrame, *, charts: bool
+) -> dg.MaterializeResult:
     forecasts = forecast_month_end(
         history, day, tenants=[t.id for t in config.tenants], budgets=_budgets(config)
     )
@@ -177,23 +195,26 @@ def cost_forecasts(
     ).sort_values(["budget_pct", "forecast_usd"], ascending=False, na_position="last")
     cols = ["tenant_id", "spend_to_date_usd", "forecast_usd", "lower_80_usd", "upper_80_usd"]
     cols += ["naive_run_rate_usd", "budget_usd", "budget_pct", "model", "backtest_error_pct"]
-    top = shown[shown["tenant_id"] != COMPANY].head(5)
-    indexed = forecasts.set_index("tenant_id")
-    tenant_charts = "\n\n".join(
-        company_chart(history[history["tenant_id"] == t], indexed.loc[t], day, title=f"Tenant {t}")
-        for t in top["tenant_id"]
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "rows": rows,
-            "company_forecast_usd": round(float(company["forecast_usd"]), 2),
-            "company_spend_to_date_usd": round(float(company["spend_to_date_usd"]), 2),
-            "models": dg.MetadataValue.json(forecasts["model"].value_counts().to_dict()),
-            "forecast_vs_budget": dg.MetadataValue.md(markdown_table(shown[cols], max_rows=15)),
-            "company_chart": dg.MetadataValue.md(company_chart(history, company, day)),
-            "tenant_charts": dg.MetadataValue.md(tenant_charts or "_none_"),
-        }
-    )
+    metadata: dict[str, object] = {
+        "rows": rows,
+        "company_forecast_usd": round(float(company["forecast_usd"]), 2),
+        "company_spend_to_date_usd": round(float(company["spend_to_date_usd"]), 2),
+        "models": dg.MetadataValue.json(forecasts["model"].value_counts().to_dict()),
+        "forecast_vs_budget": dg.MetadataValue.md(markdown_table(shown[cols], max_rows=15)),
+    }
+    if charts:
+        window = history[history["day"] > day - timedelta(days=HISTORY_DAYS)]
+        top = shown[shown["tenant_id"] != COMPANY].head(5)
+        indexed = forecasts.set_index("tenant_id")
+        tenant_charts = "\n\n".join(
+            company_chart(
+                window[window["tenant_id"] == t], indexed.loc[t], day, title=f"Tenant {t}"
+            )
+            for t in top["tenant_id"]
+        )
+        metadata["company_chart"] = dg.MetadataValue.md(company_chart(window, company, day))
+        metadata["tenant_charts"] = dg.MetadataValue.md(tenant_charts or "_none_")
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -209,26 +230,32 @@ def cost_forecasts(
         "start, severity none/low/medium/high/critical, and a reason a person can act on."
     ),
 )
-@for_each_day
 def anomaly_scores(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     cost_config: CostConfigResource,
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
     wh = warehouse.get()
     config = cost_config.get()
-    daily = wh.read(
-        DAILY_COST_SUMMARY, days=_window(day, WINDOW_DAYS + 1), columns=SUMMARY_READ_COLUMNS
-    )
-    window = _window(day, WINDOW_DAYS + 1)
-    scores = score_days(
-        daily,
-        [day],
-        tenants=[t.id for t in config.tenants],
-        detail=_infra_detail(wh, window),
-        budgets=_budgets(config),
-    )
+    days = partition_days(context)
+    results = []
+    # Each chunk of days is scored in one pass over one read of its window.
+    for chunk in day_chunks(days):
+        window = _window(chunk[-1], WINDOW_DAYS + len(chunk))
+        daily = wh.read(DAILY_COST_SUMMARY, days=window, columns=SUMMARY_READ_COLUMNS)
+        scores = score_days(
+            daily,
+            chunk,
+            tenants=[t.id for t in config.tenants],
+            detail=_infra_detail(wh, window),
+            budgets=_budgets(config),
+        )
+        for day in chunk:
+            results.append(_scores_day(wh, day, scores[scores["day"] == day]))
+    return merge_days(days, results)
+
+
+def _scores_day(wh: Warehouse, day: date, scores: pd.DataFrame) -> dg.MaterializeResult:
     rows = wh.replace_partition(ANOMALY_SCORES, day, scores)
     flagged = scores[scores["severity"] != "none"].assign(rank=lambda f: f["severity"].map(RANK))
     flagged = flagged.sort_values(["rank", "ratio"], ascending=False)
