@@ -16,6 +16,8 @@ they differ from the priced usage only by rounding. Everything is deterministic 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -128,6 +130,22 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
+_RESULTS_CACHE: dict[tuple[str, str, date], list[dict[str, Any]]] = {}
+
+
+def _cached(
+    build: Callable[[CostConfig, date], list[dict[str, Any]]], config: CostConfig, day: date
+) -> list[dict[str, Any]]:
+    """`build(config, day)` once per process: a backfill asks each day's buckets of four
+    assets (usage and costs of two providers), each over the whole range in turn."""
+    key = (build.__name__, config.model_dump_json(), day)
+    if key not in _RESULTS_CACHE:
+        if len(_RESULTS_CACHE) >= 1024:
+            _RESULTS_CACHE.pop(next(iter(_RESULTS_CACHE)))
+        _RESULTS_CACHE[key] = build(config, day)
+    return copy.deepcopy(_RESULTS_CACHE[key])
+
+
 def _openai_results(config: CostConfig, day: date) -> list[dict[str, Any]]:
     calls = provider_calls(config, day, OPENAI)
     if calls.empty:
@@ -210,7 +228,7 @@ def openai_usage_buckets(
             "object": "bucket",
             "start_time": int(_midnight(d).timestamp()),
             "end_time": int(_midnight(d + timedelta(days=1)).timestamp()),
-            "results": _openai_results(config, d),
+            "results": _cached(_openai_results, config, d),
         }
         for d in days_between(start, end)
     ]
@@ -224,7 +242,7 @@ def anthropic_usage_buckets(
         {
             "starting_at": _midnight(d).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "ending_at": _midnight(d + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "results": _anthropic_results(config, d),
+            "results": _cached(_anthropic_results, config, d),
         }
         for d in days_between(start, end)
     ]

@@ -164,7 +164,7 @@ class TableSchema:
         non-nullable column or a value under a column's bound raises `SchemaError` naming the
         table, the column and an example.
         """
-        out = pd.DataFrame(index=df.index)
+        columns: dict[str, pd.Series] = {}
         for c in self.columns:
             if c.name in df.columns:
                 series = df[c.name]
@@ -172,19 +172,39 @@ class TableSchema:
                 series = pd.Series(None, index=df.index, dtype="object")
             else:
                 raise SchemaError(f"{self.name}: missing required column {c.name!r}")
-            out[c.name] = _coerce(series, c, self.name)
-        return out.reset_index(drop=True)
+            columns[c.name] = _coerce(series, c, self.name)
+        # One frame from all columns at once (inserting them one by one is quadratic in pandas).
+        return pd.DataFrame(columns, index=df.index).reset_index(drop=True)
+
+
+def _already(series: pd.Series, kind: str) -> bool:
+    """Whether `series` already has the stored form of `kind` (conform leaves it as it is)."""
+    dtype = series.dtype
+    if kind == "int":
+        return dtype == np.int64
+    if kind == "float":
+        return dtype == np.float64
+    if kind == "datetime":
+        return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
+    if kind == "date":
+        return (
+            pd.api.types.is_object_dtype(dtype)
+            and pd.api.types.infer_dtype(series, skipna=False) == "date"
+        )
+    if kind in ("str", "json"):
+        return pd.api.types.is_object_dtype(dtype) and not series.isna().any()
+    return False
 
 
 def _coerce(series: pd.Series, c: Column, table: str) -> pd.Series:
     try:
-        if c.kind == "int":
+        if _already(series, c.kind):
+            result = series
+        elif c.kind == "int":
             values = pd.to_numeric(series, errors="raise")
             result = values.astype("Int64") if values.isna().any() else values.astype("int64")
         elif c.kind in ("float", "money"):
             result = pd.to_numeric(series, errors="raise").astype("float64")
-            if c.kind == "money":
-                result = result.round(MONEY_DECIMALS)
         elif c.kind == "bool":
             result = series.astype("boolean")
         elif c.kind == "date":
@@ -194,6 +214,8 @@ def _coerce(series: pd.Series, c: Column, table: str) -> pd.Series:
             result = pd.to_datetime(series, errors="raise", utc=True)
         else:
             result = series.astype("object").where(series.notna(), None)
+        if c.kind == "money":
+            result = result.round(MONEY_DECIMALS)
     except (ValueError, TypeError) as exc:
         raise SchemaError(f"{table}.{c.name}: cannot read values as {c.kind}: {exc}") from exc
     if not c.nullable and result.isna().any():

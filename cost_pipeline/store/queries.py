@@ -115,6 +115,15 @@ def latest_enforcement(wh: Warehouse, tenant_id: str) -> pd.DataFrame:
     )
 
 
+def cost_by_tenant_and_day(wh: Warehouse, first: date, last: date) -> pd.DataFrame:
+    """LLM cost per tenant (null: unattributed calls) and UTC day, over days `first`..`last`."""
+    return wh.query(
+        "SELECT tenant_id, day, SUM(cost_usd) AS cost_usd FROM priced_interactions "
+        "WHERE day >= :first AND day <= :last GROUP BY tenant_id, day",
+        {"first": first, "last": last},
+    )
+
+
 def sum_in_windows(
     wh: Warehouse,
     bounds: Mapping[str, tuple[datetime, datetime]],

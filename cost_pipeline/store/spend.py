@@ -7,7 +7,7 @@ instant, day-bucketed cloud and Kubernetes cost by local calendar day); `overage
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
@@ -29,6 +29,68 @@ from cost_pipeline.store import queries
 from cost_pipeline.store.warehouse import Warehouse
 
 
+class LlmCost:
+    """LLM cost per tenant over [start, end) windows inside UTC days `first`..`last`.
+
+    Whole UTC days come from one grouped query; the part of a day before or after an instant
+    that is not a UTC midnight (a local midnight of a period boundary, a `now`) is queried
+    exactly, once per distinct window. The pseudo-tenant `COMPANY` counts every call, with or
+    without a tenant. Budgets of a whole month of days are read this way in a few queries.
+    """
+
+    def __init__(self, warehouse: Warehouse, first: date, last: date) -> None:
+        self._warehouse = warehouse
+        self._first, self._last = first, last
+        days = queries.cost_by_tenant_and_day(warehouse, first, last)
+        self._day: dict[tuple[str | None, date], float] = {}
+        for tenant, day, cost in zip(days["tenant_id"], days["day"], days["cost_usd"], strict=True):
+            day = pd.Timestamp(day).date()
+            key = None if pd.isna(tenant) else str(tenant)
+            value = float(cost or 0.0)
+            self._day[(key, day)] = value
+            self._day[(COMPANY, day)] = self._day.get((COMPANY, day), 0.0) + value
+        self._partial: dict[tuple[str, datetime, datetime], float] = {}
+
+    def sums(self, windows: dict[str, tuple[datetime, datetime]]) -> dict[str, float]:
+        """Cost per tenant over its window (start, end), each an aware instant."""
+        pieces = {t: self._pieces(*w) for t, w in windows.items()}
+        todo: dict[tuple[datetime, datetime], set[str]] = {}
+        for tenant, (_, partials) in pieces.items():
+            for window in partials:
+                if (tenant, *window) not in self._partial:
+                    todo.setdefault(window, set()).add(tenant)
+        for window, tenants in todo.items():
+            found = queries.sum_in_windows(
+                self._warehouse, dict.fromkeys(tenants, window), "cost_usd"
+            )
+            for tenant in tenants:
+                self._partial[(tenant, *window)] = found.get(tenant, 0.0)
+        return {
+            tenant: sum(self._day.get((tenant, d), 0.0) for d in full)
+            + sum(self._partial[(tenant, *w)] for w in partials)
+            for tenant, (full, partials) in pieces.items()
+        }
+
+    def _pieces(
+        self, start: datetime, end: datetime
+    ) -> tuple[list[date], list[tuple[datetime, datetime]]]:
+        """[start, end) as whole loaded UTC days plus windows to query exactly."""
+        full: list[date] = []
+        partials: list[tuple[datetime, datetime]] = []
+        cursor = as_utc(start)
+        end = as_utc(end)
+        while cursor < end:
+            midnight = datetime(cursor.year, cursor.month, cursor.day, tzinfo=UTC)
+            nxt = min(end, midnight + timedelta(days=1))
+            whole = cursor == midnight and nxt == midnight + timedelta(days=1)
+            if whole and self._first <= midnight.date() <= self._last:
+                full.append(midnight.date())
+            else:
+                partials.append((cursor, nxt))
+            cursor = nxt
+        return full, partials
+
+
 def period_spend(
     warehouse: Warehouse,
     config: CostConfig,
@@ -48,19 +110,40 @@ def period_spend(
     (zero spend included), costs in USD.
     """
     as_of = as_utc(as_of)
+    periods = _periods(config, as_of, tenant_ids, period_key, include_company)
+    cutoff_day = (as_of - timedelta(microseconds=1)).date()
+    days = _spend_days(periods, cutoff_day)
+    llm = LlmCost(warehouse, min(days, default=cutoff_day), max(days, default=cutoff_day))
+    summary = warehouse.read(DAILY_COST_SUMMARY, days=days, columns=OTHER_COLUMNS)
+    return _spend(llm, summary, periods, as_of, include_company)
+
+
+OTHER_COLUMNS = ["day", "tenant_id", "cost_category", "cost_usd"]
+
+
+def _periods(
+    config: CostConfig,
+    as_of: datetime,
+    tenant_ids: Sequence[str] | None,
+    period_key: str | None,
+    include_company: bool,
+) -> dict[str, Period]:
     ids = list(tenant_ids) if tenant_ids is not None else [t.id for t in config.tenants]
     zones = {t: tenant_timezone(config, t) for t in ids}
     if include_company:
         zones[COMPANY] = "UTC"
-    periods = {
+    return {
         t: period_of(date.fromisoformat(f"{period_key}-01"), tz)
         if period_key
         else period_of(as_of - timedelta(microseconds=1), tz)
         for t, tz in zones.items()
     }
-    cutoff_day = (as_of - timedelta(microseconds=1)).date()
-    # UTC days hold the interactions; the local calendar dates match day-bucketed rows.
-    days = sorted(
+
+
+def _spend_days(periods: dict[str, Period], cutoff_day: date) -> list[date]:
+    """UTC days holding the periods' interactions and the local calendar dates matching their
+    day-bucketed rows, up to `cutoff_day`."""
+    return sorted(
         {
             d
             for p in periods.values()
@@ -68,11 +151,23 @@ def period_spend(
             if d <= cutoff_day
         }
     )
-    llm = _llm_spend(periods, warehouse, as_of)
-    other = _other_spend(warehouse, periods, days, cutoff_day, include_company)
+
+
+def _spend(
+    llm: LlmCost,
+    summary: pd.DataFrame,
+    periods: dict[str, Period],
+    as_of: datetime,
+    include_company: bool,
+) -> pd.DataFrame:
+    """`SPEND_COLUMNS` of each tenant's period up to `as_of`, from `llm` and summary rows."""
+    cutoff_day = (as_of - timedelta(microseconds=1)).date()
+    llm_sums = llm.sums({t: (p.start, min(p.end, as_of)) for t, p in periods.items()})
+    other = _other_spend(summary, periods, cutoff_day, include_company)
     out = pd.DataFrame({"tenant_id": list(periods)})
     out["period"] = [periods[t].key for t in out["tenant_id"]]
-    out = out.merge(llm, on="tenant_id", how="left").merge(other, on="tenant_id", how="left")
+    out["llm_cost_usd"] = out["tenant_id"].map(llm_sums)
+    out = out.merge(other, on="tenant_id", how="left")
     out[["llm_cost_usd", "other_cost_usd"]] = (
         out[["llm_cost_usd", "other_cost_usd"]].astype("float64").fillna(0.0)
     )
@@ -88,22 +183,13 @@ def _frame_for(df: pd.DataFrame, periods: dict[str, Period], include_company: bo
     return own
 
 
-def _llm_spend(periods: dict[str, Period], warehouse: Warehouse, as_of: datetime) -> pd.DataFrame:
-    bounds = {t: (p.start, min(p.end, as_of)) for t, p in periods.items()}
-    sums = queries.sum_in_windows(warehouse, bounds, "cost_usd")
-    return pd.DataFrame({"tenant_id": list(sums), "llm_cost_usd": list(sums.values())})
-
-
 def _other_spend(
-    warehouse: Warehouse,
+    summary: pd.DataFrame,
     periods: dict[str, Period],
-    days: Iterable[date],
     cutoff_day: date,
     include_company: bool,
 ) -> pd.DataFrame:
-    cols = ["day", "tenant_id", "cost_category", "cost_usd"]
-    df = warehouse.read(DAILY_COST_SUMMARY, days=list(days), columns=cols)
-    df = df[df["cost_category"] != "llm"]
+    df = summary[(summary["cost_category"] != "llm") & (summary["day"] <= cutoff_day)]
     df = _frame_for(df, periods, include_company)
     if df.empty:
         return pd.DataFrame({"tenant_id": [], "other_cost_usd": []})
@@ -204,17 +290,15 @@ def overage_for_days(
     return compute_overage(usage, config, computed_at=now)
 
 
-def read_forecasts(
-    warehouse: Warehouse, day: date, current_periods: dict[str, str]
-) -> pd.DataFrame:
-    """The latest month-end forecast per tenant made in the 4 days up to `day`."""
-    days = [day - timedelta(days=i) for i in range(3, -1, -1)]
-    df = warehouse.read(
+def _forecasts_for(warehouse: Warehouse, days: Sequence[date], day: date) -> pd.DataFrame:
+    """`cost_forecasts` rows made in the 4 days up to `day`, of a read covering `days`."""
+    first = min(days) - timedelta(days=3)
+    frame = warehouse.read(
         COST_FORECASTS,
-        days=days,
+        days=[first + timedelta(days=i) for i in range((max(days) - first).days + 1)],
         columns=["day", "tenant_id", "month", "forecast_usd", "upper_80_usd"],
     )
-    return latest_forecasts(df, current_periods)
+    return frame[(frame["day"] > day - timedelta(days=4)) & (frame["day"] <= day)]
 
 
 def evaluate_day(
@@ -222,44 +306,75 @@ def evaluate_day(
 ) -> pd.DataFrame:
     """All `budget_status` rows of UTC day `day`: every tenant's (and the company's) periods
     overlapping the day, spend counted up to `as_of` (default: the end of the day)."""
-    end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    as_of = min(as_of or end_of_day, end_of_day)
+    return evaluate_days(warehouse, config, [day], as_of=as_of)[day]
+
+
+def evaluate_days(
+    warehouse: Warehouse,
+    config: CostConfig,
+    days: Sequence[date],
+    *,
+    as_of: datetime | None = None,
+) -> dict[date, pd.DataFrame]:
+    """`evaluate_day` for each of `days`, from one read of the interactions, summary and
+    forecasts they need (a backfill's month of days in a few queries, not a few per day)."""
     ids = [t.id for t in config.tenants]
     zones = {**{t: tenant_timezone(config, t) for t in ids}, COMPANY: "UTC"}
-    periods = {(t, p.key): p for t, tz in zones.items() for p in periods_overlapping_day(day, tz)}
-    latest = period_spend(warehouse, config, as_of=as_of, include_company=True)
-    frames = [latest]
+    plans = {}
+    for day in days:
+        end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        cut = min(as_of or end_of_day, end_of_day)
+        overlapping = {
+            (t, p.key): p for t, tz in zones.items() for p in periods_overlapping_day(day, tz)
+        }
+        current = _periods(config, cut, None, None, include_company=True)
+        plans[day] = (cut, overlapping, current)
+    needed = {
+        d
+        for day, (cut, overlapping, current) in plans.items()
+        for d in [
+            *_spend_days(current, day),
+            *(d for p in overlapping.values() for d in period_calendar(p) if d <= day),
+            *(d for p in overlapping.values() for d in p.utc_days() if d <= day),
+        ]
+    }
+    spans = sorted(needed)
+    llm = LlmCost(warehouse, spans[0], spans[-1])
+    summary = warehouse.read(DAILY_COST_SUMMARY, days=spans)
+    forecasts = _forecasts_for(warehouse, days, max(days))
+    return {day: _evaluate(config, day, *plans[day], llm, summary, forecasts) for day in days}
+
+
+def _evaluate(
+    config: CostConfig,
+    day: date,
+    as_of: datetime,
+    periods: dict[tuple[str, str], Period],
+    current: dict[str, Period],
+    llm: LlmCost,
+    summary: pd.DataFrame,
+    forecasts: pd.DataFrame,
+) -> pd.DataFrame:
+    frames = [_spend(llm, summary, current, as_of, include_company=True)]
     # Tenants whose local month ended during the day also get a row closing that month.
-    current = dict(zip(latest["tenant_id"], latest["period"], strict=True))
-    closing: dict[str, list[str]] = {}
-    for t, key in periods:
-        if key != current[t]:
-            closing.setdefault(key, []).append(t)
-    for key, tenants in closing.items():
-        spend = period_spend(
-            warehouse,
-            config,
-            as_of=as_of,
-            tenant_ids=[t for t in tenants if t != COMPANY],
-            period_key=key,
-            include_company=COMPANY in tenants,
-        )
-        frames.append(spend[spend["tenant_id"].isin(tenants)])
+    closing: dict[str, Period] = {t: p for (t, key), p in periods.items() if key != current[t].key}
+    if closing:
+        frames.append(_spend(llm, summary, closing, as_of, include_company=COMPANY in closing))
     spend = pd.concat(frames, ignore_index=True)
 
-    days = sorted({d for p in periods.values() for d in period_calendar(p) if d <= day})
-    summary = warehouse.read(DAILY_COST_SUMMARY, days=days)
-    summary = pd.concat([summary, summary.assign(tenant_id=COMPANY)], ignore_index=True)
+    upto = summary[summary["day"] <= day]
+    both = pd.concat([upto, upto.assign(tenant_id=COMPANY)], ignore_index=True)
     ranges = pd.DataFrame(
         [(t, k, p.first_day, p.last_day) for (t, k), p in periods.items()],
         columns=["tenant_id", "period", "first_day", "last_day"],
     )
-    in_period = summary.merge(ranges, on="tenant_id")
+    in_period = both.merge(ranges, on="tenant_id")
     in_period = in_period[
         (in_period["day"] >= in_period["first_day"]) & (in_period["day"] <= in_period["last_day"])
     ]
-    today = summary[summary["day"] == day]
+    today = both[both["day"] == day]
     day_spend = today.groupby("tenant_id", as_index=False)["cost_usd"].sum()
+    recent = forecasts[(forecasts["day"] > day - timedelta(days=4)) & (forecasts["day"] <= day)]
     return budget_status(
         spend,
         periods,
@@ -267,6 +382,6 @@ def evaluate_day(
         day=day,
         as_of=as_of,
         day_spend=day_spend.rename(columns={"cost_usd": "day_spend_usd"}),
-        forecasts=read_forecasts(warehouse, day, current),
+        forecasts=latest_forecasts(recent, {t: p.key for t, p in current.items()}),
         drivers=top_drivers(in_period.drop(columns=["first_day", "last_day"])),
     )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from cost_pipeline.catalog import DAILY_COST_SUMMARY, PRICED_INTERACTIONS
 from cost_pipeline.lib.config import parse_config
 from cost_pipeline.lib.periods import COMPANY, local_period_keys, period_of, periods_overlapping_day
-from cost_pipeline.store.spend import period_spend
+from cost_pipeline.store.spend import evaluate_day, evaluate_days, period_spend
 from cost_pipeline.store.warehouse import Warehouse
 
 
@@ -207,3 +208,31 @@ def test_period_spend_on_empty_warehouse(warehouse: Warehouse) -> None:
     out = period_spend(wh, CONFIG, as_of=utc(2026, 3, 9))
     assert out["spend_usd"].tolist() == [0.0, 0.0]
     assert out["period"].tolist() == ["2026-03", "2026-03"]
+
+
+def test_a_range_of_budget_days_equals_each_day_alone(warehouse: Warehouse) -> None:
+    """A backfill evaluates a month of budget days from one read; every day must equal that
+    day evaluated alone — across a month end in New York, Berlin and UTC, with calls near
+    each local midnight and calls of a tenant not configured."""
+    wh = warehouse
+    rng = np.random.default_rng(3)
+    start = utc(2026, 10, 20)
+    instants = [start + timedelta(minutes=int(m)) for m in rng.integers(0, 20 * 24 * 60, 400)]
+    # Right around the local midnights that end October.
+    instants += [utc(2026, 11, 1, 3, 59), utc(2026, 11, 1, 4), utc(2026, 10, 31, 22, 59)]
+    instants += [utc(2026, 10, 31, 23), utc(2026, 10, 31, 23, 59), utc(2026, 11, 1)]
+    tenants = rng.choice(["ny", "ber", "not-configured"], len(instants)).tolist()
+    costs = rng.uniform(0.01, 3.0, len(instants)).round(6).tolist()
+    rows = [(t, i.isoformat(), c) for t, i, c in zip(tenants, instants, costs, strict=True)]
+    wh.append(PRICED_INTERACTIONS, _interactions(rows))
+    days = [date(2026, 10, 25) + timedelta(days=i) for i in range(12)]
+    ranged = evaluate_days(wh, CONFIG, days)
+    for day in days:
+        alone = evaluate_day(wh, CONFIG, day)
+        pd.testing.assert_frame_equal(ranged[day], alone)
+        # And the spend is what a direct count of the calls says.
+        company = alone.set_index(["tenant_id", "period"]).loc[(COMPANY, "2026-" + f"{day:%m}")]
+        end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        month = utc(day.year, day.month, 1)
+        expected = sum(c for i, c in zip(instants, costs, strict=True) if month <= i < end)
+        assert company["spend_usd"] == pytest.approx(expected, abs=1e-9)

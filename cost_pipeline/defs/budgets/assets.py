@@ -3,15 +3,25 @@
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
 # definition time and rejects them as strings.
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
+import pandas as pd
 
-from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
+from cost_pipeline.defs.partitions import (
+    SINGLE_RUN,
+    daily_partitions,
+    day_chunks,
+    for_each_day,
+    merge_days,
+    partition_day,
+    partition_days,
+)
 from cost_pipeline.lib.budgets import BUDGET_STATUS, TENANT_ENFORCEMENT, alert_facts, enforcement
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
-from cost_pipeline.store.spend import evaluate_day
+from cost_pipeline.store.spend import evaluate_days
+from cost_pipeline.store.warehouse import Warehouse
 
 ALERT_FACTS_KEY = "alert_facts"
 
@@ -28,15 +38,22 @@ ALERT_FACTS_KEY = "alert_facts"
         "projected breach date and status ok / warning / critical / exceeded."
     ),
 )
-@for_each_day
 def budget_status(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     cost_config: CostConfigResource,
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
     wh = warehouse.get()
-    status = evaluate_day(wh, cost_config.get(), day)
+    days = partition_days(context)
+    results = []
+    # A range is evaluated a chunk of days at a time, each chunk from one read.
+    for chunk in day_chunks(days):
+        for day, status in evaluate_days(wh, cost_config.get(), chunk).items():
+            results.append(_status_day(wh, day, status))
+    return merge_days(days, results)
+
+
+def _status_day(wh: Warehouse, day: date, status: pd.DataFrame) -> dg.MaterializeResult:
     rows = wh.replace_partition(BUDGET_STATUS, day, status)
     facts = alert_facts(status)
     worst = status.sort_values("utilization_pct", ascending=False)
