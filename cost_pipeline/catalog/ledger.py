@@ -115,7 +115,11 @@ PRICE_COLUMNS = (
         "pricing_status",
         "str",
         nullable=False,
-        doc="priced, unknown_model or invalid_usage: only `priced` rows are complete.",
+        doc=(
+            "How the row was priced: priced, override or tier_fallback (a cost), or "
+            "unknown_model, incomplete_usage or invalid_usage (no cost: flagged, held from "
+            "billing). See `lib.pricing`."
+        ),
     ),
 )
 
@@ -213,6 +217,16 @@ DAILY_COST_SUMMARY = TableSchema(
         tokens("output_tokens"),
         money("cost_usd", signed=True),
         tokens("unpriced_requests"),
+        *(
+            col(f"{status}_requests", "int", min_value=0, doc=doc)
+            for status, doc in (
+                ("tier_fallback", "LLM calls priced at a fallback for a tier the catalog lacks."),
+                ("override", "LLM calls priced by a configured price override or discount."),
+                ("unknown_model", "LLM calls of a model without a price (no cost)."),
+                ("incomplete_usage", "LLM calls whose price needs usage the record lacks."),
+                ("invalid_usage", "LLM calls whose cache tokens exceed their input (no cost)."),
+            )
+        ),
     ),
     indexes=(("day",), ("tenant_id", "day")),
     doc="Per day, tenant, category, provider, model or service and agent: requests, tokens, cost.",

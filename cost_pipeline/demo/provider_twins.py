@@ -251,7 +251,7 @@ def anthropic_usage_buckets(
 def _priced(config: CostConfig, frame: pd.DataFrame) -> pd.DataFrame:
     from cost_pipeline.lib.pricing import PricingEngine
 
-    return price_provider_usage(frame, PricingEngine(overrides=config.price_overrides))
+    return price_provider_usage(frame, PricingEngine.for_config(config))
 
 
 def _line_items(priced: pd.DataFrame, owner: str, kinds: dict[str, str]) -> pd.DataFrame:

@@ -216,6 +216,22 @@ class Partitions(_Model):
         return month.replace(year=month.year - 1)
 
 
+class Pricing(_Model):
+    """How calls are priced where the catalog is silent.
+
+    `tier_fallback_multipliers`: when a call ran on a service tier (batch, flex, priority ...)
+    that the catalog does not list for its model and date, the call is priced at the model's
+    standard price times the multiplier of that tier (default 1: the standard price, which
+    overstates a discounted tier rather than understating a premium one) and marked
+    `pricing_status = tier_fallback`, so the summary counts it.
+    """
+
+    tier_fallback_multipliers: dict[str, Annotated[Decimal, Field(gt=0, le=100)]] = {}
+
+    def multiplier(self, tier: str | None) -> Decimal:
+        return self.tier_fallback_multipliers.get((tier or "").lower(), Decimal(1))
+
+
 class Billing(_Model):
     """Guards on what the billing run may send to Stripe.
 
@@ -234,6 +250,7 @@ class CostConfig(_Model):
     company_budget: Budget = Budget()
     default_thresholds: list[Percent] = [50, 75, 90, 100]
     price_overrides: list[PriceOverride] = []
+    pricing: Pricing = Pricing()
     alerts: Alerts = Alerts()
     reconciliation: Reconciliation = Reconciliation()
     allocation: Allocation = Allocation()

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cost_pipeline.lib.anomaly import RANK
+from cost_pipeline.lib.pricing import PRICED, UNPRICED_STATUSES
 
 SUMMARY_KEYS = ["day", "tenant_id", "cost_category", "provider", "model_or_service", "agent_id"]
 
@@ -36,7 +37,9 @@ def summarize_events(priced: pd.DataFrame) -> pd.DataFrame:
         cost_category="llm",
         model_or_service=priced["model"],
         requests=1,
-        unpriced_requests=(priced.get("pricing_status", "priced") != "priced").astype(int),
+        unpriced_requests=priced.get("pricing_status", pd.Series(PRICED, index=priced.index))
+        .isin(UNPRICED_STATUSES)
+        .astype(int),
     )
     frame["agent_id"] = frame["agent_id"].fillna("(none)")
     sums = ["requests", "input_tokens", "output_tokens", "cost_usd", "unpriced_requests"]

@@ -15,14 +15,25 @@ price_context=price_context(...)).total_price` (times the discount, if any) to 1
 Costs are rounded half-even to nano-USD; the components are adjusted by the rounding residual
 (on the largest one) so that they sum exactly to `cost_usd`.
 
-A row the catalog cannot price gets `pricing_status = "unknown_model"` and zero costs, so it is
-flagged rather than silently free; a row whose cache tokens exceed its total input (which
-genai-prices rejects) gets `"invalid_usage"`.
+Every row says how it was priced (`pricing_status`):
+
+- `priced`: the catalog's list price for the call's model, tier and instant;
+- `override`: a price override or discount from the configuration applied;
+- `tier_fallback`: the catalog has no price for the call's service tier / batch on that date;
+  the standard price times the tier's configured multiplier (`pricing.tier_fallback_multipliers`)
+  is used. genai-prices itself would silently use the standard price;
+- `unknown_model`: the catalog cannot price the model;
+- `incomplete_usage`: the price charges units the record cannot carry (characters, audio,
+  images: `tts-1`, `whisper-1`), so pricing its tokens would make it free;
+- `invalid_usage`: cache tokens exceed the total input (genai-prices rejects it).
+
+The last three get zero costs and are counted as unpriced (`UNPRICED_STATUSES`), so they are
+flagged rather than silently free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -32,12 +43,21 @@ import pandas as pd
 import pyarrow as pa
 
 from cost_pipeline.lib import rate_card as rc
-from cost_pipeline.lib.config import PriceOverride
+from cost_pipeline.lib.config import CostConfig, PriceOverride
 
 PRICED = "priced"
 UNKNOWN_MODEL = "unknown_model"
 INVALID_USAGE = "invalid_usage"
-_STATUSES = np.array([PRICED, UNKNOWN_MODEL, INVALID_USAGE], dtype=object)
+INCOMPLETE_USAGE = "incomplete_usage"
+TIER_FALLBACK = "tier_fallback"
+OVERRIDE = "override"
+# Codes 1-3 have no cost (see `_round_nanos`); 0, 4 and 5 are priced.
+_STATUSES = np.array(
+    [PRICED, UNKNOWN_MODEL, INVALID_USAGE, INCOMPLETE_USAGE, TIER_FALLBACK, OVERRIDE], dtype=object
+)
+_NO_COST = 3  # codes 1.._NO_COST are not priced
+PRICING_STATUSES = tuple(_STATUSES.tolist())
+UNPRICED_STATUSES = (UNKNOWN_MODEL, INVALID_USAGE, INCOMPLETE_USAGE)
 
 COST_COLUMNS = (
     "cost_input_usd",
@@ -75,10 +95,20 @@ class _Key:
 class PricingEngine:
     """Prices LLM calls (or usage buckets) with genai-prices' catalog plus `overrides`."""
 
-    def __init__(self, overrides: Sequence[PriceOverride] = ()) -> None:
+    def __init__(
+        self,
+        overrides: Sequence[PriceOverride] = (),
+        tier_fallback: Mapping[str, Decimal] | None = None,
+    ) -> None:
         self.overrides = tuple(overrides)
-        self.price_version = rc.price_version(self.overrides)
+        self.tier_fallback = {k.lower(): v for k, v in (tier_fallback or {}).items()}
+        self.price_version = rc.price_version(self.overrides, self.tier_fallback)
         self._keys: dict[tuple, _Key] = {}
+
+    @classmethod
+    def for_config(cls, config: CostConfig) -> PricingEngine:
+        """The engine of a configuration: its price overrides and tier fallback multipliers."""
+        return cls(config.price_overrides, config.pricing.tier_fallback_multipliers)
 
     def rate_card(self, providers: Sequence[str] = rc.DEFAULT_PROVIDERS) -> pd.DataFrame:
         return rc.build_rate_card(self.overrides, providers=providers)
@@ -99,19 +129,30 @@ class PricingEngine:
         self._keys[raw] = key
         return key
 
-    def _rates(self, key: _Key, at: datetime) -> rc.TieredRates | None:
+    def _rates(self, key: _Key, at: datetime) -> tuple[rc.TieredRates | None, int]:
+        """The call's rates at `at` and its status code (an index of `_STATUSES`)."""
         active = [o for o in key.overrides if rc.override_active(o, at.date())]
         explicit = [o for o in active if o.discount_pct is None]
         if explicit:
-            return rc.explicit_rates(explicit[-1])
+            return rc.explicit_rates(explicit[-1]), _code(OVERRIDE)
         if key.found is None:
-            return None
+            return None, _code(UNKNOWN_MODEL)
         prices = rc.catalog_prices(*key.found, at, key.context)
         if prices is None:
-            return None
+            return None, _code(UNKNOWN_MODEL)
+        if rc.needs_other_usage(prices):
+            return None, _code(INCOMPLETE_USAGE)
         rates = rc.component_rates(prices)
+        status = _code(PRICED)
+        if not rc.tier_listed(*key.found, at, key.context):
+            tier = rc.context_tier(key.context)
+            rates = rates.scaled(self.tier_fallback.get(tier or "", Decimal(1)))
+            status = _code(TIER_FALLBACK)
         discounts = [o for o in active if o.discount_pct is not None]
-        return rates.scaled(rc.discount_factor(discounts[-1])) if discounts else rates
+        if discounts:
+            rates = rates.scaled(rc.discount_factor(discounts[-1]))
+            status = status if status == _code(TIER_FALLBACK) else _code(OVERRIDE)
+        return rates, status
 
     # --- the vectorized pass ------------------------------------------------------------------
 
@@ -147,7 +188,7 @@ class PricingEngine:
         group_of_row, groups = _dense_groups(codes, len(keys) * n_windows)
 
         # Resolve each group at an instant inside its window.
-        resolved: list[rc.TieredRates | None] = []
+        resolved: list[tuple[rc.TieredRates | None, int]] = []
         for g in groups.tolist():
             k, w = divmod(g, n_windows)
             d, s = divmod(w, n_tod)
@@ -187,8 +228,8 @@ class PricingEngine:
             other,
         ]
         status = tables.status.take(group_of_row)
-        status[(uncached < 0) & (status == 0)] = 2
-        costs = _round_nanos(parts, status != 0)
+        status[(uncached < 0) & ~_no_cost(status)] = _code(INVALID_USAGE)
+        costs = _round_nanos(parts, _no_cost(status))
 
         # Built from the input's columns without copying them; the two repeated labels are
         # categoricals because a 10M-row object column of one string costs a second to fill.
@@ -297,21 +338,29 @@ class _Tables:
 
     rates: list[np.ndarray]
     thresholds: np.ndarray  # (levels - 1, groups), int64; a group without the level: max int
-    status: np.ndarray  # per group: 0 priced, 1 unknown
+    status: np.ndarray  # per group: the code of its status in `_STATUSES`
     n_levels: int
 
 
-def _rate_tables(resolved: list[rc.TieredRates | None]) -> _Tables:
-    n_levels = max((len(r.levels) for r in resolved if r is not None), default=1)
+def _code(status: str) -> int:
+    return PRICING_STATUSES.index(status)
+
+
+def _no_cost(codes: np.ndarray) -> np.ndarray:
+    """Rows whose status leaves them without a cost (unknown model, incomplete or invalid)."""
+    return (codes >= 1) & (codes <= _NO_COST)
+
+
+def _rate_tables(resolved: list[tuple[rc.TieredRates | None, int]]) -> _Tables:
+    n_levels = max((len(r.levels) for r, _ in resolved if r is not None), default=1)
     size = len(resolved) * n_levels
     rates = [np.zeros(size) for _ in range(7)]
     thresholds = np.full((n_levels - 1, len(resolved)), np.iinfo(np.int64).max, dtype=np.int64)
-    status = np.ones(len(resolved), dtype=np.int8)
+    status = np.array([code for _, code in resolved], dtype=np.int8)
     per_token, per_unit = Decimal(1_000_000), Decimal(1000)
-    for g, r in enumerate(resolved):
+    for g, (r, _) in enumerate(resolved):
         if r is None:
             continue
-        status[g] = 0
         thresholds[: len(r.thresholds), g] = r.thresholds
         for level, lv in enumerate(r.levels):
             i = g * n_levels + level

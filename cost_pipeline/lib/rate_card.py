@@ -203,6 +203,57 @@ def catalog_prices(
     return prices if _valid_price_keys(keys) else None
 
 
+# The price keys a call's usage columns can pay for (see `component_rates`).
+USAGE_PRICE_KEYS = frozenset(
+    {
+        "input_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "cache_write_5m_mtok",
+        "cache_write_1h_mtok",
+        "output_mtok",
+        "web_searches_kcount",
+        "requests_kcount",
+    }
+)
+
+
+def needs_other_usage(prices: ModelPrice) -> bool:
+    """Whether the price charges only units a call's token counts cannot express (characters,
+    audio seconds, images): pricing such a call from tokens would make it free."""
+    keys = {k for k, v in prices.__dict__.items() if v is not None and not k.startswith("_")}
+    return bool(keys) and not keys & USAGE_PRICE_KEYS
+
+
+# Contexts that select the standard price itself (OpenAI's default tier has no variant).
+STANDARD_CONTEXTS = ({"service_tier": "default"},)
+
+
+def tier_listed(
+    provider: Provider, model: ModelInfo, at: datetime, context: Mapping[str, str] | None
+) -> bool:
+    """Whether the catalog has a price for the call's service tier / batch `context` at `at`
+    (genai-prices silently falls back to the standard price when it has none)."""
+    if not context or dict(context) in STANDARD_CONTEXTS:
+        return True
+    if not any(model is m for m in provider.models):
+        return False  # a model borrowed from a fallback provider ignores the context
+    return any(
+        (variant.constraint is None or variant.constraint.active(at))
+        and all(context.get(key) == value for key, value in variant.when.items())
+        for variant in model.price_variants or ()
+    )
+
+
+def context_tier(context: Mapping[str, str] | None) -> str | None:
+    """The tier label of a price context: `batch`, or the service tier / speed named in it."""
+    if not context:
+        return None
+    if context.get("processing") == "batch":
+        return "batch"
+    return context.get("service_tier") or context.get("speed")
+
+
 @cache
 def _valid_price_keys(keys: frozenset[str]) -> bool:
     """Whether genai-prices accepts a price with these keys (its validation depends on the key
@@ -265,12 +316,18 @@ def discount_factor(override: PriceOverride) -> Decimal:
     return (Decimal(100) - Decimal(str(override.discount_pct))) / Decimal(100)
 
 
-def price_version(overrides: Sequence[PriceOverride]) -> str:
-    """Short stable hash of the catalog version and the overrides: changes on any repricing."""
-    payload = json.dumps(
-        {"catalog": CATALOG_SOURCE, "overrides": [o.model_dump(mode="json") for o in overrides]},
-        sort_keys=True,
-    )
+def price_version(
+    overrides: Sequence[PriceOverride], tier_fallback: Mapping[str, Decimal] | None = None
+) -> str:
+    """Short stable hash of the catalog version, the overrides and the tier fallback
+    multipliers: changes on any repricing."""
+    content: dict[str, object] = {
+        "catalog": CATALOG_SOURCE,
+        "overrides": [o.model_dump(mode="json") for o in overrides],
+    }
+    if tier_fallback:
+        content["tier_fallback"] = {k: str(v) for k, v in sorted(tier_fallback.items())}
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cost_pipeline.catalog import DAILY_COST_SUMMARY, LLM_COST_RECONCILIATION
+from cost_pipeline.lib.pricing import UNPRICED_STATUSES
 from cost_pipeline.lib.provider_usage import ANTHROPIC, OPENAI, canonical_model
 
 PROVIDERS = (OPENAI, ANTHROPIC)
@@ -62,7 +63,9 @@ def _totals(df: pd.DataFrame, tenant_default: str | None) -> pd.DataFrame:
     if "unpriced_requests" in df.columns:
         frame["unpriced_requests"] = df["unpriced_requests"].fillna(0)
     elif "pricing_status" in df.columns:
-        frame["unpriced_requests"] = frame["requests"].where(df["pricing_status"] != "priced", 0)
+        frame["unpriced_requests"] = frame["requests"].where(
+            df["pricing_status"].isin(UNPRICED_STATUSES), 0
+        )
     else:
         frame["unpriced_requests"] = 0
     grouped = frame.groupby([*_KEYS, "tenant_id"], dropna=False, sort=True)

@@ -15,18 +15,28 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cost_pipeline.catalog import PRICED_INTERACTIONS
+from cost_pipeline.lib.pricing import PRICED, PRICING_STATUSES, UNPRICED_STATUSES
 from cost_pipeline.store.warehouse import Warehouse
 
 COMPANY = "__company__"
 
-# Aggregated in the database: one pass over the day, memory bounded by the number of groups.
-LLM_SUMMARY_SQL = """
+_UNPRICED = "(" + ", ".join(f"'{s}'" for s in UNPRICED_STATUSES) + ")"
+# Aggregated in the database: one pass over the day, memory bounded by the number of groups;
+# the calls counted per pricing status (`lib.pricing`), the ones without a cost together too.
+LLM_SUMMARY_SQL = f"""
 SELECT day, tenant_id, provider, model AS model_or_service, agent_id,
        COUNT(*) AS requests,
        SUM(input_tokens) AS input_tokens,
        SUM(output_tokens) AS output_tokens,
        SUM(cost_usd) AS cost_usd,
-       SUM(CASE WHEN pricing_status = 'priced' THEN 0 ELSE 1 END) AS unpriced_requests
+       SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 1 ELSE 0 END) AS unpriced_requests,
+       {
+    ", ".join(
+        f"SUM(CASE WHEN pricing_status = '{s}' THEN 1 ELSE 0 END) AS {s}_requests"
+        for s in PRICING_STATUSES
+        if s != PRICED
+    )
+}
 FROM priced_interactions
 WHERE day = :day
 GROUP BY day, tenant_id, provider, model, agent_id
@@ -62,7 +72,7 @@ def unpriced_models(wh: Warehouse, day: date) -> pd.DataFrame:
     return wh.query(
         "SELECT provider, model, pricing_status, COUNT(*) AS calls, "
         "SUM(input_tokens + output_tokens) AS tokens FROM priced_interactions "
-        "WHERE day = :day AND pricing_status <> 'priced' "
+        f"WHERE day = :day AND pricing_status IN {_UNPRICED} "
         "GROUP BY provider, model, pricing_status ORDER BY calls DESC",
         {"day": day},
     )
@@ -189,7 +199,7 @@ def unpriced_in_windows(
                     table.c.occurred_at >= start,
                     table.c.occurred_at < end,
                     table.c.tenant_id.in_(list(keys)),
-                    table.c.pricing_status != "priced",
+                    table.c.pricing_status.in_(UNPRICED_STATUSES),
                 )
                 .group_by(table.c.tenant_id)
             )

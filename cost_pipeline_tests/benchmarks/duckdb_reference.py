@@ -24,7 +24,7 @@ PARTS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write
 
 def _rates(keys: pd.DataFrame, at: datetime) -> pd.DataFrame:
     """USD per token of each component for each key, measured with the project's engine."""
-    engine = PricingEngine(load_config().price_overrides)
+    engine = PricingEngine.for_config(load_config())
     rows = []
     unit = 1_000_000
     probes = {

@@ -179,7 +179,8 @@ def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
     wh = Warehouse(warehouse_url)
     counts = wh.query(
         "SELECT (SELECT COUNT(*) FROM llm_interactions) AS loaded, "
-        "(SELECT COUNT(*) FROM priced_interactions WHERE pricing_status = 'priced') AS priced, "
+        "(SELECT COUNT(*) FROM priced_interactions "
+        "WHERE pricing_status IN ('priced', 'tier_fallback', 'override')) AS priced, "
         "(SELECT COUNT(*) FROM quarantine WHERE reason <> '') AS with_reason"
     ).iloc[0]
     assert counts["loaded"] == meta["rows_loaded"] == counts["priced"]

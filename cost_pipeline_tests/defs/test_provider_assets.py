@@ -217,7 +217,7 @@ def demo_day(wh_url: str, demo_config) -> date:
     events = DemoCompany(demo_config, seed=demo_config.demo.seed).events_for_day(
         day, demo_config.demo.events_per_day
     )
-    priced = PricingEngine(overrides=demo_config.price_overrides).price(events)
+    priced = PricingEngine.for_config(demo_config).price(events)
     Warehouse(wh_url).replace_partition(PRICED_INTERACTIONS, day, priced)
     return day
 

@@ -17,6 +17,8 @@ from cost_pipeline.catalog import PRICED_INTERACTIONS
 from cost_pipeline.lib.config import PriceOverride
 from cost_pipeline.lib.pricing import COST_COLUMNS, PricingEngine
 from cost_pipeline.lib.rate_card import catalog_models, price_context
+from cost_pipeline.store import queries
+from cost_pipeline.store.warehouse import Warehouse
 
 TIERS = [None, "default", "auto", "flex", "priority", "fast", "standard", "batch", "scale"]
 OVERRIDES = [
@@ -139,8 +141,12 @@ def assert_matches_calc_price(frame: pd.DataFrame, overrides: list[PriceOverride
         if expected is None:
             assert got.pricing_status == "unknown_model", row
             assert got.cost_usd == 0
+        elif got.pricing_status == "incomplete_usage":
+            # A price in units tokens cannot express: calc_price silently makes the call free.
+            assert expected == 0 and got.cost_usd == 0, row
         else:
-            assert got.pricing_status == "priced", row
+            # Without multipliers a tier fallback is the standard price, as calc_price does.
+            assert got.pricing_status in ("priced", "tier_fallback", "override"), row
             assert got.cost_usd == pytest.approx(expected, abs=1e-9, rel=0), row
     nanos = np.rint(priced[list(COST_COLUMNS)].to_numpy() * 1e9)
     assert (nanos >= 0).all()
@@ -253,7 +259,7 @@ def test_custom_model_override_prices_with_its_own_rates() -> None:
         output_tokens=500_000,
     )
     priced = PricingEngine(OVERRIDES).price(frame)
-    assert priced["pricing_status"].tolist() == ["priced", "priced", "unknown_model"]
+    assert priced["pricing_status"].tolist() == ["override", "override", "unknown_model"]
     first = priced.iloc[0]
     # 700k uncached at 0.2, 200k reads at 0.05, 100k writes at input price (no write price)
     assert first["cost_input_usd"] == pytest.approx(0.14, abs=1e-12)
@@ -321,3 +327,62 @@ def test_output_conforms_to_priced_interactions() -> None:
     assert priced["pricing_status"].tolist() == ["priced", "unknown_model"]
     assert priced["cost_usd"].iloc[0] == pytest.approx(0.15)
     assert PricingEngine().price(frame.iloc[:0]).empty
+
+
+def test_a_price_in_units_the_record_lacks_is_never_free() -> None:
+    """`tts-1` charges per character and `whisper-1` per audio hour: a record with tokens only
+    cannot be priced from them. genai-prices' calc_price returns $0 for both."""
+    frame = calls(model=["tts-1", "whisper-1", "gpt-4o-mini"], output_tokens=500)
+    priced = PricingEngine().price(frame)
+    assert priced["pricing_status"].tolist() == ["incomplete_usage", "incomplete_usage", "priced"]
+    assert priced["cost_usd"].tolist()[:2] == [0.0, 0.0]
+    assert priced["cost_usd"].iloc[2] > 0
+
+
+def test_a_tier_the_catalog_lacks_on_the_day_is_a_flagged_fallback() -> None:
+    """OpenAI's flex and batch prices for gpt-5-mini start on 2026-10-12 / 10-14 in the
+    catalog: a flex call before that is priced at the standard price times the configured
+    multiplier, and says so; after it, at the catalog's flex price."""
+    before, after = pd.Timestamp("2026-10-01T12:00Z"), pd.Timestamp("2026-10-20T12:00Z")
+    frame = calls(
+        model="gpt-5-mini",
+        occurred_at=[before, before, after, before],
+        service_tier=["flex", None, "flex", "priority"],
+        output_tokens=100_000,
+    )
+    plain = PricingEngine().price(frame)
+    half = PricingEngine(tier_fallback={"flex": Decimal("0.5")}).price(frame)
+    assert half["pricing_status"].tolist() == ["tier_fallback", "priced", "priced", "tier_fallback"]
+    assert half["cost_usd"].iloc[0] == pytest.approx(plain["cost_usd"].iloc[1] / 2, abs=1e-9)
+    assert plain["cost_usd"].iloc[0] == pytest.approx(plain["cost_usd"].iloc[1], abs=1e-9)
+    assert half["cost_usd"].iloc[3] == pytest.approx(plain["cost_usd"].iloc[1], abs=1e-9)
+    # Multipliers are part of the rate card: changing them re-prices stored calls.
+    assert PricingEngine(tier_fallback={"flex": Decimal("0.5")}).price_version != (
+        PricingEngine().price_version
+    )
+
+
+def test_the_summary_counts_each_pricing_status(warehouse: Warehouse) -> None:
+    before = pd.Timestamp("2026-10-01T12:00Z")
+    frame = calls(
+        event_id=[f"e{i}" for i in range(5)],
+        model=["gpt-5-mini", "gpt-5-mini", "tts-1", "gpt-unreleased-9", "gpt-5-mini"],
+        occurred_at=before,
+        service_tier=[None, "flex", None, None, None],
+        cache_read_tokens=[0, 0, 0, 0, 2_000_000],  # more cache than input: invalid
+        tenant_id="t1",
+        agent_id=None,
+        day=before.date(),
+    )
+    priced = PRICED_INTERACTIONS.conform(PricingEngine().price(frame))
+    warehouse.replace_partition(PRICED_INTERACTIONS, before.date(), priced)
+    groups = queries.llm_day_groups(warehouse, before.date())
+    counts = groups.drop(columns=["day", "tenant_id", "provider", "model_or_service", "agent_id"])
+    got = counts.sum().astype(int).to_dict()
+    assert got["requests"] == 5
+    assert got["unpriced_requests"] == 3  # tts-1, the unknown model, the invalid usage
+    assert got["tier_fallback_requests"] == 1
+    assert got["incomplete_usage_requests"] == 1
+    assert got["unknown_model_requests"] == 1
+    assert got["invalid_usage_requests"] == 1
+    assert got["override_requests"] == 0

@@ -208,7 +208,7 @@ def test_anthropic_priced_costs_equal_independent_computation(demo_config) -> No
     from cost_pipeline.lib.pricing import PricingEngine
 
     usage = normalize_anthropic_usage(anthropic_fixture(), demo_config)
-    priced = price_provider_usage(usage, PricingEngine(overrides=demo_config.price_overrides))
+    priced = price_provider_usage(usage, PricingEngine.for_config(demo_config))
     assert priced["pricing_status"].eq("priced").all()
     for row, (unc, w5, w1, reads, out, window) in zip(
         priced.itertuples(index=False), ANTHROPIC_BUCKETS, strict=True
@@ -229,7 +229,7 @@ def test_openai_priced_costs_equal_independent_computation(demo_config) -> None:
     from cost_pipeline.lib.pricing import PricingEngine
 
     usage = normalize_openai_usage(openai_fixture(), demo_config)
-    priced = price_provider_usage(usage, PricingEngine(overrides=demo_config.price_overrides))
+    priced = price_provider_usage(usage, PricingEngine.for_config(demo_config))
     p_in, p_cached, p_out = GPT_41
     for row, (inp, cached, out) in zip(priced.itertuples(index=False), OPENAI_BUCKETS, strict=True):
         expected = _mtok(inp - cached, p_in) + _mtok(cached, p_cached) + _mtok(out, p_out)

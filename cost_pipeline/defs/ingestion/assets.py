@@ -65,7 +65,7 @@ def llm_interactions(
         return dg.MaterializeResult(metadata={"source": "not configured", NEW_ROWS_BY_DAY: {}})
 
     config = cost_config.get()
-    engine = PricingEngine(overrides=config.price_overrides)
+    engine = PricingEngine.for_config(config)
     providers = known_providers(config.price_overrides)
     today = datetime.now(UTC).date()
     window = (config.first_partition_day(today), today + timedelta(days=FUTURE_DAYS))

@@ -7,7 +7,7 @@ import dagster as dg
 from cost_pipeline.catalog import LLM_INTERACTIONS, MODEL_PRICES, PRICED_INTERACTIONS
 from cost_pipeline.defs.ingestion.assets import llm_interactions
 from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
-from cost_pipeline.lib.pricing import PRICED, PricingEngine
+from cost_pipeline.lib.pricing import UNPRICED_STATUSES, PricingEngine
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
@@ -21,7 +21,7 @@ from cost_pipeline.store import queries
 def model_prices(
     warehouse: WarehouseResource, cost_config: CostConfigResource
 ) -> dg.MaterializeResult:
-    card = PricingEngine(overrides=cost_config.get().price_overrides).rate_card()
+    card = PricingEngine.for_config(cost_config.get()).rate_card()
     rows = warehouse.get().replace_table(MODEL_PRICES, card)
     versions = sorted(card["price_version"].unique())
     by_source = card.groupby(["provider", "source"]).size().rename("rows").reset_index()
@@ -56,7 +56,7 @@ def priced_interactions(
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     wh = warehouse.get()
-    engine = PricingEngine(overrides=cost_config.get().price_overrides)
+    engine = PricingEngine.for_config(cost_config.get())
     versions = queries.price_versions(wh, day)
     stale = int(versions.loc[versions["price_version"] != engine.price_version, "calls"].sum())
     if stale:
@@ -66,7 +66,7 @@ def priced_interactions(
         versions = queries.price_versions(wh, day)
     calls = int(versions["calls"].sum())
     cost = float(versions["cost_usd"].sum())
-    unpriced = int(versions.loc[versions["pricing_status"] != PRICED, "calls"].sum())
+    unpriced = int(versions.loc[versions["pricing_status"].isin(UNPRICED_STATUSES), "calls"].sum())
     unknown_models = queries.unpriced_models(wh, day)
     context.log.info(f"{day}: {calls:,} calls, ${cost:,.2f}, {stale:,} re-priced")
     return dg.MaterializeResult(
@@ -74,6 +74,13 @@ def priced_interactions(
             "rows": calls,
             "total_cost_usd": round(cost, 6),
             "unpriced_calls": unpriced,
+            # How each call was priced (`lib.pricing`): tier fallbacks and overrides have a cost.
+            "calls_by_pricing_status": dg.MetadataValue.json(
+                {
+                    str(k): int(v)
+                    for k, v in versions.groupby("pricing_status")["calls"].sum().items()
+                }
+            ),
             "repriced_calls": stale,
             "price_version": engine.price_version,
             "top_tenants": dg.MetadataValue.md(markdown_table(queries.cost_by_tenant(wh, day))),

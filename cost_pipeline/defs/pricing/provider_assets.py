@@ -9,7 +9,7 @@ import pandas as pd
 from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_USAGE_PRICED
 from cost_pipeline.defs.ingestion.provider_assets import anthropic_usage, openai_usage
 from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
-from cost_pipeline.lib.pricing import PricingEngine
+from cost_pipeline.lib.pricing import UNPRICED_STATUSES, PricingEngine
 from cost_pipeline.lib.provider_usage import price_provider_usage
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
@@ -38,10 +38,10 @@ def provider_usage_priced(
         [wh.read(OPENAI_USAGE, days=[day]), wh.read(ANTHROPIC_USAGE, days=[day])],
         ignore_index=True,
     )
-    engine = PricingEngine(overrides=cost_config.get().price_overrides)
+    engine = PricingEngine.for_config(cost_config.get())
     priced = price_provider_usage(usage, engine)
     wh.replace_partition(PROVIDER_USAGE_PRICED, day, priced)
-    unknown = priced.loc[priced["pricing_status"] != "priced"]
+    unknown = priced.loc[priced["pricing_status"].isin(UNPRICED_STATUSES)]
     by_model = (
         priced.groupby(["provider", "model"], dropna=False)["cost_usd"]
         .sum()

@@ -35,7 +35,8 @@ from cost_pipeline.store import queries
         "Per day × tenant × category (llm, unattributed, cloud, k8s) × provider × model or "
         "service × agent: requests, tokens, cost. `unattributed` rows top the app log up to "
         "what the provider's usage API reports; `unpriced_requests` flags rows whose cost is "
-        "incomplete because a model has no price."
+        "incomplete (no price, or usage the price needs is missing), and a count per pricing "
+        "status says how the rest were priced (tier fallback, override)."
     ),
 )
 @for_each_day
@@ -57,6 +58,12 @@ def daily_cost_summary(
             "total_cost_usd": round(float(summary["cost_usd"].sum()), 6),
             **{f"{k}_cost_usd": round(float(v), 6) for k, v in by_category.items()},
             "unpriced_requests": int(summary["unpriced_requests"].sum()),
+            # LLM calls per pricing status other than `priced` (see `lib.pricing`).
+            **{
+                c: int(summary[c].fillna(0).sum())
+                for c in summary.columns
+                if c.endswith("_requests") and c not in ("requests", "unpriced_requests")
+            },
             "tenants": int(summary["tenant_id"].nunique()),
             "top_tenants": dg.MetadataValue.md(markdown_table(top_tenants(summary))),
         }
