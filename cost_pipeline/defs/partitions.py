@@ -64,9 +64,10 @@ def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
 def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a one-day asset or check body for each day of the run's partition range.
 
-    One day: the body's own result. Several: one result whose metadata has the range, a table
-    of every day's numeric figures, and the last day's full metadata; a check passes only if
-    every day passes, and names the days that did not.
+    One day: the body's own result. Several: one materialization whose metadata has the range,
+    a table of every day's numeric figures and the last day's full metadata; and each check's
+    result of each day as its own evaluation of that day's partition (checks are declared with
+    the daily partitions), so the UI says which day failed.
     """
 
     def each_day(context: Any, args: Any, kwargs: Any) -> Iterator[tuple[date, Any]]:
@@ -78,8 +79,8 @@ def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
                 _DAY.reset(token)
 
     if inspect.isgeneratorfunction(fn):
-        # A body that yields its materialization and its checks' results: each day's events
-        # are collected, then merged per kind (and per check name).
+        # A body that yields its materialization and/or its checks' results: each day's events
+        # are collected; the materializations merged, the check results kept per day.
         @functools.wraps(fn)
         def run_yielding(context: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
             per_day = [(day, list(events)) for day, events in each_day(context, args, kwargs)]
@@ -87,13 +88,11 @@ def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
                 yield from per_day[0][1]
                 return
             days = [day for day, _ in per_day]
-            yield _merge_materializations(
-                days,
-                [
-                    next(e for e in events if isinstance(e, dg.MaterializeResult))
-                    for _, events in per_day
-                ],
-            )
+            materialized = [
+                [e for e in events if isinstance(e, dg.MaterializeResult)] for _, events in per_day
+            ]
+            if materialized[0]:
+                yield _merge_materializations(days, [m[0] for m in materialized])
             names = [e.check_name for e in per_day[0][1] if isinstance(e, dg.AssetCheckResult)]
             for name in names:
                 results = [
@@ -104,9 +103,22 @@ def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
                     )
                     for _, events in per_day
                 ]
-                yield _merge_checks(days, results, check_name=name)
+                yield from _per_day_evaluations(context, days, results, name)
 
         return run_yielding
+
+    if _is_check(fn):
+
+        @functools.wraps(fn)
+        def run_check(context: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            per_day = list(each_day(context, args, kwargs))
+            if len(per_day) == 1:
+                yield per_day[0][1]
+                return
+            days, results = [d for d, _ in per_day], [r for _, r in per_day]
+            yield from _per_day_evaluations(context, days, results, None)
+
+        return run_check
 
     @functools.wraps(fn)
     def run(context: Any, *args: Any, **kwargs: Any) -> Any:
@@ -114,6 +126,37 @@ def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:
         return merge_days([d for d, _ in per_day], [r for _, r in per_day])
 
     return run
+
+
+def _is_check(fn: Callable[..., Any]) -> bool:
+    first = next(iter(inspect.signature(fn).parameters.values()), None)
+    return first is not None and first.annotation in (
+        dg.AssetCheckExecutionContext,
+        "dg.AssetCheckExecutionContext",
+    )
+
+
+def _per_day_evaluations(
+    context: Any, days: list[date], results: list[dg.AssetCheckResult], name: str | None
+) -> Iterator[Any]:
+    """Each day's result of check `name` (the op's only check when None) as an evaluation of
+    that day's partition, then the check's output (what a ranged run of a check yields)."""
+    assets_def = context.op_execution_context.assets_def
+    specs = list(assets_def.check_specs)
+    spec = next(s for s in specs if name is None or s.name == name)
+    for day, result in zip(days, results, strict=True):
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=result.passed,
+            metadata=dict(result.metadata or {}),
+            target_materialization_data=None,
+            severity=result.severity,
+            description=result.description,
+            blocking=spec.blocking,
+            partition=day.isoformat(),
+        )
+    yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(spec.key))
 
 
 def merge_days(days: list[date], results: list[Any]) -> Any:
@@ -124,8 +167,6 @@ def merge_days(days: list[date], results: list[Any]) -> Any:
     """
     if len(results) == 1:
         return results[0]
-    if isinstance(results[0], dg.AssetCheckResult):
-        return _merge_checks(days, results)
     return _merge_materializations(days, results)
 
 
@@ -176,25 +217,3 @@ def _concatenated_lists(
                 ]
                 merged.setdefault(key, []).extend(items)
     return {key: dg.MetadataValue.json(items) for key, items in merged.items()}
-
-
-def _merge_checks(
-    days: list[date], results: list[dg.AssetCheckResult], check_name: str | None = None
-) -> dg.AssetCheckResult:
-    failed = [str(d) for d, r in zip(days, results, strict=True) if not r.passed]
-    worst = dg.AssetCheckSeverity.WARN
-    if any(not r.passed and r.severity == dg.AssetCheckSeverity.ERROR for r in results):
-        worst = dg.AssetCheckSeverity.ERROR
-    first_failure = next((r for r in results if not r.passed), None)
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        passed=not failed,
-        severity=worst if failed else results[0].severity,
-        description=(
-            f"failed on {len(failed)} of {len(days)} day(s): {', '.join(failed[:10])}"
-            + (f" — first: {first_failure.description}" if first_failure else "")
-            if failed
-            else f"passed on all {len(days)} day(s) {days[0]} .. {days[-1]}"
-        ),
-        metadata={"failed_days": dg.MetadataValue.json(failed), "days": len(days)},
-    )

@@ -170,6 +170,9 @@ class Plausibility(_Model):
     context_window_tolerance: Annotated[float, Field(ge=1)] = 1.1
     # For the pricing step: a single call priced above this is implausible.
     max_cost_per_call_usd: Money = Decimal(1000)
+    # The per-source quarantine checks of a day warn on any quarantined record and fail (ERROR)
+    # when more than this share of the source's records of the day were quarantined.
+    quarantine_error_share_pct: Percent = 1.0
 
 
 class Demo(_Model):

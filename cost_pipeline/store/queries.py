@@ -8,7 +8,7 @@ calls never has to fit in memory.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 import pandas as pd
@@ -123,6 +123,36 @@ def latest_enforcement(wh: Warehouse, tenant_id: str) -> pd.DataFrame:
         "ORDER BY day DESC LIMIT 1",
         {"t": tenant_id},
     )
+
+
+# Where each source's accepted records of a day are stored (quarantine `source` -> table).
+SOURCE_TABLES = {
+    "llm_interactions": "priced_interactions",
+    "cloud_costs": "cloud_costs",
+    "k8s_allocations": "k8s_allocations",
+}
+
+
+def quarantine_by_source(wh: Warehouse, day: date) -> pd.DataFrame:
+    """Per source: records of `day` accepted and quarantined. A quarantined record whose day
+    could not be read counts for the day it was detected on."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    rows = []
+    for source, table in SOURCE_TABLES.items():
+        counts = wh.query(
+            f"SELECT (SELECT COUNT(*) FROM {table} WHERE day = :day) AS accepted, "
+            "(SELECT COUNT(*) FROM quarantine WHERE source = :source AND (day = :day OR "
+            "(day IS NULL AND detected_at >= :start AND detected_at < :end))) AS quarantined",
+            {"day": day, "source": source, "start": start, "end": start + timedelta(days=1)},
+        ).iloc[0]
+        rows.append(
+            {
+                "source": source,
+                "accepted": int(counts["accepted"]),
+                "quarantined": int(counts["quarantined"]),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def cost_by_tenant_and_day(wh: Warehouse, first: date, last: date) -> pd.DataFrame:

@@ -194,6 +194,31 @@ def test_signed_idle_per_cluster_is_kept_and_conserved(url: str) -> None:
     assert rows.loc["__idle__", "cluster"] == "prod-1"
 
 
+def test_stored_and_quarantined_k8s_cost_add_up_to_the_answer(url: str) -> None:
+    """The answer's total is checked against what the warehouse holds afterwards (read back),
+    with a quarantined negative allocation accounted for, not silently dropped."""
+    with FakeKubecost() as fake:
+        fake.sets[WINDOW] = {
+            "tenant-acme/acme": _acme(5.0),
+            "tenant-acme/broken": allocation("tenant-acme/broken", namespace="x", total=-2.0),
+            "prod-1/__idle__": allocation("prod-1/__idle__", namespace="", total=-1.25),
+        }
+        kube = KubecostResource(url=fake.url, backoff_seconds=0.01)
+        result = dg.materialize(
+            [k8s_allocations], partition_key=DAY, resources=resources(url, kubecost=kube)
+        )
+    check = next(
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "k8s_stored_equals_response"
+    )
+    assert check.passed and check.partition == DAY
+    meta = {k: v.value for k, v in check.metadata.items()}
+    assert meta["source_total_usd"] == pytest.approx(1.75)
+    assert meta["stored_total_usd"] == pytest.approx(3.75)
+    assert meta["quarantined_total_usd"] == pytest.approx(-2.0)
+
+
 def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> None:
     focus = FocusExportsTwin(path=str(tmp_path / "demo"), output_dir=str(tmp_path / "out"))
     res = resources(url, focus_exports=focus, kubecost=KubecostTwin())
@@ -205,6 +230,7 @@ def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> N
     assert sorted((c.check_name, c.passed) for c in checks) == [
         ("infra_cost_is_conserved", True),
         ("k8s_source_answered", True),
+        ("k8s_stored_equals_response", True),
     ]
     wh = Warehouse(url)
     day = date.fromisoformat(DAY)

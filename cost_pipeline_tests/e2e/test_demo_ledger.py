@@ -10,12 +10,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from genai_prices import data_snapshot
 
 from cost_pipeline.definitions import build_defs
 from cost_pipeline.defs.resources import build_resources
 from cost_pipeline.demo.generator import DemoCompany
 from cost_pipeline.environment import default_warehouse_url
 from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.rate_card import price_context
 from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.lib.test_pricing import reference
 
@@ -24,8 +26,27 @@ DAYS = 3
 EVENTS_PER_DAY = 400
 
 
+def tier_missing(row) -> str | None:
+    """The tier of a call whose price variant genai-prices lacks on the call's date (its
+    calc_price then silently uses the standard price), else None."""
+    context = price_context(row.provider, row.service_tier, row.batch)
+    if not context or context == {"service_tier": "default"}:
+        return None
+    provider, model = data_snapshot.get_snapshot().find_provider_model(
+        row.model, None, row.provider, None
+    )
+    at = row.occurred_at.to_pydatetime()
+    listed = any(model is m for m in provider.models) and any(
+        (v.constraint is None or v.constraint.active(at))
+        and all(context.get(k) == w for k, w in v.when.items())
+        for v in model.price_variants or ()
+    )
+    return None if listed else ("batch" if "processing" in context else context["service_tier"])
+
+
 def independent_llm_cost(events: pd.DataFrame, config: CostConfig) -> float:
-    """Price each event on its own with genai-prices' calc_price (custom models by hand)."""
+    """Price each event on its own with genai-prices' calc_price (custom models by hand), a
+    tier the catalog lacks on the day at the configured fallback multiplier."""
     custom = {(o.provider, o.model): o for o in config.price_overrides if o.input_mtok is not None}
     total = 0.0
     for row in events.itertuples(index=False):
@@ -33,7 +54,7 @@ def independent_llm_cost(events: pd.DataFrame, config: CostConfig) -> float:
         if override is None:
             price = reference(row, config.price_overrides)
             assert price is not None, f"demo model {row.model} has no catalog price"
-            total += price
+            total += price * float(config.pricing.multiplier(tier_missing(row)))
         else:
             uncached = row.input_tokens - row.cache_read_tokens - row.cache_write_tokens
             total += float(

@@ -288,6 +288,7 @@ def _waiting_on(recon: pd.DataFrame) -> list[str]:
         dg.AssetCheckSpec(
             CLOSE_CHECK,
             asset="billing_reconciliation",
+            partitions_def=monthly_partitions,
             blocking=True,
             description=(
                 "The ledger's reported total equals the period's computed overage and no meter "

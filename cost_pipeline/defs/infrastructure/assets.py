@@ -190,12 +190,23 @@ def cloud_costs(
         dg.AssetCheckSpec(
             "k8s_source_answered",
             asset="k8s_allocations",
+            partitions_def=daily_partitions,
             description=(
                 "Kubecost / OpenCost answered for the day with allocations. When it failed or "
                 "answered empty for a recent day, the stored day was kept and the source is "
                 "named missing here (WARN: the LLM side and the summary still build)."
             ),
-        )
+        ),
+        dg.AssetCheckSpec(
+            "k8s_stored_equals_response",
+            asset="k8s_allocations",
+            partitions_def=daily_partitions,
+            blocking=True,
+            description=(
+                "What was stored for the day plus what was quarantined equals the total of "
+                "Kubecost / OpenCost's answer (read back from the warehouse, not from memory)."
+            ),
+        ),
     ],
     description=(
         "Kubecost / OpenCost allocations of the day by namespace and tenant label; idle (signed: "
@@ -217,6 +228,9 @@ def k8s_allocations(
         yield dg.MaterializeResult(metadata={"source": "not configured", "rows": 0})
         yield dg.AssetCheckResult(
             check_name="k8s_source_answered", passed=True, description="not configured"
+        )
+        yield dg.AssetCheckResult(
+            check_name="k8s_stored_equals_response", passed=True, description="not configured"
         )
         return
     config = cost_config.get()
@@ -241,6 +255,11 @@ def k8s_allocations(
             severity=dg.AssetCheckSeverity.WARN,
             description=f"{problem}; kept {stored:,} stored row(s)",
             metadata={"stored_rows_kept": stored},
+        )
+        yield dg.AssetCheckResult(
+            check_name="k8s_stored_equals_response",
+            passed=True,
+            description="no answer to compare: the stored day was kept unchanged",
         )
         return
     df["tenant_id"] = map_k8s_tenants(df, config) if len(df) else None
@@ -286,6 +305,25 @@ def k8s_allocations(
         description=f"{rows:,} allocation(s) loaded, {len(quarantine):,} quarantined",
         metadata={"source_total_usd": round(source_total, 6)},
     )
+    read_back = wh.read(K8S_ALLOCATIONS, days=[day], columns=["total_cost"])
+    stored_total = float(read_back["total_cost"].sum()) if len(read_back) else 0.0
+    quarantined_total = float(bad["total_cost"].sum()) if len(bad) else 0.0
+    gap = source_total - stored_total - quarantined_total
+    yield dg.AssetCheckResult(
+        check_name="k8s_stored_equals_response",
+        passed=abs(gap) <= 1e-6 * max(1.0, len(df)),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"answer ${source_total:,.6f} = stored ${stored_total:,.6f} + quarantined "
+            f"${quarantined_total:,.6f} (gap ${gap:,.9f})"
+        ),
+        metadata={
+            "source_total_usd": round(source_total, 9),
+            "stored_total_usd": round(stored_total, 9),
+            "quarantined_total_usd": round(quarantined_total, 9),
+            "gap_usd": round(gap, 9),
+        },
+    )
 
 
 @dg.asset(
@@ -298,6 +336,7 @@ def k8s_allocations(
         dg.AssetCheckSpec(
             "infra_cost_is_conserved",
             asset="infra_cost_allocation",
+            partitions_def=daily_partitions,
             blocking=True,
             description="Per source and day, the allocated total equals the source total.",
         )
@@ -370,6 +409,7 @@ def infra_cost_allocation(
         dg.AssetCheckSpec(
             "focus_export_is_valid",
             asset="focus_export",
+            partitions_def=monthly_partitions,
             description=(
                 "Both files pass FOCUS 1.2 validation of every mandatory column and type, and "
                 "their EffectiveCost sum equals the month's summary total."

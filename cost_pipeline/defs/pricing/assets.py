@@ -95,6 +95,7 @@ def priced_interactions(
 
 @dg.asset_check(
     asset=priced_interactions,
+    partitions_def=daily_partitions,
     description=(
         "Every call's model has a price. Not blocking: the day's summary, budgets and analytics "
         "still build, with `unpriced_requests` set; what an unknown model blocks is billing "
@@ -126,6 +127,7 @@ def no_unknown_models(
 
 @dg.asset_check(
     asset=priced_interactions,
+    partitions_def=daily_partitions,
     description="No event id is stored twice on a day (ingestion keeps the first copy).",
 )
 @for_each_day

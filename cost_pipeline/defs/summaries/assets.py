@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
 # definition time and rejects them as strings.
+from collections.abc import Iterator
+
 import dagster as dg
 
 from cost_pipeline.catalog import (
@@ -21,7 +23,7 @@ from cost_pipeline.lib.summary import (
     llm_summary_rows,
     top_tenants,
 )
-from cost_pipeline.resources.warehouse import WarehouseResource
+from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
 
 
@@ -72,6 +74,7 @@ def daily_cost_summary(
 
 @dg.asset_check(
     asset=daily_cost_summary,
+    partitions_def=daily_partitions,
     description="The summary's LLM cost equals the sum of the day's priced interactions.",
 )
 @for_each_day
@@ -85,3 +88,48 @@ def summary_matches_priced_interactions(
         passed=gap < 1e-6 and totals["priced_calls"] == totals["summary_requests"],
         metadata=totals,
     )
+
+
+QUARANTINE_SOURCES = tuple(queries.SOURCE_TABLES)
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            f"quarantine_{source}",
+            asset=daily_cost_summary,
+            partitions_def=daily_partitions,
+            description=(
+                f"Records of `{source}` quarantined for the day: WARN on any, ERROR above "
+                "`plausibility.quarantine_error_share_pct` of the source's records."
+            ),
+        )
+        for source in QUARANTINE_SOURCES
+    ],
+)
+@for_each_day
+def quarantine_by_source(
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+) -> Iterator[dg.AssetCheckResult]:
+    day = partition_day(context)
+    limit = cost_config.get().plausibility.quarantine_error_share_pct
+    counts = queries.quarantine_by_source(warehouse.get(), day).set_index("source")
+    for source in QUARANTINE_SOURCES:
+        accepted = int(counts.loc[source, "accepted"])
+        quarantined = int(counts.loc[source, "quarantined"])
+        total = accepted + quarantined
+        share = 100 * quarantined / total if total else 0.0
+        yield dg.AssetCheckResult(
+            check_name=f"quarantine_{source}",
+            passed=quarantined == 0,
+            severity=dg.AssetCheckSeverity.ERROR if share > limit else dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{quarantined:,} of {total:,} {source} record(s) of {day} quarantined "
+                f"({share:.2f} %; ERROR above {limit:g} %): see the quarantine table"
+                if quarantined
+                else f"no {source} record of {day} quarantined ({accepted:,} accepted)"
+            ),
+            metadata={"accepted": accepted, "quarantined": quarantined, "share_pct": share},
+        )

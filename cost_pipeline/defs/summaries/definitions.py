@@ -4,6 +4,7 @@ import dagster as dg
 
 from cost_pipeline.defs.summaries.assets import (
     daily_cost_summary,
+    quarantine_by_source,
     summary_matches_priced_interactions,
 )
 from cost_pipeline.defs.summaries.reconciliation import (
@@ -16,6 +17,7 @@ defs = dg.Definitions(
     assets=[daily_cost_summary, llm_cost_reconciliation],
     asset_checks=[
         summary_matches_priced_interactions,
+        quarantine_by_source,
         app_log_matches_provider_usage,
         provider_reported_costs_match_usage,
     ],
