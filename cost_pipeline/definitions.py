@@ -34,11 +34,12 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
     merged = dg.Definitions.merge(
         *(d.defs for d in DOMAINS),
         pipeline.defs,
-        # A run's steps execute in the run's own process: they take well under a second each,
-        # while a process per step (Dagster's default) spends ~4 s importing the code. Runs
-        # still each get their own process from the run launcher; fan-out across machines is
-        # an executor choice of the deployment (see README: Celery, Kubernetes).
-        dg.Definitions(resources=resources, executor=dg.in_process_executor),
+        # By default a run's steps execute in the run's own process: they take well under a
+        # second each, while a process per step (Dagster's default) spends ~4 s importing the
+        # code. Runs still each get their own process from the run launcher; a deployment picks
+        # `multiprocess` or `celery` (fan-out to Celery workers) with COST_PIPELINE_EXECUTOR
+        # (see docs/production.md).
+        dg.Definitions(resources=resources, executor=environment.executor_definition()),
     )
     return merged.map_asset_specs(func=_with_table_contract)
 
