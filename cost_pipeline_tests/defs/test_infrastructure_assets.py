@@ -24,6 +24,7 @@ from cost_pipeline.defs.infrastructure.assets import (
     infra_cost_allocation,
     k8s_allocations,
 )
+from cost_pipeline.defs.summaries.assets import daily_cost_summary
 from cost_pipeline.demo.infrastructure import focus_rows
 from cost_pipeline.lib.allocation import infra_summary_rows
 from cost_pipeline.lib.config import load_config
@@ -101,6 +102,16 @@ def test_redelivery_replaces_and_stale_delivery_is_ignored(tmp_path: Path, url: 
     assert late["stale_scopes_skipped"] == 1
     assert wh.read(CLOUD_COSTS)["effective_cost"].sum() == pytest.approx(23.0)
 
+    # A newer delivery with a file that cannot be read is not loaded, and the check says so.
+    broken = deliver(root, "2026-09/run-c", final, datetime(2026, 10, 9, tzinfo=UTC), ".parquet")
+    broken.write_bytes(b"PAR1 not really parquet")
+    os.utime(broken, (datetime(2026, 10, 9, tzinfo=UTC).timestamp(),) * 2)
+    result = dg.materialize([cloud_costs], resources=resources(url, focus_exports=focus))
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "run-c" in check.description
+    assert wh.read(CLOUD_COSTS)["effective_cost"].sum() == pytest.approx(23.0)
+
 
 def test_unconfigured_sources_materialize_empty(url: str) -> None:
     result = dg.materialize(
@@ -153,14 +164,27 @@ def test_an_empty_or_failed_answer_for_a_recent_day_keeps_the_stored_day(url: st
         fake.sets[WINDOW] = {}  # the source lost the day (retention, restart, a bad query)
         empty = dg.materialize([k8s_allocations], partition_key=DAY, resources=res)
         fake.fail_next("500", times=5)
-        failed = dg.materialize([k8s_allocations], partition_key=DAY, resources=res)
+        instance = dg.DagsterInstance.ephemeral()
+        failed = dg.materialize(
+            [k8s_allocations], partition_key=DAY, resources=res, instance=instance
+        )
+        # The day's summary still builds on the stored rows and names the missing source.
+        summary = dg.materialize(
+            [daily_cost_summary], partition_key=DAY, resources=res, instance=instance
+        )
     for result in (empty, failed):
         assert result.success
-        (check,) = result.get_asset_check_evaluations()
+        check = next(
+            c for c in result.get_asset_check_evaluations() if c.check_name == "k8s_source_answered"
+        )
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert check.partition == DAY
         assert metadata(result, "k8s_allocations")["source_status"] == "missing"
     rows = Warehouse(url).read(K8S_ALLOCATIONS, days=[date(2026, 9, 2)])
     assert rows["total_cost"].sum() == pytest.approx(5.0)
+    assert summary.success
+    (missing,) = metadata(summary, "daily_cost_summary")["missing_sources"]
+    assert missing.startswith("k8s:")
 
 
 def test_an_empty_answer_for_a_settled_day_is_believed(url: str) -> None:
@@ -228,6 +252,7 @@ def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> N
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert sorted((c.check_name, c.passed) for c in checks) == [
+        ("focus_deliveries_complete", True),
         ("infra_cost_is_conserved", True),
         ("k8s_source_answered", True),
         ("k8s_stored_equals_response", True),

@@ -64,6 +64,17 @@ def _digest(path: Path) -> str:
 @dg.asset(
     group_name="infrastructure",
     kinds={"python", "sql"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "focus_deliveries_complete",
+            asset="cloud_costs",
+            description=(
+                "Every new FOCUS delivery could be read whole. A delivery with a file that "
+                "cannot be read is not loaded (its billing period keeps the previous delivery) "
+                "and the cloud source is named missing here (WARN)."
+            ),
+        )
+    ],
     description=(
         "FinOps FOCUS rows from FOCUS_EXPORT_DIR, normalized and mapped to tenants. A newer "
         "delivery of a provider's billing period replaces the older one, never adds to it; "
@@ -78,7 +89,16 @@ def cloud_costs(
 ) -> dg.MaterializeResult:
     wh = warehouse.get()
     if not focus_exports.is_configured:
-        return dg.MaterializeResult(metadata={"source": "not configured", CHANGED_DAYS: []})
+        return dg.MaterializeResult(
+            metadata={"source": "not configured", CHANGED_DAYS: []},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="focus_deliveries_complete",
+                    passed=True,
+                    description="not configured",
+                )
+            ],
+        )
     config = cost_config.get()
     ingested_files = wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["path", "sha256"])
     ingested = set(zip(ingested_files["path"], ingested_files["sha256"], strict=True))
@@ -177,7 +197,21 @@ def cloud_costs(
             "incomplete_deliveries": dg.MetadataValue.json(incomplete),
             CHANGED_DAYS: dg.MetadataValue.json(sorted(changed)),
             "billing_periods": dg.MetadataValue.md(markdown_table(by_provider)),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="focus_deliveries_complete",
+                passed=not incomplete,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    f"not loaded, a file could not be read: {', '.join(incomplete)} "
+                    "(see quarantine); their billing periods keep the previous delivery"
+                    if incomplete
+                    else f"{totals['deliveries']} new deliver(ies) read whole"
+                ),
+                metadata={"incomplete_deliveries": dg.MetadataValue.json(incomplete)},
+            )
+        ],
     )
 
 

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
 # definition time and rejects them as strings.
 from collections.abc import Iterator
+from datetime import date
 
 import dagster as dg
 
@@ -53,6 +54,7 @@ def daily_cost_summary(
     infra = infra_summary_rows(wh.read(INFRA_COST_ALLOCATION, days=[day]))
     summary = assemble_summary([llm, unattributed, infra])
     rows = wh.replace_partition(DAILY_COST_SUMMARY, day, summary)
+    missing = _missing_sources(context.instance, day)
     by_category = summary.groupby("cost_category")["cost_usd"].sum()
     return dg.MaterializeResult(
         metadata={
@@ -67,9 +69,36 @@ def daily_cost_summary(
                 if c.endswith("_requests") and c not in ("requests", "unpriced_requests")
             },
             "tenants": int(summary["tenant_id"].nunique()),
+            # Sources whose latest answer for the day failed: their stored rows (or none) count.
+            "missing_sources": dg.MetadataValue.json(missing),
             "top_tenants": dg.MetadataValue.md(markdown_table(top_tenants(summary))),
         }
     )
+
+
+def _missing_sources(instance: dg.DagsterInstance, day: date) -> list[str]:
+    """Infrastructure sources that did not answer for `day` when last asked: Kubecost's day
+    (`source_status` of `k8s_allocations`) and FOCUS deliveries left unread (`cloud_costs`)."""
+    out = []
+    k8s = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("k8s_allocations"), asset_partitions=[str(day)]
+        ),
+        limit=1,
+    ).records
+    if k8s and _value(k8s[0], "source_status") == "missing":
+        out.append("k8s: Kubecost / OpenCost did not answer; stored rows used")
+    cloud = instance.fetch_materializations(dg.AssetKey("cloud_costs"), limit=1).records
+    unread = _value(cloud[0], "incomplete_deliveries") if cloud else None
+    if unread:
+        out.append(f"cloud: FOCUS deliveries not loaded: {', '.join(unread)}")
+    return out
+
+
+def _value(record: dg.EventLogRecord, key: str) -> object:
+    materialization = record.asset_materialization
+    value = (materialization.metadata or {}).get(key) if materialization else None
+    return getattr(value, "value", value)
 
 
 @dg.asset_check(
