@@ -10,7 +10,10 @@ Robust, seasonality-aware baseline (all series at once, as matrices of series x 
   and an incident must last more than a week before it starts to become "usual".
 
 Severity needs three things at once: the ratio actual / expected, a robust z-score, and an
-excess in dollars that matters for the tenant (a share of its usual daily total). A series with
+excess in dollars that matters for the tenant (a share of its usual daily total). Cost is
+heavy-tailed, so the ratio must also pass the series' own tail: exp(`tail_mult` x the
+`tail_quantile` of its upward log deviations from its level over the 8 weeks before) — a series
+whose ordinary days often reach 2x its level needs more than 2x to be unusual. A series with
 fewer than `min_history_days` started days in the last 28 (a new tenant, agent or model) is
 scored `none` with the reason "not enough history", so new tenants are not flagged for being new.
 
@@ -24,12 +27,17 @@ The request-count gate (cost must be backed by a rise in calls) applies only to 
 have calls: cloud and Kubernetes rows carry `requests = 0`, so their drivers are gated by cost
 alone, and the tenant total is not gated when most of its excess comes from rows without calls.
 
-Sustained shifts and drops (`changepoints.level_shift` on each series up to the scored day): a
-step of at least 1.25x (or a drop to 0.8x or less) lasting `min_days_after` days. Every flagged
-row carries `impact_usd`, the dollars above (or below) its usual level since `since_day`; an
-alert (high or critical) needs an impact of at least `min_impact_usd`, or `min_impact_share` of
-the tenant's monthly budget when one is given (like AWS Cost Anomaly Detection's monitors).
-Below that, the row is kept at `low` with its reason.
+Sustained shifts and drops (`changepoints.level_shift` on each series up to the scored day, in
+logs, on days since the series started — days before the data began are not a level of zero):
+a step of at least 1.25x (or a drop to 0.8x or less) that has lasted a week
+(`shift.min_days_after`), alerted for `shift_max_days` days from its start; intermittent series
+and shifts from (almost) nothing (a new driver) are not shifts. Every flagged row carries
+`impact_usd`, the dollars above (or below) its usual level since `since_day`; an alert (high or
+critical) needs an impact of at least `min_impact_usd` *and* `min_impact_share` of the tenant's
+monthly budget (of its usual month's spend without a budget), like AWS Cost Anomaly Detection's
+monitors. Below that, the row is kept at `low` with its reason. The tenant total and coarse
+drivers (provider, category, cluster, region, account) name the most specific driver behind
+them in their reason (`largest driver service:...`, `namespace:...`, an agent or a model).
 
 The IsolationForest multivariate view was removed (F1 0.175 on the project's own evaluation);
 `multivariate_score` is always null.
@@ -67,19 +75,28 @@ class AnomalyParams:
         (3.0, 6.0),
     )
     min_history_days: int = 21
+    # Heavy tails: a spike's ratio must also pass exp(tail_mult x q), q the `tail_quantile` of
+    # the series' own upward log deviations from its level over the 28 days before (a series
+    # whose ordinary days often reach 2x its level needs more than 2x to be unusual).
+    tail_quantile: float = 0.9
+    tail_mult: float = 3.0
     # The excess must be at least this share of the tenant's usual daily total, and this much.
     min_excess_share: float = 0.02
     min_excess_usd: float = 0.05
     rel_sigma_floor: float = 0.10
     min_new_driver_share: float = 0.25
     min_new_driver_requests: int = 5
-    # Alerts (high, critical) need this dollar impact since the anomaly started, or this share
-    # of the tenant's monthly budget when one is known (the lower of the two).
+    # Alerts (high, critical) need a dollar impact since the anomaly started of at least
+    # `min_impact_usd` and at least `min_impact_share` of the tenant's monthly budget (of its
+    # usual month's spend when it has no budget): material for the tenant, like AWS Cost
+    # Anomaly Detection's monitors.
     min_impact_usd: float = 1.0
     min_impact_share: float = 0.01
-    # Sustained shifts and drops.
+    # Sustained shifts and drops: alerted once they have lasted `min_days_after` days (a week,
+    # so a quiet weekend or a busy Monday is not a shift) and for `shift_max_days` days after
+    # the start.
     shift: ShiftParams = field(
-        default_factory=lambda: ShiftParams(min_ratio=1.25, min_z=5.0, min_days_after=3)
+        default_factory=lambda: ShiftParams(min_ratio=1.25, min_z=5.0, min_days_after=7)
     )
     shift_max_days: int = 14
 
@@ -91,7 +108,9 @@ def _lagged(values: np.ndarray, targets: np.ndarray, lag: int) -> np.ndarray:
     return out
 
 
-def robust_baseline(values: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+def robust_baseline(
+    values: np.ndarray, targets: np.ndarray, tail_quantile: float = 0.9
+) -> dict[str, np.ndarray]:
     """Expected value, spread and usable-history count for columns `targets` of `values`.
 
     `values` is (series x days) with NaN before each series starts; results are (series x m).
@@ -110,9 +129,11 @@ def robust_baseline(values: np.ndarray, targets: np.ndarray) -> dict[str, np.nda
         factors = profile / np.where(mean > 1e-9, mean, np.nan)
         # A weekday that is usually empty must not make every other day "infinitely" busy.
         factors = np.clip(np.nan_to_num(factors, nan=1.0), 0.05, 7.0)
-        deseason = np.stack(
-            [_lagged(values, targets, lag) / factors[(-lag) % 7] for lag in range(1, 29)]
-        )  # (28, n, m)
+        # (56, n, m): the last 28 days give the level and spread, all 56 the tail.
+        deseason56 = np.stack(
+            [_lagged(values, targets, lag) / factors[(-lag) % 7] for lag in range(1, 57)]
+        )
+        deseason = deseason56[:28]
         # The median alone says "usually zero" for a driver used on a third of days; a mean of
         # the days under the 85th percentile still ignores an incident of up to four days.
         q85 = np.nanpercentile(deseason, 85, axis=0)
@@ -121,12 +142,19 @@ def robust_baseline(values: np.ndarray, targets: np.ndarray) -> dict[str, np.nda
         center = np.nanmedian(deseason, axis=0)
         mad = np.nanmedian(np.abs(deseason - center), axis=0)
         history = np.sum(~np.isnan(deseason), axis=0)
+        # Upward log deviations from the level over 8 weeks (0 for a day at or under it): the
+        # series' own tail, little moved by an incident of a few days.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = np.log(np.maximum(deseason56, 1e-12) / np.where(level > 0, level, np.nan))
+        up = np.where(np.isnan(deseason56), np.nan, np.clip(np.nan_to_num(up, nan=0.0), 0, None))
+        tail = np.nan_to_num(np.nanquantile(up, tail_quantile, axis=0))
     return {
         "expected": level * factors[0],
         "level": level,
         "factors": factors,
         "sigma": 1.4826 * mad * factors[0],
         "history": history,
+        "tail": tail,
     }
 
 
@@ -139,10 +167,12 @@ def severity_codes(
     *,
     thresholds: tuple[tuple[float, float], ...] | None = None,
     floor: np.ndarray | float = 0.01,
+    min_ratio: np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(severity code 0-4, ratio, z) for arrays of the same shape.
 
     A driver with no usual value (a model or agent new to an established tenant) has ratio inf.
+    `min_ratio` raises every level's ratio threshold (per element: the series' own tail).
     """
     expected = np.nan_to_num(expected)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -153,7 +183,8 @@ def severity_codes(
     excess_ok = (actual - expected) >= min_excess
     code = np.zeros(actual.shape, dtype=int)
     for level, (r_min, z_min) in enumerate(thresholds or params.thresholds, start=1):
-        hit = excess_ok & (np.nan_to_num(ratio) >= r_min) & (np.nan_to_num(z) >= z_min)
+        r_needed = np.maximum(r_min, min_ratio)
+        hit = excess_ok & (np.nan_to_num(ratio) >= r_needed) & (np.nan_to_num(z) >= z_min)
         code = np.where(hit, level, code)
     return code, ratio, z
 
@@ -274,6 +305,7 @@ def _shift_scan(
         "ratio": np.ones((n, m)),
         "z": np.zeros((n, m)),
         "before": np.zeros((n, m)),
+        "after": np.zeros((n, m)),
     }
     for j, t in enumerate(targets):
         lo = max(t + 1 - (params.shift.search_days + params.shift.baseline_days + 28), 0)
@@ -283,6 +315,7 @@ def _shift_scan(
         out["ratio"][:, j] = np.where(recent, r["ratio"], 1.0)
         out["z"][:, j] = np.where(recent, r["z"], 0.0)
         out["before"][:, j] = np.where(recent, r["before"], 0.0)
+        out["after"][:, j] = np.where(recent, r["after"], 0.0)
     return out
 
 
@@ -315,14 +348,21 @@ def score_days(
     tenant_of = panel.index.get_level_values("tenant_id")
     driver = panel.index.get_level_values("driver")
     values = _started(panel.to_numpy(), np.asarray(tenant_of))
-    base = robust_baseline(values, targets)
+    base = robust_baseline(values, targets, params.tail_quantile)
     actual = np.nan_to_num(values[:, targets])
     expected = np.nan_to_num(base["expected"])
     is_total = np.asarray(driver == "tenant")
     usual_total = pd.DataFrame(np.where(is_total[:, None], expected, 0.0))
     usual_total = usual_total.groupby(np.asarray(tenant_of)).transform("sum").to_numpy()
     min_excess = np.maximum(params.min_excess_share * usual_total, params.min_excess_usd)
-    code, ratio, z = severity_codes(actual, base["expected"], base["sigma"], min_excess, params)
+    code, ratio, z = severity_codes(
+        actual,
+        base["expected"],
+        base["sigma"],
+        min_excess,
+        params,
+        min_ratio=np.exp(params.tail_mult * base["tail"]),
+    )
     enough = base["history"] >= params.min_history_days
     if "requests" in daily and len(daily):
         req = driver_panel(daily, days, "requests").reindex(panel.index, fill_value=0.0)
@@ -371,16 +411,14 @@ def score_days(
 
     # Sustained steps and drops: the level since the shift vs the level before it.
     dows = np.array([d.weekday() for d in days])
-    shifts = _shift_scan(np.nan_to_num(values), dows, targets, params)
+    # NaN before the tenant started: days before the data began are not a level of zero.
+    shifts = _shift_scan(values, dows, targets, params)
     shift_days = np.where(shifts["start"] >= 0, targets[None, :] - shifts["start"] + 1, 0)
-    shift_usd = np.zeros(code.shape)
-    for j, t in enumerate(targets):
-        st = shifts["start"][:, j]
-        for i in np.flatnonzero(st >= 0):
-            shift_usd[i, j] = float(np.nansum(values[i, st[i] : t + 1])) - shifts["before"][
-                i, j
-            ] * (t + 1 - st[i])
-    is_shift = (shifts["start"] >= 0) & enough & (code == 0)
+    # Impact of a shift: (level after - level before) x days since it started (weekday-adjusted
+    # medians, so one expensive day does not turn a drop into a rise).
+    shift_usd = (shifts["after"] - shifts["before"]) * shift_days
+    # A shift from (almost) nothing is a new driver, not a step: its spike row says so.
+    is_shift = (shifts["start"] >= 0) & enough & (code == 0) & (shifts["before"] >= min_excess)
     drop = is_shift & (shifts["ratio"] < 1)
     step = is_shift & (shifts["ratio"] > 1)
     kind = np.where(step, "step", np.where(drop, "drop", kind))
@@ -396,13 +434,13 @@ def score_days(
     impact = np.where(step | drop, shift_usd, impact)
     budgets = budgets or {}
     budget = np.array([budgets.get(t) or np.nan for t in tenant_of], dtype=float)
-    threshold = np.fmin(params.min_impact_usd, params.min_impact_share * budget)
-    threshold = np.where(np.isnan(threshold), params.min_impact_usd, threshold)
-    small = (code >= RANK["high"]) & (np.abs(impact) < threshold[:, None])
+    month = np.where(np.isnan(budget)[:, None], 30.0 * usual_total, budget[:, None])
+    threshold = np.fmax(params.min_impact_usd, params.min_impact_share * np.nan_to_num(month))
+    small = (code >= RANK["high"]) & (np.abs(impact) < threshold)
     code = np.where(small, RANK["low"], code)
     # Only a spike of the tenant's own total can be "critical" by ratio; a step or a drop is
     # critical when its impact is ten times the threshold.
-    big_shift = (step | drop) & (np.abs(impact) >= 10 * threshold[:, None])
+    big_shift = (step | drop) & (np.abs(impact) >= 10 * threshold)
     code = np.where(big_shift, RANK["critical"], code)
     kind = np.where(code > 0, kind, None)
     impact = np.where(code > 0, impact, np.nan)
@@ -431,6 +469,8 @@ def score_days(
             "since_n": since.ravel(),
             "history_n": base["history"].ravel(),
             "enough_": enough.ravel(),
+            "demoted_": small.ravel(),
+            "threshold_": threshold.ravel(),
         }
     )
     out = out[scored.ravel()].reset_index(drop=True)
@@ -442,7 +482,7 @@ def score_days(
     out["reason"] = _reasons(out, params)
     # A new driver's ratio is unbounded: stored as null, the reason says "new".
     out["ratio"] = out["ratio"].replace([np.inf, -np.inf], np.nan)
-    drop_cols = ["since_n", "history_n", "enough_", "shift_ratio"]
+    drop_cols = ["since_n", "history_n", "enough_", "shift_ratio", "demoted_", "threshold_"]
     return ANOMALY_SCORES.conform(out.drop(columns=drop_cols))
 
 
@@ -456,9 +496,10 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
         .str.extract(r"^([a-z_]+):", expand=False)
         .map({"provider": 2, "category": 2, "cluster": 2, "region": 1, "sub_account": 1})
     )
+    coarse = coarse.fillna(0)
     cand = out[flagged & (out["driver"] != "tenant")].assign(
         excess=lambda f: (f["actual_usd"] - f["expected_usd"]).abs(),
-        coarse=coarse.fillna(0),
+        coarse=coarse,
     )
     largest = cand.groupby(["tenant_id", "day"])["excess"].transform("max")
     top = (
@@ -469,7 +510,8 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
         .set_index(["tenant_id", "day"])
     )
     reasons = []
-    for row in out.itertuples(index=False):
+    rank = dict(zip(out.index, coarse, strict=True))
+    for i, row in zip(out.index, out.itertuples(index=False), strict=True):
         if not row.enough_:
             reasons.append(
                 f"not enough history to score ({row.history_n} of {params.min_history_days} "
@@ -479,10 +521,7 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
         if row.severity == "none":
             reasons.append("within the usual range")
             continue
-        if row.severity == "low" and abs(row.impact_usd) < params.min_impact_usd:
-            prefix = "below the alert impact: "
-        else:
-            prefix = ""
+        prefix = f"below the alert impact of ${row.threshold_:,.2f}: " if row.demoted_ else ""
         weekday = WEEKDAYS[row.day.weekday()]
         if row.kind in ("step", "drop"):
             word = "rose" if row.kind == "step" else "dropped"
@@ -509,8 +548,11 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
                 f"for a {weekday}, since {row.since_day}; impact so far ${row.impact_usd:+,.2f}"
             )
         key = (row.tenant_id, row.day)
-        if row.driver == "tenant" and key in top.index:
+        # The tenant total and a coarse driver (provider, category, cluster, region, account)
+        # name the most specific driver behind them: the service, namespace, agent or model.
+        if key in top.index and (row.driver == "tenant" or rank[i] > 0):
             t = top.loc[key]
-            text += f"; largest driver {t['driver']} (+${t['excess']:,.2f}, {t['ratio']:.1f}x)"
+            if t["driver"] != row.driver and (row.driver == "tenant" or t["coarse"] < rank[i]):
+                text += f"; largest driver {t['driver']} (+${t['excess']:,.2f}, {t['ratio']:.1f}x)"
         reasons.append(prefix + text)
     return reasons

@@ -8,17 +8,21 @@ starts). For every candidate start `k` among the last `search_days` days (at lea
 - both sides are divided by the series' own weekday factors (from the baseline days), so a
   weekend is not a drop;
 - the "after" level is the **median** of its days (one spike or one quiet day does not make a
-  shift); the "before" level is the median too, its noise 1.4826 x MAD (relative floor
-  `rel_noise_floor`);
-- z = (after - before) / (noise x sqrt(pi / 2 / n_after)), the standard error of a median;
+  shift); the "before" level is the median too;
+- in logs (cost noise is multiplicative and right-skewed): z = log(after / before) /
+  (noise x sqrt(pi / 2 / n_after)), the standard error of a median, with noise = 1.4826 x the
+  MAD of the baseline days' log ratio to their level (at least `rel_noise_floor`);
 - the median of the last `min_days_after` days must pass the ratio too (a spike that is over
   is not a step).
 
 The chosen start is the candidate with the largest |z| among those whose ratio after / before
-passes `min_ratio` (or 1 / `min_ratio` for a drop). It is a two-sample test, like one step of
-a binary-segmentation changepoint search; the forecaster uses it to stop projecting a level the
-series has left, and the anomaly scorer to report steps and drops that a one-day spike test
-never sees.
+passes `min_ratio` (or 1 / `min_ratio` for a drop), on series empty on at most `max_zero_share`
+of the baseline days (intermittent series are not tested). It is then moved forward past the
+days still nearer the old level, and the shift is kept only if the days since the moved start
+pass the test again and number at least `min_days_after` (persistence). It is a two-sample
+test, like one step of a binary-segmentation changepoint search; the forecaster uses it to stop
+projecting a level the series has left, and the anomaly scorer to report steps and drops that a
+one-day spike test never sees.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class ShiftParams:
     min_ratio: float = 1.25
     min_z: float = 4.0
     rel_noise_floor: float = 0.05
+    # A series empty on more than this share of its baseline days is intermittent: a median
+    # of its days says little, and a run of empty days is its usual pattern, not a drop.
+    max_zero_share: float = 0.2
 
 
 def _weekday_factors(values: np.ndarray, dows: np.ndarray) -> np.ndarray:
@@ -51,6 +58,22 @@ def _weekday_factors(values: np.ndarray, dows: np.ndarray) -> np.ndarray:
         out = out / np.nanmean(out, axis=1, keepdims=True)
     out[~np.isfinite(out) | (out <= 0.05)] = 1.0
     return out
+
+
+def _log_noise(base: np.ndarray, level: np.ndarray, floor: float) -> np.ndarray:
+    """Relative noise of the baseline days: 1.4826 x MAD of their log ratio to the level (cost
+    noise is multiplicative and right-skewed; in logs a few expensive days do not pass for a
+    shift), at least `floor`. Empty days count as 1 % of the level."""
+    lv = np.where(level > 0, level, np.nan)[:, None]
+    logs = np.log(np.maximum(base, 0.01 * lv) / lv)
+    return np.fmax(1.4826 * np.nanmedian(np.abs(logs), axis=1), floor)
+
+
+def _log_z(after: np.ndarray, before: np.ndarray, noise: np.ndarray, n_after: np.ndarray):
+    """z of log(after / before) against the standard error of a median of `n_after` days."""
+    lv = np.where(before > 0, before, np.nan)
+    se = noise * np.sqrt(np.pi / 2 / np.maximum(n_after, 1))
+    return np.log(np.maximum(after, 0.01 * lv) / lv) / np.where(se > 0, se, np.nan)
 
 
 def level_shift(
@@ -74,6 +97,7 @@ def level_shift(
     if n == 0 or last_k < first_k or t < params.baseline_days + params.min_days_after:
         return out
     best_abs = np.zeros(n)
+    best_noise = np.zeros(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo = max(first_k - params.baseline_days, 0)
@@ -86,12 +110,11 @@ def level_shift(
             after = deseason[:, k:]
             before_level = np.nanmedian(base, axis=1)
             after_level = np.nanmedian(after, axis=1)
-            mad = np.nanmedian(np.abs(base - before_level[:, None]), axis=1)
-            noise = np.fmax(1.4826 * mad, params.rel_noise_floor * np.abs(before_level))
+            noise = _log_noise(base, before_level, params.rel_noise_floor)
             n_after = np.sum(~np.isnan(after), axis=1)
             n_base = np.sum(~np.isnan(base), axis=1)
-            se = noise * np.sqrt(np.pi / 2 / np.maximum(n_after, 1))
-            z = (after_level - before_level) / np.where(se > 0, se, np.nan)
+            dense = np.sum(base == 0, axis=1) <= params.max_zero_share * np.maximum(n_base, 1)
+            z = _log_z(after_level, before_level, noise, n_after)
             ratio = np.where(
                 before_level > 0,
                 after_level / np.where(before_level > 0, before_level, 1.0),
@@ -110,6 +133,7 @@ def level_shift(
                 & (np.abs(np.nan_to_num(z)) >= params.min_z)
                 & (n_base >= params.baseline_days // 2)
                 & known_factors
+                & dense
                 & (n_after >= params.min_days_after)
             )
             better = ok & (np.abs(np.nan_to_num(z)) > best_abs)
@@ -119,19 +143,41 @@ def level_shift(
             out["z"] = np.where(better, z, out["z"])
             out["before"] = np.where(better, before_level, out["before"])
             out["after"] = np.where(better, after_level, out["after"])
+            best_noise = np.where(better, noise, best_noise)
     # The search favours an early start (more days after it); move the start forward past the
-    # days that are still closer to the old level than to the new one.
+    # days that are still closer to the old level than to the new one. A shift must then still
+    # have lasted `min_days_after` days since its (moved) start: persistence, not a fresh spike.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rows = np.arange(n)
         for _ in range(params.search_days):
             st = out["start"]
-            movable = (st >= 0) & (st < t - params.min_days_after)
+            movable = (st >= 0) & (st < t - 1)
             day = deseason[rows, np.clip(st, 0, t - 1)]
             old_side = np.abs(day - out["before"]) < np.abs(day - out["after"])
             step = movable & np.nan_to_num(old_side, nan=False).astype(bool)
             if not step.any():
                 break
             out["start"] = np.where(step, st + 1, st)
+        # The level since the moved start must still pass the test on its own (fewer days).
+        st = out["start"]
+        after = np.where(
+            np.arange(t)[None, :] >= np.where(st >= 0, st, t)[:, None], deseason, np.nan
+        )
+        after_level = np.nanmedian(after, axis=1)
+        n_after = np.sum(~np.isnan(after), axis=1)
+        z = _log_z(after_level, out["before"], best_noise, n_after)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(out["before"] > 0, after_level / out["before"], np.inf)
+        holds = np.where(
+            out["ratio"] > 1, ratio >= params.min_ratio, ratio <= 1 / params.min_ratio
+        ) & (np.abs(np.nan_to_num(z)) >= params.min_z)
+        gone = (st >= 0) & ((t - st < params.min_days_after) | ~holds)
+        out["after"] = np.where(st >= 0, after_level, out["after"])
+        out["ratio"] = np.where(st >= 0, ratio, out["ratio"])
+        out["z"] = np.where(st >= 0, z, out["z"])
+        for key, none in (("start", -1), ("ratio", 1.0), ("z", 0.0), ("before", 0.0)):
+            out[key] = np.where(gone, none, out[key])
+        out["after"] = np.where(gone, 0.0, out["after"])
     out["days"] = np.where(out["start"] >= 0, t - out["start"], 0)
     return out

@@ -89,11 +89,14 @@ def detector_metrics(
     """
 
     def frame(items: list[dict] | tuple) -> pd.DataFrame:
+        # Typed even when empty, so that merging no incidents matches nothing.
         return pd.DataFrame(
             {
-                "tenant_id": [i["tenant_id"] for i in items],
-                "start": [i["start_day"] for i in items],
-                "end": [i["end_day"] + timedelta(days=grace_days) for i in items],
+                "tenant_id": pd.Series([i["tenant_id"] for i in items], dtype=object),
+                "start": pd.Series([i["start_day"] for i in items], dtype=object),
+                "end": pd.Series(
+                    [i["end_day"] + timedelta(days=grace_days) for i in items], dtype=object
+                ),
             }
         )
 

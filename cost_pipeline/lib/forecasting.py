@@ -25,13 +25,24 @@ A month total = spend to date + the usage of the remaining days + known charges.
    a model beats run-rate, the run-rate is used.
 5. **Level shifts.** A backtest cannot see a step (a collapse, a new customer) that happened
    after its last origin. When `changepoints.level_shift` finds one in the last 28 days, the
-   forecast is the level since the shift x the weekday factors (`level_shift` model).
-6. **Intervals** are split-conformal on the month-total errors of the backtest: each series'
-   scale is the RMS of its own backtest errors of the chosen model, shrunk toward its group's
-   (dense / sparse) median; the quantiles of the errors / scale pooled over the group give the
-   80 % and 95 % bounds. Series without a backtest use the group's median scale. (statsforecast's
-   `ConformalIntervals` calibrates each forecast *day*; daily intervals do not add up to an
-   interval for a sum, so the calibration is done on sums here.)
+   forecast is the level since the shift x the weekday factors (`level_shift` model) — unless
+   the series is still rising since the shift (a ramp, not a step): then the backtest's choice
+   stands, since a flat level would lag it.
+6. **Intervals** are split-conformal on the month-total errors of the backtest, at the same
+   horizon (the days left in the month) and elapsed days as the forecast:
+   - the errors are *honest* about selection: at each backtest window, the error of the model
+     the selection rule picks from the other windows (the chosen model's own errors are
+     optimistic: it won for having small ones);
+   - they are errors of the month as billed: one-off non-usage charges (credits, refunds, one-time
+     purchases: `surprises`) are not forecast, but a series that has had them has them in its
+     backtest months, so its interval makes room for them;
+   - each series' scale is the RMS of its own errors, shrunk toward its group's (dense / sparse)
+     median; each error is normalized by a scale that saw neither it nor its neighbouring
+     windows (their horizons overlap), and the quantiles of these normalized errors pooled over
+     the group give the 80 % and 95 % bounds (finite-sample conformal quantiles);
+   - series too young for a backtest use the group's median scale x `no_backtest_widen`.
+   (statsforecast's `ConformalIntervals` calibrates each forecast *day*; daily intervals do not
+   add up to an interval for a sum, so the calibration is done on sums here.)
 
 The naive run-rate (spend to date / days elapsed x days in month) is always kept beside.
 """
@@ -84,6 +95,7 @@ class ForecastParams:
     min_rel_scale: float = 0.01
     fallback_rel_sigma: float = 0.3
     short_history_rel_sigma: float = 0.5
+    no_backtest_widen: float = 1.5
     # Stricter than the anomaly scorer's: a forecast leaves its backtest only on strong evidence.
     shift: ShiftParams = field(default_factory=lambda: ShiftParams(min_ratio=1.5, min_z=6.0))
 
@@ -232,6 +244,44 @@ def _backtest(
     return _Backtest(rows=rows, errors=errors)
 
 
+def _leave_out_scale(
+    e: np.ndarray, block: int, prior: float, k0: float, params: ForecastParams
+) -> np.ndarray:
+    """(n, windows) scale for each error of `e`: the RMS of the series' other errors, leaving
+    out the `block` windows on each side too, shrunk toward `prior` with weight `k0`."""
+    w = e.shape[1]
+    sq = e**2
+    out = np.empty_like(e)
+    for j in range(w):
+        keep = np.abs(np.arange(w) - j) > block
+        kj = np.sum(~np.isnan(e[:, keep]), axis=1)
+        ss = np.nansum(sq[:, keep], axis=1)
+        out[:, j] = np.sqrt((ss + k0 * prior**2) / (kj + k0))
+    return np.maximum(out, params.min_rel_scale)
+
+
+def _honest_errors(errors: dict[str, np.ndarray], names: list[str], margin: float) -> np.ndarray:
+    """(n, windows) signed month-total errors for calibration, selection included: at each
+    backtest window, the error of the model the selection rule picks from the *other* windows.
+
+    The chosen model's own backtest errors are optimistic (it was chosen for having small ones,
+    among several candidates on a handful of windows): intervals calibrated on them are too
+    narrow. This is the nested (leave-one-window-out) version of the same selection."""
+    e = np.stack([errors[m] for m in names])  # (models, n, windows)
+    a = np.abs(e)
+    n, w = e.shape[1], e.shape[2]
+    rr = names.index("run_rate")
+    out = np.full((n, w), np.nan)
+    rows = np.arange(n)
+    for j in range(w):
+        mae = np.nanmean(np.delete(a, j, axis=2), axis=2).T  # (n, models)
+        mae = np.where(np.isnan(mae), np.inf, mae)
+        pick = np.argmin(mae, axis=1)
+        pick = np.where(mae[rows, pick] < margin * mae[:, rr], pick, rr)
+        out[:, j] = e[pick, rows, j]
+    return out
+
+
 def _conformal_quantiles(u: np.ndarray, z_levels: tuple[float, ...]) -> dict[float, tuple]:
     """(lower, upper) quantile of normalized errors `u` per central coverage level."""
     u = u[np.isfinite(u)]
@@ -256,13 +306,16 @@ def forecast_matrix(
     *,
     known_to_date: np.ndarray | None = None,
     known_remaining: np.ndarray | None = None,
+    surprises: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Month-end forecasts for each row of `values` (n series x days of *usage* cost, the last
     day is as-of). `known_to_date` / `known_remaining`: non-usage charges of the month so far /
-    expected for its remaining days, per row."""
+    expected for its remaining days, per row. `surprises`: the one-off non-usage charges per
+    series and day (same shape as `values`): never forecast, but part of the month totals the
+    backtest scores, so a series whose bills bring credits gets the wider interval it needs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _forecast_matrix(values, days, params, known_to_date, known_remaining)
+        return _forecast_matrix(values, days, params, known_to_date, known_remaining, surprises)
 
 
 def _forecast_matrix(
@@ -271,6 +324,7 @@ def _forecast_matrix(
     params: ForecastParams,
     known_to_date: np.ndarray | None,
     known_remaining: np.ndarray | None,
+    surprises: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     as_of = days[-1]
     n_in_month = calendar.monthrange(as_of.year, as_of.month)[1]
@@ -282,6 +336,10 @@ def _forecast_matrix(
     known_remaining = np.zeros(n) if known_remaining is None else np.asarray(known_remaining, float)
     # Unlabelled negative days are credits: known, not usage.
     credits = np.clip(values, None, 0.0)
+    # What the month totals of the backtest are: usage plus the charges no forecast knows of.
+    billed = np.clip(values, 0.0, None) + credits
+    if surprises is not None:
+        billed = billed + np.nan_to_num(np.asarray(surprises, dtype=float))
     known_to_date = known_to_date + credits[:, t - elapsed :].sum(axis=1)
     usage = np.clip(values, 0.0, None)
     dows = np.array([d.weekday() for d in days], dtype=int)
@@ -330,7 +388,7 @@ def _forecast_matrix(
             preds[m] = p
         errors: dict[str, np.ndarray] = {}
         if len(cv_rows):
-            bt = _backtest(clean, usage, cv_rows, first, names, remaining, elapsed, params)
+            bt = _backtest(clean, billed, cv_rows, first, names, remaining, elapsed, params)
             errors = {m: np.full((n, params.backtest_windows), np.nan) for m in bt.errors}
             for m, e in bt.errors.items():
                 errors[m][cv_rows] = e
@@ -340,7 +398,7 @@ def _forecast_matrix(
             top = cand[np.argsort(-spend[cand])][: params.expensive_top_n]
             if len(top):
                 bt2 = _backtest(
-                    clean, usage, top, first, EXPENSIVE_MODELS, remaining, elapsed, params
+                    clean, billed, top, first, EXPENSIVE_MODELS, remaining, elapsed, params
                 )
                 fut2 = _sf_run("forecast", _long(clean, top, first), EXPENSIVE_MODELS, remaining)
                 fut2_sums = fut2.groupby("unique_id")[list(EXPENSIVE_MODELS)].sum()
@@ -364,11 +422,8 @@ def _forecast_matrix(
             chosen = np.array(cand_names, dtype=object)[pick]
             model = np.where(has_cv, chosen, model)
             best_err = np.where(has_cv, mae[np.arange(n), pick], np.nan)
-            # Own error scale (RMS of the chosen model's backtest errors), signed errors kept.
-            own_e = np.full((n, params.backtest_windows), np.nan)
-            for j, m in enumerate(cand_names):
-                sel = has_cv & (pick == j)
-                own_e[sel] = errors[m][sel]
+            own_e = _honest_errors(errors, cand_names, params.selection_margin)
+            own_e[~has_cv] = np.nan
             rms = np.sqrt(np.nanmean(own_e**2, axis=1))
             for g in (True, False):
                 in_g = has_cv & (dense == g)
@@ -381,20 +436,23 @@ def _forecast_matrix(
                 s = np.maximum(s, params.min_rel_scale)
                 target = has_cv & (dense == g)
                 scale[target] = s[target]
-                # Leave-one-out scale: each error is normalized by a scale that did not see it
-                # (self-normalized errors are bounded and make intervals too narrow).
-                sq = np.nan_to_num(own_e[in_g]) ** 2
-                k_in = k[in_g][:, None]
-                loo = (sq.sum(axis=1, keepdims=True) - sq) / np.maximum(k_in - 1, 1)
-                s_loo = np.sqrt(((k_in - 1) * loo + k0 * prior**2) / (k_in - 1 + k0))
-                u = own_e[in_g] / np.maximum(s_loo, params.min_rel_scale)
+                # Leave-out scale: each error is normalized by a scale that did not see it
+                # (self-normalized errors are bounded and make intervals too narrow), nor the
+                # windows next to it when their horizons overlap (their errors share days).
+                block = 1 if remaining > params.backtest_step else 0
+                u = own_e[in_g] / _leave_out_scale(own_e[in_g], block, prior, k0, params)
                 group_u[g] = u.ravel()
+                # Too short a history for a backtest: the group's scale, widened.
                 no_cv = eligible & ~has_cv & (dense == g)
-                scale[no_cv] = max(prior, params.min_rel_scale) if np.isfinite(prior) else np.nan
+                widened = params.no_backtest_widen * max(prior, params.min_rel_scale)
+                scale[no_cv] = widened if np.isfinite(prior) else np.nan
 
         # A recent step the backtest could not see: project the level since the shift.
         shift = level_shift(clean, dows, params.shift)
-        shifted = eligible & (shift["start"] >= 0)
+        # A flat level is projected only when the series has stayed flat since the shift: a
+        # ramp up (the second half of the days since the start still rising) is left to the
+        # backtest's choice, which can follow a trend.
+        shifted = eligible & (shift["start"] >= 0) & ~_still_moving(clean, dows, shift)
         if shifted.any():
             lo = max(t - 56, 0)
             dw = _weekday_factors_before(clean_filled[:, lo:], dows[lo:], shift["start"] - lo)
@@ -459,6 +517,29 @@ def _forecast_matrix(
         "days_elapsed": np.full(n, elapsed),
         "days_in_month": np.full(n, n_in_month),
     }
+
+
+def _still_moving(
+    values: np.ndarray, dows: np.ndarray, shift: dict[str, np.ndarray], ratio: float = 1.2
+) -> np.ndarray:
+    """Per series with a shift *up*: the days since its start (at least 6) split in halves,
+    the later half's median is `ratio` x the earlier's (a ramp, not a step). A drop is always
+    projected flat: whatever follows a collapse, the old level is the worst guess.
+    Medians of the days as they are: a weekly pattern tilts halves of a few days by less than
+    `ratio`."""
+    n, t = values.shape
+    out = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero((shift["start"] >= 0) & (shift["ratio"] > 1)):
+        days = t - int(shift["start"][i])
+        if days < 6:
+            continue
+        half = days // 2
+        first = np.nanmedian(values[i, t - days : t - days + half])
+        last = np.nanmedian(values[i, t - half :])
+        if not (np.isfinite(first) and np.isfinite(last)) or first <= 0:
+            continue
+        out[i] = last / first >= ratio
+    return out
 
 
 def _weekday_factors_before(values: np.ndarray, dows: np.ndarray, upto: np.ndarray) -> np.ndarray:
@@ -532,12 +613,15 @@ def forecast_month_end(
     wide.loc[COMPANY] = wide.sum(axis=0)
     with_company = pd.concat([daily, daily.assign(tenant_id=COMPANY)], ignore_index=True)
     to_date, expected = known_charges(with_company, as_of, wide.index)
+    one_off = with_company[charge_kind(with_company) == "one_off"]
+    surprises = daily_matrix(one_off, start, as_of).reindex(wide.index, fill_value=0.0)
     result = forecast_matrix(
         wide.to_numpy(),
         list(wide.columns),
         params,
         known_to_date=to_date,
         known_remaining=expected,
+        surprises=surprises.to_numpy(),
     )
     out = pd.DataFrame(result)
     out.insert(0, "tenant_id", list(wide.index))

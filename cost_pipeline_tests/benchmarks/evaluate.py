@@ -95,7 +95,7 @@ def demo_scenario(seed: int, events_per_day: int) -> tuple[pd.DataFrame, list[di
 
     config = load_config()
     company = DemoCompany(config, seed=seed)
-    engine = PricingEngine(overrides=config.price_overrides)
+    engine = PricingEngine.for_config(config)
     days = [START + timedelta(days=i) for i in range(DAYS)]
     parts = [
         summarize_events(engine.price(company.events_for_day(d, events_per_day))) for d in days

@@ -127,7 +127,9 @@ def test_small_driver_excess_below_tenant_share_is_not_flagged() -> None:
     tiny[-1] *= 8  # 8x, but +$1.7 on a $120/day tenant
     out = _score(_frame({"a": big, "b": tiny}))
     assert out.loc["agent:b", "severity"] == "none"
-    strict = _score(_frame({"a": big, "b": tiny}), params=AnomalyParams(min_excess_share=0.005))
+    # With a lower share and no materiality floor beyond $1 it is flagged.
+    strict_params = AnomalyParams(min_excess_share=0.005, min_impact_share=0.0)
+    strict = _score(_frame({"a": big, "b": tiny}), params=strict_params)
     assert strict.loc["agent:b", "severity"] == "critical"
 
 
@@ -250,3 +252,37 @@ def test_a_range_scores_each_day_as_it_would_alone() -> None:
     for day in days:
         alone = score_days(daily[daily["day"] <= day], [day]).set_index(["day", "driver"])
         pd.testing.assert_frame_equal(ranged.loc[[day]], alone.sort_index(), check_like=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "mult", "driver"), [("cloud", 6.0, "service:svc-a"), ("k8s", 10.0, "namespace:ns-a")]
+)
+def test_the_alert_sent_for_an_infra_spike_names_the_service_or_namespace(
+    kind, mult, driver
+) -> None:
+    """The alert sensor sends one message per tenant and start: the row with the largest dollar
+    impact. Whichever row that is (the tenant, `category:Compute`, `cluster:prod-1`, `provider:`,
+    the service or namespace itself), its reason names the `service:` / `namespace:` driver."""
+    daily, detail, days = _infra_tenant(kind, mult)
+    scores = score_days(daily, [days[90]], detail=detail, budgets={"infra": 9000.0})
+    alerts = scores[scores["severity"].map(RANK) >= RANK["high"]]
+    assert driver in set(alerts["driver"])
+    assert alerts["impact_usd"].min() >= 0.01 * 9000.0  # the budget share sets the minimum
+    for row in alerts.itertuples():
+        assert driver in row.reason, row.reason
+    sent = alerts.loc[alerts["impact_usd"].abs().idxmax()]
+    assert driver in sent["reason"] and sent["since_day"] == days[90]
+
+
+def test_a_step_needs_a_week_of_persistence_and_the_data_start_is_no_step() -> None:
+    daily, detail, days = _infra_tenant("cloud", 1.6, at=85, length=100)
+    # Three days into a 1.6x rise: not yet a step (nor a spike: 1.6x is no spike).
+    early = score_days(daily, [days[87]], detail=detail)
+    assert not (early["severity"].map(RANK) >= RANK["high"]).any()
+    # A week in: alerted once, from its start.
+    late = score_days(daily, [days[91], days[92]], detail=detail)
+    total = late[late["driver"] == "tenant"].set_index("day")
+    assert (total["kind"] == "step").all() and (total["since_day"] == days[85]).all()
+    # The first weeks of data (days before it are missing, not zero) hold no shift.
+    first = score_days(daily, days[30:50], detail=detail)
+    assert first["kind"].isna().all()

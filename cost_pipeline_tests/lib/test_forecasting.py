@@ -185,3 +185,41 @@ def test_each_forecast_names_its_model_and_backtest_error() -> None:
     assert (out["lower_80_usd"] <= out["forecast_usd"]).all()
     assert (out["forecast_usd"] <= out["upper_80_usd"]).all()
     assert (out["upper_80_usd"] <= out["upper_95_usd"]).all()
+
+
+def test_a_tenant_whose_bills_bring_credits_gets_room_for_them_in_its_interval() -> None:
+    """One-off credits are not forecast, but a series that has had them in its backtest months
+    is calibrated on those months as billed: its interval makes room below the forecast."""
+    usage = {t: _seasonal(120, 100, seed=5) for t in ("plain", "credited")}
+    base = _daily(usage)
+    credits = pd.DataFrame(
+        {
+            "day": [AS_OF - timedelta(days=d) for d in (20, 33, 45)],
+            "tenant_id": "credited",
+            "cost_usd": -800.0,
+            "charge_category": "Credit",
+            "charge_frequency": "One-Time",
+        }
+    )
+    out = forecast_month_end(pd.concat([base, credits], ignore_index=True), AS_OF)
+    plain, credited = _row(out, "plain"), _row(out, "credited")
+    # Same usage, same usage forecast: the credits in the past are not projected.
+    remaining = plain["forecast_usd"] - plain["spend_to_date_usd"]
+    assert credited["forecast_usd"] - credited["spend_to_date_usd"] == pytest.approx(remaining)
+    below = {r: _row(out, r)["forecast_usd"] - _row(out, r)["lower_95_usd"] for r in usage}
+    assert below["credited"] > 2 * below["plain"]
+
+
+def test_a_ramp_is_not_projected_at_a_flat_level_since_a_shift() -> None:
+    """A tenant growing 3 % a day for four weeks passes the level-shift test, but a flat level
+    since the 'shift' would lag it: the backtest's choice stands, and beats the flat level.
+    (In its first days above 1.5x its old level a ramp still looks like a fresh step.)"""
+    days = 150
+    growth = np.exp(0.03 * np.clip(np.arange(days) - (days - 45), 0, None))
+    series = list(np.array(_seasonal(days, 10, end=date(2026, 6, 30))) * growth)
+    actual = sum(series[-30:])
+    row = _row(forecast_month_end(_daily({"t": series[:-16]}), AS_OF), "t")
+    assert row["model"] != "level_shift"
+    assert row["forecast_usd"] < actual  # still short of a ramp that goes on, but closer
+    flat = row["spend_to_date_usd"] + 16 * np.median(series[-23:-16])
+    assert abs(row["forecast_usd"] - actual) < abs(flat - actual)
