@@ -18,7 +18,18 @@ OVERAGE_CHARGES = TableSchema(
         col("overage_unit", "str"),  # usd | tokens | null when no overage terms
         money("included_usage_usd", nullable=True),
         col("included_tokens", "int", min_value=0),
-        money("usage_usd"),
+        col(
+            "allowance_counts",
+            "str",
+            doc="What counts toward the allowance: llm (LLM calls) or all (whole cost).",
+        ),
+        money("usage_usd", doc="The period's usage that counts toward the allowance, in USD."),
+        money(
+            "cost_usd",
+            nullable=True,
+            signed=True,
+            doc="The period's whole cost (LLM, cloud, Kubernetes, unattributed), in USD.",
+        ),
         col("usage_tokens", "int", min_value=0),
         col("overage_quantity", "float", nullable=False, min_value=0),
         col("markup", "float", min_value=0),

@@ -24,6 +24,18 @@ BUDGET_STATUS = TableSchema(
         money("hard_cap_usd", nullable=True),
         money("limit_usd", nullable=True),
         col("limit_kind", "str"),
+        col(
+            "allowance_counts",
+            "str",
+            doc="What the tier counts toward its allowance and hard cap: llm or all (whole spend).",
+        ),
+        money(
+            "counted_spend_usd",
+            nullable=True,
+            signed=True,
+            doc="The spend measured against limit_usd: the whole spend against a budget, the "
+            "LLM part against a tier allowance or cap that counts LLM usage only.",
+        ),
         col("utilization_pct", "float"),
         col("daily_utilization_pct", "float"),
         money("forecast_month_end_usd", nullable=True, signed=True),
@@ -50,7 +62,11 @@ TENANT_ENFORCEMENT = TableSchema(
         col("allowed", "bool", nullable=False),
         col("reason", "str", nullable=False),
         col("since", "datetime", nullable=False),
-        money("spend_usd", signed=True),
+        money(
+            "spend_usd",
+            signed=True,
+            doc="The spend compared with the hard cap (LLM only when the tier counts LLM only).",
+        ),
         money("hard_cap_usd", nullable=True),
     ),
     unique=("day", "tenant_id"),

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 DAY_MS = 86_400_000
 INCIDENT_BLOCK_DAYS = 10
-# USD per month per tenant at the default volume, drawn in these ranges (some land above the
-# demo budgets and allowances on purpose, so budget alerts and overage have work).
+# USD per month per tenant at the default volume, drawn in these ranges. The demo tiers'
+# included usage and Free cap are sized against the draws of the default seed, so that one Free
+# tenant reaches its cap and a few paying tenants owe overage (see demo_config.yaml).
 TIER_MONTHLY_USD = {"free": (1.0, 5.0), "basic": (22.0, 50.0), "pro": (160.0, 340.0)}
 TIER_MONTHLY_USD["enterprise"] = (1700.0, 3200.0)
 TIER_USERS = {"free": 3, "basic": 12, "pro": 40, "enterprise": 150}

@@ -3,7 +3,16 @@
 One `budget_status` row per UTC day, tenant and local billing period overlapping that day (two
 at a tenant's month end), plus one for the company (`periods.COMPANY`, UTC month). The limit a
 tenant is judged against is, in order: its monthly budget, its tier's hard cap, its tier's
-included usage. Status, with `u` = spend / limit in percent:
+included usage. What is measured against it (`counted_spend_usd`) depends on the limit:
+
+- a budget (tenant or company) is always measured on the whole spend (`spend_usd`: LLM calls
+  plus allocated cloud, Kubernetes and unattributed cost);
+- a tier's hard cap or included usage is measured on what the tier's `allowance_counts` says
+  counts: its LLM cost alone (`llm`, the default) or its whole spend (`all`). The same rule
+  decides when a capped tenant is blocked (`enforcement`) and what overage bills
+  (`lib.overage`).
+
+Status, with `u` = counted spend / limit in percent:
 
 - `exceeded`: u >= 100;
 - `critical`: u >= 90, or the projection breaches the limit within `CRITICAL_BREACH_DAYS`;
@@ -11,8 +20,11 @@ included usage. Status, with `u` = spend / limit in percent:
 - `ok` otherwise (and always when there is no limit).
 
 The projected month end comes from `cost_forecasts` when it has a row for the tenant, else from
-the run rate (spend so far / elapsed fraction of the period); `forecast_source` says which. The
-breach date assumes spend grows linearly from now to the projected month end.
+the run rate (counted spend so far / elapsed fraction of the period); `forecast_source` says
+which. `cost_forecasts` project the whole spend: for a limit measured on LLM cost alone, the
+projection is the LLM cost so far plus the LLM share (so far) of the spend the forecast still
+expects. The breach date assumes the counted spend grows linearly from now to the projected
+month end.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ def limits(config: CostConfig, tenant_ids: list[str]) -> pd.DataFrame:
             budget, tier = config.tenants_by_id[t].budget, config.tier_of(t)
         cap = tier.hard_cap_usd if tier else None
         included = tier.included_usage_usd if tier else None
+        counts = tier.allowance_counts if tier else None
         limit, kind = next(
             (
                 (v, k)
@@ -70,6 +83,7 @@ def limits(config: CostConfig, tenant_ids: list[str]) -> pd.DataFrame:
                 "hard_cap_usd": _f(cap),
                 "limit_usd": _f(limit),
                 "limit_kind": kind,
+                "allowance_counts": counts,
             }
         )
     return pd.DataFrame(rows)
@@ -77,6 +91,26 @@ def limits(config: CostConfig, tenant_ids: list[str]) -> pd.DataFrame:
 
 def _f(value: object) -> float:
     return float(value) if value is not None else np.nan  # type: ignore[arg-type]
+
+
+def llm_only(df: pd.DataFrame) -> pd.Series:
+    """Rows whose tier counts only LLM cost toward its allowance and hard cap."""
+    return df["allowance_counts"].eq("llm")
+
+
+def limit_on_llm(df: pd.DataFrame) -> pd.Series:
+    """Rows judged against a tier limit (hard cap, included usage) that counts LLM cost only."""
+    return df["limit_kind"].isin(["hard_cap", "included"]) & llm_only(df)
+
+
+def counted_spend(df: pd.DataFrame) -> pd.Series:
+    """Per row: the spend measured against `limit_usd` (see the module docstring)."""
+    return df["spend_usd"].where(~limit_on_llm(df), df["llm_cost_usd"])
+
+
+def cap_spend(df: pd.DataFrame) -> pd.Series:
+    """Per row: the spend the tier's hard cap is compared with (whatever the limit is)."""
+    return df["spend_usd"].where(~llm_only(df), df["llm_cost_usd"])
 
 
 def budget_status(
@@ -112,16 +146,24 @@ def budget_status(
     )
     df = _left(df, drivers, ["tenant_id", "period"], {"top_drivers": "[]"})
 
+    df["counted_spend_usd"] = counted_spend(df)
     limit = df["limit_usd"].where(df["limit_usd"] > 0)
-    df["utilization_pct"] = (df["spend_usd"] / limit * 100).round(4)
+    df["utilization_pct"] = (df["counted_spend_usd"] / limit * 100).round(4)
     daily = df["budget_daily_usd"].where(df["budget_daily_usd"] > 0)
     df["daily_utilization_pct"] = (df["day_spend_usd"] / daily * 100).round(4)
 
     # Run-rate projection where the forecaster had nothing for this tenant and period.
     total = (df["period_end"] - df["period_start"]).dt.total_seconds()
     elapsed = (df["as_of"] - df["period_start"]).dt.total_seconds().clip(lower=1.0)
-    run_rate = df["spend_usd"] * total / elapsed
+    run_rate = df["counted_spend_usd"] * total / elapsed
     has_forecast = df["forecast_month_end_usd"].notna()
+    # Forecasts project the whole spend; a limit measured on LLM cost alone takes the LLM
+    # share (so far) of the spend the forecast still expects.
+    on_llm = limit_on_llm(df)
+    share = (df["llm_cost_usd"] / df["spend_usd"].where(df["spend_usd"] > 0)).clip(0, 1).fillna(1)
+    for column in ("forecast_month_end_usd", "forecast_upper_usd"):
+        remaining = (df[column] - df["spend_usd"]).clip(lower=0)
+        df[column] = df[column].where(~on_llm, df["llm_cost_usd"] + remaining * share)
     df["forecast_source"] = np.where(has_forecast, "cost_forecasts", "run_rate")
     df["forecast_month_end_usd"] = df["forecast_month_end_usd"].where(has_forecast, run_rate)
 
@@ -144,9 +186,11 @@ def _left(df: pd.DataFrame, other: pd.DataFrame | None, on: list[str], fill: dic
 def projected_breach_dates(df: pd.DataFrame) -> list[date | None]:
     """Local date the limit is (or will be) reached on a linear path to the projected month end.
 
-    Already over the limit: the as-of date. Projected to stay under: None.
+    Already over the limit: the as-of date. Projected to stay under: None. The spend is
+    `counted_spend_usd` where present (the spend measured against the limit).
     """
-    spend, limit = df["spend_usd"], df["limit_usd"]
+    spend = df["counted_spend_usd"] if "counted_spend_usd" in df.columns else df["spend_usd"]
+    limit = df["limit_usd"]
     target = df["forecast_month_end_usd"]
     remaining = (df["period_end"] - df["as_of"]).dt.total_seconds()
     growth = (target - spend).where(target > spend)
@@ -244,13 +288,17 @@ def enforcement(status: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
     """`tenant_enforcement` rows for one day from its `budget_status` rows (company excluded).
 
     Each tenant is judged on its latest period of the day. A tenant with a hard cap is blocked
-    when its spend reaches the cap. `since` is carried over from `previous` (the tenant's last
-    earlier row) while the decision is unchanged, so it says when the current state began.
+    when the spend its tier counts (`allowance_counts`: its LLM cost, or its whole spend)
+    reaches the cap; `spend_usd` of the result is that counted spend. `since` is carried over
+    from `previous` (the tenant's last earlier row) while the decision is unchanged, so it says
+    when the current state began.
     """
     df = status[status["tenant_id"] != COMPANY].sort_values("period_end")
     df = df.groupby("tenant_id", as_index=False).tail(1)
     cap = df["hard_cap_usd"]
-    blocked = cap.notna() & (df["spend_usd"] >= cap)
+    spend = cap_spend(df)
+    what = pd.Series(np.where(llm_only(df), "LLM spend ", "spend "), index=df.index)
+    blocked = cap.notna() & (spend >= cap)
     out = pd.DataFrame(
         {
             "day": df["day"],
@@ -260,8 +308,9 @@ def enforcement(status: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
             "allowed": ~blocked,
             "reason": np.where(
                 blocked,
-                "hard cap reached: spend "
-                + df["spend_usd"].round(2).astype(str)
+                "hard cap reached: "
+                + what
+                + spend.round(2).astype(str)
                 + " USD >= cap "
                 + cap.round(2).astype(str)
                 + " USD in "
@@ -269,7 +318,7 @@ def enforcement(status: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
                 np.where(cap.notna(), "under hard cap", "no hard cap"),
             ),
             "since": df["as_of"],
-            "spend_usd": df["spend_usd"],
+            "spend_usd": spend,
             "hard_cap_usd": cap,
         }
     )

@@ -50,12 +50,31 @@ class Overage(_Model):
 
 
 class Tier(_Model):
+    """A price plan: its monthly price, what the price includes, and what happens beyond it.
+
+    A tier either caps spend (`hard_cap_usd`: the tenant is blocked once it is reached) or bills
+    usage beyond `included_usage_usd` / `included_tokens` as overage (`overage`), not both.
+
+    `allowance_counts` says which cost counts toward the tier's allowance, its hard cap and its
+    overage:
+
+    - `llm` (default): the tenant's LLM usage only, i.e. its priced LLM calls (`llm_cost_usd`
+      of `budget_status`). Cloud and Kubernetes cost allocated to the tenant, shared and idle
+      infrastructure spread onto it, and provider usage the app log missed (`unattributed`)
+      neither consume the allowance nor block a capped tenant nor get billed as overage;
+    - `all`: the tenant's whole cost (`spend_usd`: LLM plus allocated cloud, Kubernetes and
+      unattributed cost) counts, e.g. for a plan that resells dedicated infrastructure.
+
+    Budgets (`Tenant.budget`, `company_budget`) and unit economics always use the whole cost.
+    """
+
     name: str
     monthly_price_usd: Money = Decimal(0)
     included_usage_usd: Money | None = None
     included_tokens: Annotated[int, Field(ge=0)] | None = None
     hard_cap_usd: Money | None = None
     overage: Overage | None = None
+    allowance_counts: Literal["llm", "all"] = "llm"
 
     @model_validator(mode="after")
     def _cap_or_overage(self) -> Tier:
@@ -135,8 +154,31 @@ class Alerts(_Model):
 
 
 class Reconciliation(_Model):
+    """How far the app log may stray from the providers' usage before the daily checks complain.
+
+    Per provider and day (`lib.reconciliation.drift_verdicts`):
+
+    - the total drift (app log vs provider usage, both priced alike) WARNs beyond
+      `drift_warn_pct` and is an ERROR beyond `drift_fail_pct`;
+    - coverage (the share of provider usage cost the app log explains, model by model) is an
+      ERROR below `min_coverage_pct`;
+    - a model whose own gap is material WARNs beyond `drift_warn_pct` and is named (a
+      mislabelled model, a model the log never records). It is never an ERROR on its own: a
+      mislabel moves cost between models, and what it costs shows in the coverage and drift.
+
+    Coverage loses both what the log misses and what a mislabel moves between models, so its
+    floor (85 %) sits below `100 - drift_fail_pct`.
+    """
+
     drift_warn_pct: Annotated[float, Field(gt=0)] = 2.0
     drift_fail_pct: Annotated[float, Field(gt=0)] = 10.0
+    min_coverage_pct: Annotated[float, Field(ge=0, le=100)] = 85.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Reconciliation:
+        if self.drift_fail_pct < self.drift_warn_pct:
+            raise ValueError("drift_fail_pct must be at least drift_warn_pct")
+        return self
 
 
 class Allocation(_Model):

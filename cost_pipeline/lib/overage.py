@@ -5,11 +5,16 @@ allowance, in USD of cost (`included_usage_usd`) or in tokens (`included_tokens`
 unit of the overage terms that apply: the tenant's `contract_overage` (Enterprise contract rates)
 when set, else its tier's `overage`. Tiers without overage terms (Free: hard capped) owe nothing.
 
-- unit `usd`: overage = max(0, spend - allowance) USD of cost; amount = overage x (1 + markup).
-  Spend is the tenant's whole cost in the period (`period_spend(...).spend_usd`: LLM calls plus
-  allocated cloud and Kubernetes cost), the same figure budgets and hard caps are judged on.
+- unit `usd`: overage = max(0, usage - allowance) USD of cost; amount = overage x (1 + markup).
+  The usage is what the tier's `allowance_counts` says counts (`counted_usage`): with `llm`
+  (the default) the period's priced LLM calls (`period_spend(...).llm_cost_usd`), with `all`
+  the tenant's whole cost (`spend_usd`: LLM calls plus allocated cloud, Kubernetes and
+  unattributed cost), the same figure the tier's hard cap is judged on (`lib.budgets`).
 - unit `tokens`: overage = max(0, tokens - allowance) tokens (input + output of the period's
   priced interactions); amount = overage / 1e6 x `unit_price_usd`.
+
+Each charge also carries the period's whole cost (`cost_usd`), which unit economics set against
+revenue whatever counts toward the allowance.
 
 All money math is `Decimal`, rounded once at the end, half-even, to cents (`amount_cents` is the
 exact integer that billing reports; `amount_usd` is the same figure for humans and SQL).
@@ -23,7 +28,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pandas as pd
 
 from cost_pipeline.catalog import OVERAGE_CHARGES, TENANT_UNIT_ECONOMICS
-from cost_pipeline.lib.config import CostConfig, Overage
+from cost_pipeline.lib.config import CostConfig, Overage, Tier
 from cost_pipeline.lib.periods import (
     periods_overlapping_day,
 )
@@ -32,7 +37,20 @@ CENT = Decimal("0.01")
 MTOK = Decimal(1_000_000)
 
 
-USAGE_COLUMNS = ["tenant_id", "period", "period_start", "period_end", "usage_usd", "usage_tokens"]
+USAGE_COLUMNS = [
+    "tenant_id",
+    "period",
+    "period_start",
+    "period_end",
+    "llm_cost_usd",
+    "other_cost_usd",
+    "usage_tokens",
+]
+
+
+def counted_usage(llm_cost_usd: Decimal, other_cost_usd: Decimal, tier: Tier) -> Decimal:
+    """The USD that count toward `tier`'s allowance, hard cap and overage (`allowance_counts`)."""
+    return llm_cost_usd if tier.allowance_counts == "llm" else llm_cost_usd + other_cost_usd
 
 
 def overage_terms(config: CostConfig, tenant_id: str) -> tuple[Overage | None, str]:
@@ -66,7 +84,8 @@ def compute_overage(
         tenant = config.tenants_by_id[rec["tenant_id"]]
         tier = config.tiers[tenant.tier]
         terms, source = overage_terms(config, tenant.id)
-        usage_usd = _dec(rec["usage_usd"])
+        llm_usd, other_usd = _dec(rec["llm_cost_usd"]), _dec(rec["other_cost_usd"])
+        usage_usd = counted_usage(llm_usd, other_usd, tier)
         usage_tokens = int(rec["usage_tokens"] or 0)
         quantity = Decimal(0)
         amount = Decimal(0)
@@ -91,7 +110,9 @@ def compute_overage(
                 "overage_unit": terms.unit if terms is not None else None,
                 "included_usage_usd": tier.included_usage_usd,
                 "included_tokens": tier.included_tokens,
+                "allowance_counts": tier.allowance_counts,
                 "usage_usd": float(usage_usd),
+                "cost_usd": float(llm_usd + other_usd),
                 "usage_tokens": usage_tokens,
                 "overage_quantity": float(quantity),
                 "markup": terms.markup if terms is not None else None,
@@ -121,15 +142,18 @@ def bills_tokens(config: CostConfig, tenant_id: str) -> bool:
 def unit_economics(charges: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
     """Revenue (tier price + billed overage) against the tenant's whole cost in each period.
 
-    The cost is `overage_charges.usage_usd`: the period's whole cost (`period_spend`, i.e.
-    priced LLM calls plus the cloud and Kubernetes rows of `daily_cost_summary`). `margin_pct`
-    is null when there is no revenue (a Free tenant's margin is simply its negative cost).
+    The cost is `overage_charges.cost_usd`: the period's whole cost (`period_spend`, i.e.
+    priced LLM calls plus the cloud, Kubernetes and unattributed rows of `daily_cost_summary`),
+    whatever the tier counts toward its allowance. `margin_pct` is null when there is no
+    revenue (a Free tenant's margin is simply its negative cost).
     """
     if charges.empty:
         return TENANT_UNIT_ECONOMICS.empty_frame()
     price = charges["tier"].map({k: float(t.monthly_price_usd) for k, t in config.tiers.items()})
     revenue = (price + charges["amount_usd"]).round(2)
-    margin = (revenue - charges["usage_usd"]).round(9)
+    # Charges stored before `cost_usd` existed counted the whole cost as their usage.
+    cost = charges["cost_usd"].astype("float64").fillna(charges["usage_usd"].astype("float64"))
+    margin = (revenue - cost).round(9)
     out = pd.DataFrame(
         {
             "tenant_id": charges["tenant_id"],
@@ -138,7 +162,7 @@ def unit_economics(charges: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
             "tier_price_usd": price,
             "overage_usd": charges["amount_usd"],
             "revenue_usd": revenue,
-            "cost_usd": charges["usage_usd"],
+            "cost_usd": cost,
             "gross_margin_usd": margin,
             "margin_pct": (margin / revenue.where(revenue > 0) * 100).round(2),
             "computed_at": charges["computed_at"],

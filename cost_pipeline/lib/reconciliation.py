@@ -127,7 +127,11 @@ def reconcile(
 
 @dataclass
 class DriftVerdict:
-    """How one provider's day compares; `level` is ok, warn, fail or no_data."""
+    """How one provider's day compares; `level` is ok, warn, fail or no_data.
+
+    `models` lists the models named in the message (at most five, largest gap first) with their
+    own level; `reasons` says what set `level` (e.g. "drift -4.1% beyond 2%").
+    """
 
     day: object
     provider: str
@@ -136,6 +140,7 @@ class DriftVerdict:
     coverage_pct: float | None
     models: pd.DataFrame = field(default_factory=pd.DataFrame)
     message: str = ""
+    reasons: list[str] = field(default_factory=list)
 
 
 def _level(drift: float | None, warn_pct: float, fail_pct: float) -> str:
@@ -149,21 +154,36 @@ def _level(drift: float | None, warn_pct: float, fail_pct: float) -> str:
 _RANK = {"ok": 0, "warn": 1, "fail": 2}
 
 
+def _model_level(drift: float | None, warn_pct: float) -> str:
+    """A material model gap WARNs past `warn_pct` (or when the model is on one side only)."""
+    if drift is None or np.isnan(drift):
+        return "warn"
+    return "warn" if abs(drift) > warn_pct else "ok"
+
+
 def drift_verdicts(
     reconciliation: pd.DataFrame,
     *,
     warn_pct: float,
     fail_pct: float,
+    min_coverage_pct: float | None = None,
     against: str = "app_log",
 ) -> list[DriftVerdict]:
-    """Judge each day x provider: WARN past `warn_pct`, FAIL past `fail_pct`, on the provider's
-    drift or on any model whose gap is material, naming the models that explain the gap.
+    """Judge each day x provider, naming the models that explain the gap.
+
+    - the provider's total drift: WARN past `warn_pct`, FAIL past `fail_pct`;
+    - its coverage (`against="app_log"` only, when `min_coverage_pct` is given): FAIL below it;
+    - each model whose gap is material (`MATERIAL_SHARE_PCT` of the provider's day): WARN past
+      `warn_pct` or when it is on one side only, never FAIL by itself. A mislabelled model
+      shows as a pair, one model over-counted by the log and another under-counted; the cost
+      of the mislabel is what the totals (drift, coverage) judge.
 
     `against="app_log"` judges the app log against provider usage; `"reported"` judges the
     provider's bill against provider usage (per model only where the bill names models).
     """
     side = "app_log_cost_usd" if against == "app_log" else "provider_reported_cost_usd"
     drift_col = "drift_pct" if against == "app_log" else "reported_drift_pct"
+    what = "app log" if against == "app_log" else "reported cost"
     verdicts: list[DriftVerdict] = []
     for (day, provider), rows in reconciliation.groupby(["day", "provider"], sort=True):
         total = rows.loc[rows["model"].isna()].iloc[0]
@@ -182,40 +202,87 @@ def drift_verdicts(
             )
             continue
         drift = float(total[drift_col])
+        coverage = None if pd.isna(total["coverage_pct"]) else float(total["coverage_pct"])
+        levels: list[str] = []
+        reasons: list[str] = []
+        drift_level = _level(drift, warn_pct, fail_pct)
+        if drift_level != "ok":
+            levels.append(drift_level)
+            limit = fail_pct if drift_level == "fail" else warn_pct
+            reasons.append(f"drift {drift:+.2f}% beyond {limit:g}%")
+        low_coverage = (
+            against == "app_log"
+            and min_coverage_pct is not None
+            and coverage is not None
+            and coverage < min_coverage_pct
+        )
+        if low_coverage:
+            levels.append("fail")
+            reasons.append(f"coverage {coverage:.1f}% below {min_coverage_pct:g}%")
+
         per_model = rows.loc[rows["model"].notna() & rows[side].notna()].copy()
         per_model["gap_usd"] = per_model[side] - per_model["provider_usage_cost_usd"]
         material = per_model["gap_usd"].abs() >= MATERIAL_SHARE_PCT / 100 * usage
         per_model = per_model.loc[material]
-        levels = [_level(drift, warn_pct, fail_pct)]
-        flagged = [
-            _level(None if pd.isna(d) else float(d), warn_pct, fail_pct)
-            for d in per_model[drift_col]
-        ]
-        per_model = per_model.assign(level=flagged)
+        per_model = per_model.assign(
+            level=[
+                _model_level(None if pd.isna(d) else float(d), warn_pct)
+                for d in per_model[drift_col]
+            ]
+        )
         per_model = per_model.loc[per_model["level"] != "ok"]
-        level = max([*levels, *per_model["level"]], key=_RANK.__getitem__)
+        if len(per_model):
+            levels.append("warn")
+            reasons.append(f"{len(per_model)} model(s) beyond {warn_pct:g}%")
+        level = max(levels, key=_RANK.__getitem__, default="ok")
         explain = (
             per_model.assign(abs_gap=per_model["gap_usd"].abs())
             .sort_values("abs_gap", ascending=False)
-            .head(5)[["model", side, "provider_usage_cost_usd", "gap_usd", drift_col]]
+            .head(5)[["model", side, "provider_usage_cost_usd", "gap_usd", drift_col, "level"]]
             .reset_index(drop=True)
         )
-        named = ", ".join(
-            f"{r.model} ({r.gap_usd:+,.2f} USD"
-            + (f", {getattr(r, drift_col):+.1f}%)" if pd.notna(getattr(r, drift_col)) else ")")
-            for r in explain.itertuples(index=False)
-        )
-        what = "app log" if against == "app_log" else "reported cost"
-        coverage = None if pd.isna(total["coverage_pct"]) else float(total["coverage_pct"])
         message = (
             f"{provider} {day}: {what} {drift:+.2f}% vs provider usage "
             f"(${float(total[side]):,.2f} vs ${usage:,.2f}"
             + (f", coverage {coverage:.1f}%" if against == "app_log" and coverage else "")
             + ")"
-            + (f"; gap explained by {named}" if named else "")
+            + (f" [{level.upper()}: {'; '.join(reasons)}]" if level != "ok" else "")
+            + _explanation(explain, side, drift_col, against)
         )
-        verdicts.append(DriftVerdict(day, provider, level, drift, coverage, explain, message))
+        verdicts.append(
+            DriftVerdict(day, provider, level, drift, coverage, explain, message, reasons)
+        )
     return verdicts
+
+
+def _explanation(explain: pd.DataFrame, side: str, drift_col: str, against: str) -> str:
+    """The named models: over-counted ones (the log says more of them than was served: a
+    likely mislabel when another model is under-counted) and under-counted ones."""
+    if explain.empty:
+        return ""
+
+    def named(rows: pd.DataFrame) -> str:
+        return ", ".join(
+            f"{r.model} ({r.gap_usd:+,.2f} USD"
+            + (f", {getattr(r, drift_col):+.1f}%)" if pd.notna(getattr(r, drift_col)) else ")")
+            for r in rows.itertuples(index=False)
+        )
+
+    over = explain.loc[explain["gap_usd"] > 0]
+    under = explain.loc[explain["gap_usd"] < 0]
+    if against != "app_log":
+        return f"; gap explained by {named(explain)}"
+    parts = []
+    if len(over) and len(under):
+        parts.append(
+            f"likely mislabelled model: the log says {named(over)} "
+            f"where the provider served {named(under)}"
+        )
+    elif len(over):
+        parts.append(f"the log over-counts {named(over)}")
+    else:
+        parts.append(f"the log misses usage of {named(under)}")
+    return "; " + "; ".join(parts)
 
 
 def unattributed_summary_rows(

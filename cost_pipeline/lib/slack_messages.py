@@ -96,8 +96,16 @@ def budget_message(
     limit_name = limit_kind.get(str(status.get("limit_kind")), "limit")
     breach = status.get("projected_breach_date")
     breach_text = "not projected" if breach is None or pd.isna(breach) else str(breach)
+    # A tier allowance or cap that counts LLM usage only is measured on the LLM part.
+    counted = status.get("counted_spend_usd")
+    spent = status["spend_usd"] if counted is None or pd.isna(counted) else counted
+    on_llm = status.get("allowance_counts") == "llm" and status.get("limit_kind") in (
+        "hard_cap",
+        "included",
+    )
+    spent_text = f"{usd(spent)} of LLM usage" if on_llm else usd(spent)
     text = (
-        f"{title}: {tenant_name} has spent {usd(status['spend_usd'])} of "
+        f"{title}: {tenant_name} has spent {spent_text} of "
         f"{usd(status.get('limit_usd'))} {limit_name} ({pct_text}) in {status['period']}"
     )
     link = asset_url(ui_url, "budget_status", str(status["day"]))
@@ -106,8 +114,8 @@ def budget_message(
         _fields(
             [
                 (
-                    "Spend vs " + limit_name,
-                    f"{usd(status['spend_usd'])} / {usd(status.get('limit_usd'))} ({pct_text})",
+                    ("LLM spend vs " if on_llm else "Spend vs ") + limit_name,
+                    f"{usd(spent)} / {usd(status.get('limit_usd'))} ({pct_text})",
                 ),
                 ("Period", f"{status['period']} ({status.get('timezone', 'UTC')})"),
                 (

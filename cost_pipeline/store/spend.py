@@ -1,8 +1,9 @@
 """Spend in tenant-local periods, read from the warehouse: the inputs of budgets and overage.
 
 `period_spend` counts a tenant's whole cost in its local billing month (LLM calls by their exact
-instant, day-bucketed cloud and Kubernetes cost by local calendar day); `overage_for_day` and
-`evaluate_day` feed it to the pure planners in `lib.overage` and `lib.budgets`.
+instant, day-bucketed cloud and Kubernetes cost by local calendar day), split into its LLM and
+other part; `overage_for_day` and `evaluate_day` feed it to the pure planners in `lib.overage`
+and `lib.budgets`, which apply each tier's `allowance_counts`.
 """
 
 from __future__ import annotations
@@ -220,7 +221,10 @@ def period_usage(
     tenant_ids: Sequence[str],
     as_of: datetime,
 ) -> pd.DataFrame:
-    """Usage (`USAGE_COLUMNS`) of each tenant in its local period `period_key`, up to `as_of`."""
+    """Usage (`USAGE_COLUMNS`) of each tenant in its local period `period_key`, up to `as_of`.
+
+    The LLM and the other (cloud, Kubernetes, unattributed) cost are kept apart: which of them
+    count toward the tier's allowance is the tier's `allowance_counts` (`lib.overage`)."""
     spend = period_spend(
         warehouse, config, as_of=as_of, tenant_ids=tenant_ids, period_key=period_key
     )
@@ -228,7 +232,6 @@ def period_usage(
     bounds = {t: period_of(first, config.tenants_by_id[t].timezone) for t in tenant_ids}
     spend["period_start"] = spend["tenant_id"].map({t: p.start for t, p in bounds.items()})
     spend["period_end"] = spend["tenant_id"].map({t: p.end for t, p in bounds.items()})
-    spend["usage_usd"] = spend["spend_usd"]
     token_tenants = [t for t in tenant_ids if bills_tokens(config, t)]
     spend["usage_tokens"] = 0
     if token_tenants:

@@ -29,7 +29,15 @@ from cost_pipeline_tests.fakes.slack import FakeSlack
 
 DAY = date(2026, 10, 10)
 CONFIG = {
-    "tiers": {"free": {"name": "Free", "included_usage_usd": 5, "hard_cap_usd": 5}},
+    # The spend below is cloud cost: this tier counts the whole cost toward its cap.
+    "tiers": {
+        "free": {
+            "name": "Free",
+            "included_usage_usd": 5,
+            "hard_cap_usd": 5,
+            "allowance_counts": "all",
+        }
+    },
     "alerts": {"default_channel": "#alerts", "dagster_ui_url": "http://ui.test"},
     "tenants": [{"id": "free1", "name": "Free One", "tier": "free", "slack_channel": "#free1"}],
 }

@@ -264,10 +264,14 @@ def test_demo_reconciliation_shows_coverage_drift_and_the_mislabelled_model(
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     app = checks["app_log_matches_provider_usage"]
-    assert not app.passed and app.severity == dg.AssetCheckSeverity.ERROR
+    # The demo's unlogged usage (~3 %) and mislabelled model: a WARN naming the model, not an
+    # ERROR (drift and coverage stay within drift_fail_pct and min_coverage_pct).
+    assert not app.passed and app.severity == dg.AssetCheckSeverity.WARN
     priced = wh.read(PRICED_INTERACTIONS, days=[demo_day])
-    logged_as, _ = relabel_pair(priced.loc[priced["provider"] == "openai", "model"])
-    assert f"openai {DAY}" in app.description and logged_as in app.description
+    logged_as, served_as = relabel_pair(priced.loc[priced["provider"] == "openai", "model"])
+    assert f"openai {DAY}" in app.description
+    assert f"likely mislabelled model: the log says {logged_as} (" in app.description
+    assert f"the provider served {served_as} (" in app.description
     assert checks["provider_reported_costs_match_usage"].passed
 
     # the summary's unattributed rows top the app log up to the provider truth

@@ -1,4 +1,5 @@
-"""Protects budget status math: utilization, status, breach date, crossings, enforcement."""
+"""Protects budget status math: utilization, status, breach date, crossings, enforcement, and
+what a tier's allowance and hard cap count (`allowance_counts`) against what budgets count."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from cost_pipeline.lib.budgets import (
     new_crossing,
     top_drivers,
 )
-from cost_pipeline.lib.config import parse_config
+from cost_pipeline.lib.config import CostConfig, parse_config
 from cost_pipeline.lib.periods import COMPANY
+from cost_pipeline.lib.slack_messages import budget_message
 from cost_pipeline.store.spend import evaluate_day
 from cost_pipeline.store.warehouse import Warehouse
+from cost_pipeline_tests.billing_helpers import seed
 
 CONFIG = parse_config(
     {
@@ -87,8 +90,9 @@ def test_evaluate_day_status_breach_and_enforcement(warehouse: Warehouse) -> Non
     wh = warehouse
     rows = [(date(2026, 10, d), "pro1", "cloud", "EC2", None, 10.0) for d in range(1, 11)]
     rows += [(date(2026, 10, 10), "pro1", "llm", "gpt-4o", "a1", 150.0)]
-    rows += [(date(2026, 10, 9), "free1", "k8s", "c", None, 6.0)]
     wh.append(DAILY_COST_SUMMARY, _summary(rows))
+    # Free tiers count LLM calls toward their cap (the default `allowance_counts: llm`).
+    seed(wh, [("free1", datetime(2026, 10, 9, 12, tzinfo=UTC), 6.0, 10)])
     status = evaluate_day(wh, CONFIG, date(2026, 10, 10)).set_index("tenant_id")
 
     pro = status.loc["pro1"]
@@ -121,6 +125,7 @@ def test_evaluate_day_status_breach_and_enforcement(warehouse: Warehouse) -> Non
     enf = enforcement(status.reset_index(), pd.DataFrame()).set_index("tenant_id")
     assert COMPANY not in enf.index
     assert not enf.loc["free1", "allowed"] and "hard cap" in enf.loc["free1", "reason"]
+    assert "LLM spend 6.0 USD" in enf.loc["free1", "reason"]
     assert enf.loc["pro1", "allowed"] and enf.loc["pro1", "reason"] == "no hard cap"
 
 
@@ -137,3 +142,76 @@ def test_month_end_day_gives_two_periods_for_a_tenant_ahead_of_utc(
         pd.Timestamp(datetime(2026, 11, 1, tzinfo=UTC)),
     ]
     assert status[status["tenant_id"] == "pro1"]["period"].tolist() == ["2026-10"]
+
+
+def _config_counting(counts: str, *, free_budget: float | None = None) -> CostConfig:
+    raw = {
+        "tiers": {
+            "free": {
+                "name": "Free",
+                "included_usage_usd": 5,
+                "hard_cap_usd": 5,
+                "allowance_counts": counts,
+            },
+        },
+        "tenants": [{"id": "free1", "name": "Free One", "tier": "free"}],
+    }
+    if free_budget is not None:
+        raw["tenants"][0]["budget"] = {"monthly_usd": free_budget}
+    return parse_config(raw)
+
+
+def _free_tenant_with_infrastructure(wh: Warehouse) -> None:
+    """free1 in October: $2 of LLM calls and $6 of Kubernetes cost spread onto it."""
+    wh.append(DAILY_COST_SUMMARY, _summary([(date(2026, 10, 9), "free1", "k8s", "c", None, 6.0)]))
+    seed(wh, [("free1", datetime(2026, 10, 9, 12, tzinfo=UTC), 2.0, 10)])
+
+
+@pytest.mark.parametrize(
+    ("counts", "counted", "status", "allowed"),
+    [
+        ("llm", 2.0, "ok", True),  # 40 % of the $5 cap: infrastructure does not count
+        ("all", 8.0, "exceeded", False),  # the whole cost is over the cap
+    ],
+)
+def test_hard_cap_counts_what_the_tier_says(
+    warehouse: Warehouse, counts: str, counted: float, status: str, allowed: bool
+) -> None:
+    _free_tenant_with_infrastructure(warehouse)
+    config = _config_counting(counts)
+    # Late in the month, so the run rate ($2 by the 28th) stays under the cap.
+    rows = evaluate_day(warehouse, config, date(2026, 10, 28)).set_index("tenant_id")
+    free = rows.loc["free1"]
+    assert free["limit_kind"] == "hard_cap" and free["allowance_counts"] == counts
+    assert free["spend_usd"] == pytest.approx(8.0)  # the whole spend is still reported
+    assert free["llm_cost_usd"] == pytest.approx(2.0)
+    assert free["counted_spend_usd"] == pytest.approx(counted)
+    assert free["utilization_pct"] == pytest.approx(counted / 5 * 100)
+    assert free["status"] == status
+    assert rows.loc[COMPANY, "counted_spend_usd"] == pytest.approx(8.0)  # budgets: whole cost
+
+    enf = enforcement(rows.reset_index(), pd.DataFrame()).set_index("tenant_id")
+    assert bool(enf.loc["free1", "allowed"]) is allowed
+    assert enf.loc["free1", "spend_usd"] == pytest.approx(counted)
+
+    text, _ = budget_message(
+        rows.reset_index().set_index("tenant_id").loc["free1"].to_dict() | {"tenant_id": "free1"},
+        kind="budget_threshold",
+        ref="75",
+        tenant_name="Free One",
+        ui_url="http://ui",
+    )
+    assert (" of LLM usage of " in text) is (counts == "llm")
+
+
+def test_budget_judges_the_whole_cost_while_the_cap_judges_llm(warehouse: Warehouse) -> None:
+    _free_tenant_with_infrastructure(warehouse)
+    config = _config_counting("llm", free_budget=4)
+    rows = evaluate_day(warehouse, config, date(2026, 10, 10))
+    free = rows.set_index("tenant_id").loc["free1"]
+    assert free["limit_kind"] == "budget" and free["limit_usd"] == 4
+    assert free["counted_spend_usd"] == pytest.approx(8.0)
+    assert free["status"] == "exceeded" and free["threshold_reached"] == 100
+    enf = enforcement(rows, pd.DataFrame()).set_index("tenant_id")
+    assert bool(enf.loc["free1", "allowed"])  # $2 of LLM calls are under the $5 cap
+    assert enf.loc["free1", "reason"] == "under hard cap"

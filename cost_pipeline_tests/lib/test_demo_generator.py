@@ -118,7 +118,9 @@ def test_sizes_follow_the_volume_and_the_week(company) -> None:
     assert (long["input_tokens"] > 200_000).any()
 
 
-def test_tier_spend_matches_the_tiers_and_some_tenants_exceed_their_budget(config, company) -> None:
+def test_tier_spend_matches_the_tiers_and_some_tenants_exceed_their_allowance(
+    config, company
+) -> None:
     days = [START + timedelta(days=i) for i in range(30)]
     events = pd.concat([company.events_for_day(d, 6000, with_incidents=False) for d in days])
     monthly = approximate_cost(events).groupby(events["tenant_id"].to_numpy()).sum()
@@ -128,8 +130,13 @@ def test_tier_spend_matches_the_tiers_and_some_tenants_exceed_their_budget(confi
     assert 20 < median["basic"] < 60
     assert 150 < median["pro"] < 400
     assert 1500 < median["enterprise"] < 3500
-    budgets = pd.Series({t.id: float(t.budget.monthly_usd or np.inf) for t in config.tenants})
-    assert (monthly > budgets.reindex(monthly.index)).any()
+    # The tiers count LLM usage toward their allowance: some tenants' calls alone exceed it (so
+    # overage has work), most stay inside.
+    included = pd.Series(
+        {t.id: float(config.tier_of(t.id).included_usage_usd or np.inf) for t in config.tenants}
+    )
+    over = monthly > included.reindex(monthly.index)
+    assert 1 <= over.sum() <= len(over) / 3
 
 
 def test_incidents_are_seeded_labelled_and_really_in_the_data(config, company) -> None:

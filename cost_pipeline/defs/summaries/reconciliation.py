@@ -1,7 +1,10 @@
 """`llm_cost_reconciliation` and its checks: does the app log explain what the providers saw?
 
-The checks WARN past `reconciliation.drift_warn_pct` and fail with ERROR past `drift_fail_pct`
-(config), naming the provider, the day and the models that explain the gap.
+The checks judge each provider's day with the limits of config `reconciliation`
+(`lib.reconciliation.drift_verdicts`): a total drift past `drift_warn_pct` or a material
+per-model gap (a mislabelled model, unlogged usage of a model) fails with severity WARN and
+names the models; only a total drift past `drift_fail_pct` or an app log explaining less than
+`min_coverage_pct` of the provider's usage fails with ERROR.
 """
 
 # No `from __future__ import annotations` here: Dagster 1.13 validates the `context`
@@ -87,7 +90,11 @@ def _drift_check(
     limits = cost_config.get().reconciliation
     recon = warehouse.get().read(LLM_COST_RECONCILIATION, days=[day])
     verdicts = drift_verdicts(
-        recon, warn_pct=limits.drift_warn_pct, fail_pct=limits.drift_fail_pct, against=against
+        recon,
+        warn_pct=limits.drift_warn_pct,
+        fail_pct=limits.drift_fail_pct,
+        min_coverage_pct=limits.min_coverage_pct,
+        against=against,
     )
     bad = [v for v in verdicts if v.level in ("warn", "fail")]
     failing = any(v.level == "fail" for v in bad)
@@ -103,8 +110,14 @@ def _drift_check(
             "day": str(day),
             "warn_pct": limits.drift_warn_pct,
             "fail_pct": limits.drift_fail_pct,
+            "min_coverage_pct": limits.min_coverage_pct,
             **{f"{v.provider}_level": v.level for v in verdicts},
             **{f"{v.provider}_drift_pct": v.drift_pct for v in verdicts if v.drift_pct is not None},
+            **{
+                f"{v.provider}_coverage_pct": v.coverage_pct
+                for v in verdicts
+                if against == "app_log" and v.coverage_pct is not None
+            },
             "models_explaining_gap": dg.MetadataValue.md(
                 markdown_table(pd.concat(explaining, ignore_index=True) if explaining else None)
             ),
@@ -114,10 +127,12 @@ def _drift_check(
 
 @dg.asset_check(
     asset=llm_cost_reconciliation,
+    partitions_def=daily_partitions,
     description=(
         "The app log explains the providers' usage: drift within the configured limits for each "
         "provider and for every model whose gap is material (catches unlogged services, calls "
-        "logged at $0 and mislabelled models)."
+        "logged at $0 and mislabelled models). WARN names the models; ERROR when the total "
+        "drift or the coverage is beyond its configured limit."
     ),
 )
 @for_each_day
@@ -131,6 +146,7 @@ def app_log_matches_provider_usage(
 
 @dg.asset_check(
     asset=llm_cost_reconciliation,
+    partitions_def=daily_partitions,
     description=(
         "What the providers bill matches their usage priced by our rate card (catches a wrong "
         "or missing price, a discount not configured)."
