@@ -1,10 +1,10 @@
 """The demo company's infrastructure: AWS- and GCP-style FOCUS exports and a Kubecost cluster.
 
-Scale follows the demo's LLM spend per tier (budgets: free ≈ $5, basic $40, pro $260, enterprise
-$2,600 a month), so a tenant's infrastructure costs about what its LLM calls cost: half in the
-cloud (AWS FOCUS 1.2 gzipped CSV with `x_` columns and `user:tenant` tags; GCP FOCUS 1.0 Parquet
-with labels), half on Kubernetes (namespaces `tenant-<id>`, a shared `platform` namespace, idle
-and `kube-system/__unallocated__`).
+Scale follows the demo's LLM spend per tier (roughly $5, $40, $260 and $2,600 a month for free,
+basic, pro and enterprise), so a tenant's infrastructure costs about what its LLM calls cost:
+half in the cloud (AWS FOCUS 1.2 gzipped CSV with `x_` columns and `user:tenant` tags; GCP
+FOCUS 1.0 Parquet with labels), half on Kubernetes (namespaces `tenant-<id>`, a shared
+`platform` namespace, idle and `kube-system/__unallocated__`).
 
 Each month gets two deliveries per provider: a mid-month one (charges up to the 15th, later
 restated) and the final one after month end covering the whole month. A FOCUS ingester must
