@@ -233,16 +233,34 @@ def print_summary(days: Sequence[date]) -> None:
         tenants = top_tenants(found["by_tenant"], n=10)
         print(f"\ntop tenants, whole cost by category (USD):\n{tenants.to_string(index=False)}")
         print(f"\nalert outbox:\n{found['outbox'].to_string(index=False)}")
+        print(_alert_lines(found["alerts"]))
         print(
             "\nStripe meter events in the billing ledger:\n"
             + found["meter_events"].to_string(index=False)
         )
+        if len(found["bills"]):
+            print(f"\noverage billed, per tenant:\n{found['bills'].to_string(index=False)}")
+        if len(found["blocked"]):
+            print(f"\nblocked tenants:\n{found['blocked'].to_string(index=False)}")
         margins = found["margins"]
         print(
             "\nlowest and highest margins of the last complete month:\n"
             + pd.concat([margins.head(5), margins.tail(5)]).to_string(index=False)
         )
     wh.dispose()
+
+
+def _alert_lines(alerts: pd.DataFrame, limit: int = 40) -> str:
+    """One line per alert (kind, day, tenant, the message's first line), at most `limit`."""
+    if alerts.empty:
+        return "\nno alert"
+    lines = [
+        f"  {r.kind:<16} {r.day or ''!s:<10} {r.tenant_id:<12} "
+        + str(r.text).splitlines()[0][:90]
+        for r in alerts.head(limit).itertuples()
+    ]
+    more = f"\n  ... and {len(alerts) - limit} more" if len(alerts) > limit else ""
+    return "\nalerts:\n" + "\n".join(lines) + more
 
 
 def migrate() -> None:

@@ -260,6 +260,22 @@ def report(wh: Warehouse, days: Sequence[date]) -> dict[str, pd.DataFrame]:
             "SELECT kind, status, COUNT(*) AS alerts FROM alert_outbox GROUP BY kind, status "
             "ORDER BY kind, status"
         ),
+        # Each alert and bill, so that the printed summary explains them one by one.
+        "alerts": wh.query(
+            "SELECT kind, tenant_id, period, day, status, text FROM alert_outbox "
+            "ORDER BY kind, day, tenant_id"
+        ),
+        "bills": wh.query(
+            "SELECT tenant_id, period, status, SUM(value_cents) / 100.0 AS usd "
+            "FROM billing_ledger WHERE kind = 'meter_event' "
+            "GROUP BY tenant_id, period, status ORDER BY period, usd DESC"
+        ),
+        "blocked": wh.query(
+            "SELECT tenant_id, period, MIN(day) AS since_day, MAX(day) AS until_day, "
+            "MAX(reason) AS reason FROM tenant_enforcement WHERE NOT allowed "
+            "AND day BETWEEN :start AND :end GROUP BY tenant_id, period ORDER BY period, tenant_id",
+            params,
+        ),
         "meter_events": wh.query(
             "SELECT period, mode, status, COUNT(*) AS events, SUM(value_cents) / 100.0 AS usd "
             "FROM billing_ledger WHERE kind = 'meter_event' "
