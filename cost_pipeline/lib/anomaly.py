@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from cost_pipeline.catalog import ANOMALY_SCORES
-from cost_pipeline.lib.changepoints import ShiftParams, level_shift
+from cost_pipeline.lib.changepoints import ShiftParams, level_shift, nanquantile0
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -119,8 +119,8 @@ def robust_baseline(
         warnings.simplefilter("ignore", RuntimeWarning)
         profile = np.stack(
             [
-                np.nanmedian(
-                    np.stack([_lagged(values, targets, 7 * k - j) for k in range(1, 9)]), axis=0
+                nanquantile0(
+                    np.stack([_lagged(values, targets, 7 * k - j) for k in range(1, 9)]), 0.5
                 )
                 for j in range(7)
             ]
@@ -136,18 +136,18 @@ def robust_baseline(
         deseason = deseason56[:28]
         # The median alone says "usually zero" for a driver used on a third of days; a mean of
         # the days under the 85th percentile still ignores an incident of up to four days.
-        q85 = np.nanpercentile(deseason, 85, axis=0)
+        q85 = nanquantile0(deseason, 0.85)
         trimmed = np.nanmean(np.where(deseason <= q85, deseason, np.nan), axis=0)
-        level = np.fmax(np.nanmedian(deseason[:14], axis=0), trimmed)
-        center = np.nanmedian(deseason, axis=0)
-        mad = np.nanmedian(np.abs(deseason - center), axis=0)
+        level = np.fmax(nanquantile0(deseason[:14], 0.5), trimmed)
+        center = nanquantile0(deseason, 0.5)
+        mad = nanquantile0(np.abs(deseason - center), 0.5)
         history = np.sum(~np.isnan(deseason), axis=0)
         # Upward log deviations from the level over 8 weeks (0 for a day at or under it): the
         # series' own tail, little moved by an incident of a few days.
         with np.errstate(divide="ignore", invalid="ignore"):
             up = np.log(np.maximum(deseason56, 1e-12) / np.where(level > 0, level, np.nan))
         up = np.where(np.isnan(deseason56), np.nan, np.clip(np.nan_to_num(up, nan=0.0), 0, None))
-        tail = np.nan_to_num(np.nanquantile(up, tail_quantile, axis=0))
+        tail = np.nan_to_num(nanquantile0(up, tail_quantile))
     return {
         "expected": level * factors[0],
         "level": level,

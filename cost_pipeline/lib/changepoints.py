@@ -33,6 +33,27 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def nanquantile0(a: np.ndarray, q: float) -> np.ndarray:
+    """`np.nanquantile(a, q, axis=0)` (linear interpolation) by one sort: NaNs sort last, so
+    each column's quantile is read at its own count of values. numpy's version falls back to a
+    Python loop over the columns for short axes, hundreds of times slower on a panel."""
+    ordered = np.sort(a, axis=0)
+    n = np.sum(~np.isnan(a), axis=0)
+    position = q * np.maximum(n - 1, 0)
+    lo = np.floor(position).astype(np.intp)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    low = np.take_along_axis(ordered, lo[None], axis=0)[0]
+    high = np.take_along_axis(ordered, hi[None], axis=0)[0]
+    # `low + (high - low) * frac`, as numpy computes it, without inf - inf when equal.
+    out = np.where(high == low, low, low + (high - low) * (position - lo))
+    return np.where(n > 0, out, np.nan)
+
+
+def nanmedian_rows(a: np.ndarray) -> np.ndarray:
+    """`np.nanmedian(a, axis=1)` of a 2-D array, by `nanquantile0`."""
+    return nanquantile0(a.T, 0.5)
+
+
 @dataclass(frozen=True)
 class ShiftParams:
     search_days: int = 28
@@ -53,7 +74,7 @@ def _weekday_factors(values: np.ndarray, dows: np.ndarray) -> np.ndarray:
     for d in range(7):
         cols = dows == d
         if cols.any():
-            out[:, d] = np.nanmedian(values[:, cols], axis=1)
+            out[:, d] = nanmedian_rows(values[:, cols])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = out / np.nanmean(out, axis=1, keepdims=True)
     out[~np.isfinite(out) | (out <= 0.05)] = 1.0
@@ -66,7 +87,7 @@ def _log_noise(base: np.ndarray, level: np.ndarray, floor: float) -> np.ndarray:
     shift), at least `floor`. Empty days count as 1 % of the level."""
     lv = np.where(level > 0, level, np.nan)[:, None]
     logs = np.log(np.maximum(base, 0.01 * lv) / lv)
-    return np.fmax(1.4826 * np.nanmedian(np.abs(logs), axis=1), floor)
+    return np.fmax(1.4826 * nanmedian_rows(np.abs(logs)), floor)
 
 
 def _log_z(after: np.ndarray, before: np.ndarray, noise: np.ndarray, n_after: np.ndarray):
@@ -108,8 +129,8 @@ def level_shift(
         for k in range(first_k, last_k + 1):
             base = deseason[:, max(k - params.baseline_days, 0) : k]
             after = deseason[:, k:]
-            before_level = np.nanmedian(base, axis=1)
-            after_level = np.nanmedian(after, axis=1)
+            before_level = nanmedian_rows(base)
+            after_level = nanmedian_rows(after)
             noise = _log_noise(base, before_level, params.rel_noise_floor)
             n_after = np.sum(~np.isnan(after), axis=1)
             n_base = np.sum(~np.isnan(base), axis=1)
@@ -122,7 +143,7 @@ def level_shift(
             )
             # Sustained: the last `min_days_after` days are still at the new level (a spike
             # that is over is not a step).
-            last = np.nanmedian(deseason[:, t - params.min_days_after :], axis=1)
+            last = nanmedian_rows(deseason[:, t - params.min_days_after :])
             with np.errstate(invalid="ignore", divide="ignore"):
                 last_ratio = np.where(before_level > 0, last / before_level, 1.0)
             up = (ratio >= params.min_ratio) & (last_ratio >= params.min_ratio)
@@ -164,7 +185,7 @@ def level_shift(
         after = np.where(
             np.arange(t)[None, :] >= np.where(st >= 0, st, t)[:, None], deseason, np.nan
         )
-        after_level = np.nanmedian(after, axis=1)
+        after_level = nanmedian_rows(after)
         n_after = np.sum(~np.isnan(after), axis=1)
         z = _log_z(after_level, out["before"], best_noise, n_after)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -286,3 +286,19 @@ def test_a_step_needs_a_week_of_persistence_and_the_data_start_is_no_step() -> N
     # The first weeks of data (days before it are missing, not zero) hold no shift.
     first = score_days(daily, days[30:50], detail=detail)
     assert first["kind"].isna().all()
+
+
+@pytest.mark.parametrize("q", [0.5, 0.85, 0.9])
+def test_nanquantile0_equals_numpy(q: float) -> None:
+    """The one-sort quantile the baselines use equals numpy's, NaNs, zeros and empty columns
+    included."""
+    from cost_pipeline.lib.changepoints import nanquantile0
+
+    rng = np.random.default_rng(4)
+    a = rng.lognormal(size=(28, 60, 7))
+    a[rng.random(a.shape) < 0.3] = np.nan
+    a[rng.random(a.shape) < 0.1] = 0.0
+    a[:, 0, 0] = np.nan  # a column without any value
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanquantile(a, q, axis=0)
+    np.testing.assert_allclose(nanquantile0(a, q), expected, rtol=0, atol=1e-12)
