@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -41,12 +41,53 @@ LEASE = timedelta(minutes=15)
 # Slack's clock and ours differ a little; history is searched from this much before the first try.
 HISTORY_MARGIN = timedelta(minutes=5)
 EVENT_TYPE = "cost_pipeline_alert"
+ANOMALY_KIND = "anomaly"
+EPISODE_PREFIX = "incident@"
+# An anomaly whose estimated start is this close to an alerted one of the same tenant is the
+# same episode: a step's start estimate moves by a day or two as days are added.
+EPISODE_DAYS = 7
 
 
 def alert_key(tenant_id: str, period: str, kind: str, ref: str | float) -> str:
     if isinstance(ref, float):
         ref = f"{ref:g}"
     return f"{tenant_id}:{period}:{kind}:{ref}"
+
+
+def new_episodes(facts: pd.DataFrame, alerted: pd.DataFrame) -> pd.Series:
+    """For each fact (tenant_id, kind, ref): False for an anomaly whose episode is already
+    alerted, or is an earlier fact of this batch, with a start within `EPISODE_DAYS`; True for
+    every other fact. `alerted` holds the outbox rows (tenant_id, kind, ref)."""
+    starts: dict[str, list[date]] = {}
+    for tenant, kind, ref in zip(
+        alerted["tenant_id"], alerted["kind"], alerted["ref"], strict=True
+    ):
+        start = _episode_start(kind, ref)
+        if start is not None:
+            starts.setdefault(tenant, []).append(start)
+    keep = pd.Series(True, index=facts.index)
+    window = timedelta(days=EPISODE_DAYS)
+    order = facts.assign(
+        _start=[_episode_start(k, r) for k, r in zip(facts["kind"], facts["ref"], strict=True)]
+    )
+    for index, row in order.sort_values("_start", na_position="first").iterrows():
+        if row["_start"] is None or pd.isna(row["_start"]):
+            continue
+        seen = starts.setdefault(row["tenant_id"], [])
+        if any(abs(row["_start"] - s) <= window for s in seen):
+            keep[index] = False
+        else:
+            seen.append(row["_start"])
+    return keep
+
+
+def _episode_start(kind: str, ref: object) -> date | None:
+    if kind != ANOMALY_KIND or not str(ref).startswith(EPISODE_PREFIX):
+        return None
+    try:
+        return date.fromisoformat(str(ref)[len(EPISODE_PREFIX) :][:10])
+    except ValueError:
+        return None
 
 
 def backoff(attempts: int, *, base: float = 60.0, cap: float = 3600.0) -> timedelta:

@@ -20,6 +20,7 @@ from cost_pipeline.lib.outbox import (
     EnqueueResult,
     alert_key,
     backoff,
+    new_episodes,
 )
 from cost_pipeline.store.warehouse import Warehouse
 
@@ -243,7 +244,9 @@ def unseen(warehouse: Warehouse, facts: pd.DataFrame) -> pd.DataFrame:
     )
     level = pd.to_numeric(facts["ref"], errors="coerce")
     below = (facts["kind"] == THRESHOLD_KIND) & prior.notna() & (level <= prior)
-    return facts[~known & ~below]
+    fresh = facts[~known & ~below]
+    # One incident, one message: an anomaly of an episode already alerted is not new.
+    return fresh[new_episodes(fresh, existing)]
 
 
 def due_fingerprint(

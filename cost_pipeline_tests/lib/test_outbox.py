@@ -187,3 +187,28 @@ def test_dry_run_records_dry_run_once(wh) -> None:
         outbox.enqueue(wh, _alerts(2), now=T0)
         drain(wh, send, now=T0, dry_run=True, digest_after=10, build_digest=digest_message)
     assert sorted(_statuses(wh).values()) == ["dry_run", "dry_run"]
+
+
+def test_an_anomaly_episode_whose_start_moves_is_one_message() -> None:
+    """A step's estimated start moves by a day or two as days are added: the same tenant's
+    anomaly starting within a week of an alerted one is the same episode; another tenant's,
+    or one a month later, is not."""
+    from cost_pipeline.lib.outbox import new_episodes
+
+    alerted = pd.DataFrame(
+        {"tenant_id": ["a"], "kind": ["anomaly"], "ref": ["incident@2026-11-16"]}
+    )
+    facts = pd.DataFrame(
+        {
+            "tenant_id": ["a", "a", "b", "b", "a"],
+            "kind": ["anomaly", "anomaly", "anomaly", "anomaly", "budget_threshold"],
+            "ref": [
+                "incident@2026-11-18",
+                "incident@2026-12-20",
+                "incident@2026-11-17",
+                "incident@2026-11-19",
+                "90",
+            ],
+        }
+    )
+    assert new_episodes(facts, alerted).tolist() == [False, True, True, False, True]
