@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline import environment
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.periods import COMPANY
@@ -75,7 +76,7 @@ def _new_facts(warehouse: WarehouseResource, facts: pd.DataFrame) -> pd.DataFram
 @dg.sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=environment.sensor_interval_seconds(),
     description="Threshold crossings and forecast breaches in new `budget_status` results.",
 )
 def budget_alert_sensor(
@@ -96,7 +97,7 @@ def budget_alert_sensor(
 @dg.sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=environment.sensor_interval_seconds(),
     description="High and critical rows in new `anomaly_scores` materializations.",
 )
 def anomaly_alert_sensor(
@@ -122,7 +123,7 @@ def anomaly_alert_sensor(
 @dg.sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=environment.sensor_interval_seconds(),
     description=(
         "Retries alerts whose send failed once their backoff is over, and alerts left in "
         "`sending` by a run that died, once their lease is over."
@@ -142,7 +143,7 @@ def alert_outbox_sensor(
 @dg.run_failure_sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     request_job=alert_delivery_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=environment.sensor_interval_seconds(),
     description="Alerts the default channel when a run of the pipeline fails.",
 )
 def pipeline_failure_sensor(context: dg.RunFailureSensorContext):

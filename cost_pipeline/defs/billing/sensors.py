@@ -7,6 +7,7 @@ import json
 
 import dagster as dg
 
+from cost_pipeline import environment
 from cost_pipeline.defs.billing.assets import overage_charges
 from cost_pipeline.defs.billing.jobs import billing_release_job, billing_run_job
 
@@ -23,7 +24,7 @@ def _latest_release(context: dg.SensorEvaluationContext) -> str | None:
 @dg.sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=billing_run_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=environment.sensor_interval_seconds(),
     description=(
         "Requests a billing run when `overage_charges` is materialized with amounts that differ "
         "from the last run requested (run_key = billing:<materialization storage id>), or when "

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from cost_pipeline import environment
 from cost_pipeline.defs.partitions import daily_partitions
 
 MAX_EVENTS_PER_TICK = 50
@@ -40,7 +41,7 @@ def late_data_sensor_for(job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefin
     @dg.sensor(
         name="late_data_sensor",
         job=job,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=environment.sensor_interval_seconds(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Re-materializes the days that an ingestion of the interaction log or of the FOCUS "
