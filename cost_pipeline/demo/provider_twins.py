@@ -248,18 +248,10 @@ def anthropic_usage_buckets(
     ]
 
 
-_ENGINES: dict[str, object] = {}
-
-
 def _priced(config: CostConfig, frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` priced by the configuration's engine: one per process and configuration, so
-    each model is resolved in the catalog once, not once per day."""
     from cost_pipeline.lib.pricing import PricingEngine
 
-    key = config.model_dump_json()
-    if key not in _ENGINES:
-        _ENGINES[key] = PricingEngine.for_config(config)
-    return price_provider_usage(frame, _ENGINES[key])
+    return price_provider_usage(frame, PricingEngine.for_config(config))
 
 
 def _line_items(priced: pd.DataFrame, owner: str, kinds: dict[str, str]) -> pd.DataFrame:

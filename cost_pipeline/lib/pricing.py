@@ -92,6 +92,9 @@ class _Key:
     overrides: tuple[PriceOverride, ...]  # the overrides whose provider and glob match
 
 
+_ENGINES: dict[str, PricingEngine] = {}
+
+
 class PricingEngine:
     """Prices LLM calls (or usage buckets) with genai-prices' catalog plus `overrides`."""
 
@@ -107,8 +110,13 @@ class PricingEngine:
 
     @classmethod
     def for_config(cls, config: CostConfig) -> PricingEngine:
-        """The engine of a configuration: its price overrides and tier fallback multipliers."""
-        return cls(config.price_overrides, config.pricing.tier_fallback_multipliers)
+        """The engine of a configuration: its price overrides and tier fallback multipliers.
+
+        One engine per price version and process: the version hashes everything a price
+        depends on, so an engine's resolved models serve every later day of a backfill.
+        """
+        engine = cls(config.price_overrides, config.pricing.tier_fallback_multipliers)
+        return _ENGINES.setdefault(engine.price_version, engine)
 
     def rate_card(self, providers: Sequence[str] = rc.DEFAULT_PROVIDERS) -> pd.DataFrame:
         return rc.build_rate_card(self.overrides, providers=providers)
