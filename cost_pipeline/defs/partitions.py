@@ -37,6 +37,12 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(
 )
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 
+# The tag the run queue's limits key on (`dagster.yaml`: `tag_concurrency_limits`): Dagster
+# tags runs with their schedule, sensor or partition, not with their job.
+WAREHOUSE_LOAD_TAG = "cost_pipeline/warehouse_load"
+DAILY_BUILD = {WAREHOUSE_LOAD_TAG: "daily_build"}
+INGEST = {WAREHOUSE_LOAD_TAG: "ingest"}
+
 _DAY: contextvars.ContextVar[date | None] = contextvars.ContextVar("partition_day", default=None)
 
 

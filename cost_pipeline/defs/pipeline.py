@@ -9,7 +9,7 @@ import dagster as dg
 
 from cost_pipeline.defs.alerts.schedules import daily_close_schedule, hourly_refresh_schedule
 from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
-from cost_pipeline.defs.partitions import daily_partitions
+from cost_pipeline.defs.partitions import DAILY_BUILD, INGEST, daily_partitions
 
 # Reference data and incremental file ingesters: not partitioned.
 INGEST_ASSETS = ("model_prices", "llm_interactions", "cloud_costs")
@@ -37,12 +37,14 @@ ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets(*INGEST_ASSETS),
     description="Refresh the rate card and ingest new interaction-log and FOCUS files.",
+    tags=INGEST,
 )
 daily_cost_job = dg.define_asset_job(
     "daily_cost_job",
     selection=daily_selection,
     partitions_def=daily_partitions,
     description="Materialize every daily-partitioned asset for one UTC day (or a range).",
+    tags=DAILY_BUILD,
 )
 
 defs = dg.Definitions(

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from cost_pipeline.defs.partitions import daily_partitions
+from cost_pipeline.defs.partitions import DAILY_BUILD, daily_partitions
 
 RESTATEMENT_DAYS = 3
 
@@ -21,7 +21,7 @@ def hourly_refresh_schedule(selection: dg.AssetSelection | str) -> dg.ScheduleDe
     schedule skips with a reason instead of failing.
     """
     job = dg.define_asset_job(
-        "hourly_refresh_job", selection=selection, partitions_def=daily_partitions
+        "hourly_refresh_job", selection=selection, partitions_def=daily_partitions, tags=DAILY_BUILD
     )
 
     @dg.schedule(
@@ -40,7 +40,7 @@ def hourly_refresh_schedule(selection: dg.AssetSelection | str) -> dg.ScheduleDe
 def daily_close_schedule(selection: dg.AssetSelection | str) -> dg.ScheduleDefinition:
     """Every day at 00:30 UTC, re-materialize yesterday and the two days before it."""
     job = dg.define_asset_job(
-        "daily_close_job", selection=selection, partitions_def=daily_partitions
+        "daily_close_job", selection=selection, partitions_def=daily_partitions, tags=DAILY_BUILD
     )
 
     @dg.schedule(
