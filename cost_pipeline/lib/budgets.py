@@ -196,7 +196,11 @@ def projected_breach_dates(df: pd.DataFrame) -> list[date | None]:
     growth = (target - spend).where(target > spend)
     fraction = ((limit - spend) / growth).where((limit > spend) & (target >= limit))
     seconds = (fraction * remaining).where(spend < limit, 0.0)
-    breach = df["as_of"] + pd.to_timedelta(seconds, unit="s")
+    # Only rows with a breach are converted: pandas' float-to-timedelta cast of a column with
+    # NaNs multiplies uninitialised values and warns at random (overflow / invalid value).
+    has = seconds.notna()
+    breach = pd.Series(pd.NaT, index=df.index, dtype=df["as_of"].dtype)
+    breach[has] = df.loc[has, "as_of"] + pd.to_timedelta(seconds[has].to_numpy(), unit="s")
     out: list[date | None] = []
     for at, tz, lim in zip(breach, df["timezone"], limit, strict=True):
         out.append(None if pd.isna(at) or pd.isna(lim) else at.tz_convert(tz).date())
