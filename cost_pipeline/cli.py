@@ -91,7 +91,8 @@ def _run(job, *, instance, label: str, run_config: dict | None = None, **kwargs)
 
 
 def materialize_days(days: Sequence[date], *, instance=None, skip_built: bool = False) -> None:
-    """Ingest, then the daily job per day, the monthly jobs, then one tick of the action sensors.
+    """Ingest, the daily job per day, today so far, the monthly jobs, then one tick of the action
+    sensors.
 
     With `skip_built` (the demo), days whose every daily asset is already materialized and that
     this ingestion did not change are not rebuilt: a second demo only does what is new.
@@ -120,6 +121,11 @@ def materialize_days(days: Sequence[date], *, instance=None, skip_built: bool = 
         label = f"{first} .. {last} daily_cost_job ({(last - first).days + 1} day(s))"
         if not _run(job, instance=instance, label=label, tags=_range_tags(first, last)).success:
             failed.append(f"daily_cost_job {first} .. {last}")
+    # Today so far (not a daily partition until it is over), as the hourly refresh builds it.
+    if not _run(
+        defs.resolve_job_def("hourly_refresh_job"), instance=instance, label="today so far"
+    ).success:
+        failed.append("hourly_refresh_job")
     # Monthly outputs exist for complete months only (the current one is not a partition yet).
     closed = set(monthly_partitions.get_partition_keys())
     months = sorted({d.strftime("%Y-%m-01") for d in days} & closed)
@@ -255,8 +261,7 @@ def _alert_lines(alerts: pd.DataFrame, limit: int = 40) -> str:
     if alerts.empty:
         return "\nno alert"
     lines = [
-        f"  {r.kind:<16} {r.day or ''!s:<10} {r.tenant_id:<12} "
-        + str(r.text).splitlines()[0][:90]
+        f"  {r.kind:<16} {r.day or ''!s:<10} {r.tenant_id:<12} " + str(r.text).splitlines()[0][:90]
         for r in alerts.head(limit).itertuples()
     ]
     more = f"\n  ... and {len(alerts) - limit} more" if len(alerts) > limit else ""

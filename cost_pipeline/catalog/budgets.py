@@ -39,6 +39,7 @@ BUDGET_STATUS = TableSchema(
         col("utilization_pct", "float"),
         col("daily_utilization_pct", "float"),
         money("forecast_month_end_usd", nullable=True, signed=True),
+        money("forecast_lower_usd", nullable=True, signed=True),
         money("forecast_upper_usd", nullable=True, signed=True),
         col("forecast_source", "str"),
         col("projected_breach_date", "date"),

@@ -45,6 +45,8 @@ from cost_pipeline.lib.periods import (
 CRITICAL_BREACH_DAYS = 3
 WARNING_PCT = 75.0
 CRITICAL_PCT = 90.0
+# A run-rate projection (no forecast yet) alerts a breach only once this much of the period is over.
+RUN_RATE_ALERT_MIN_DAYS = 7.0
 TOP_DRIVERS = 3
 
 
@@ -127,7 +129,8 @@ def budget_status(
     """Build `budget_status` rows from `periods.period_spend` output (one row per tenant+period).
 
     `periods` maps (tenant_id, period key) to its `Period`; `day_spend` has tenant_id,
-    day_spend_usd; `forecasts` tenant_id, period, forecast_month_end_usd, forecast_upper_usd;
+    day_spend_usd; `forecasts` tenant_id, period, forecast_month_end_usd, forecast_lower_usd,
+    forecast_upper_usd;
     `drivers` tenant_id, period, top_drivers (JSON text). All optional.
     """
     df = spend.merge(limits(config, sorted(spend["tenant_id"].unique())), on="tenant_id")
@@ -142,7 +145,11 @@ def budget_status(
         df,
         forecasts,
         ["tenant_id", "period"],
-        {"forecast_month_end_usd": np.nan, "forecast_upper_usd": np.nan},
+        {
+            "forecast_month_end_usd": np.nan,
+            "forecast_lower_usd": np.nan,
+            "forecast_upper_usd": np.nan,
+        },
     )
     df = _left(df, drivers, ["tenant_id", "period"], {"top_drivers": "[]"})
 
@@ -161,7 +168,7 @@ def budget_status(
     # share (so far) of the spend the forecast still expects.
     on_llm = limit_on_llm(df)
     share = (df["llm_cost_usd"] / df["spend_usd"].where(df["spend_usd"] > 0)).clip(0, 1).fillna(1)
-    for column in ("forecast_month_end_usd", "forecast_upper_usd"):
+    for column in ("forecast_month_end_usd", "forecast_lower_usd", "forecast_upper_usd"):
         remaining = (df[column] - df["spend_usd"]).clip(lower=0)
         df[column] = df[column].where(~on_llm, df["llm_cost_usd"] + remaining * share)
     df["forecast_source"] = np.where(has_forecast, "cost_forecasts", "run_rate")
@@ -274,7 +281,13 @@ def latest_forecasts(forecasts: pd.DataFrame, current_periods: dict[str, str]) -
     """The newest `cost_forecasts` row per tenant as (tenant_id, period, point, upper 80 %)."""
     if forecasts.empty:
         return pd.DataFrame(
-            columns=["tenant_id", "period", "forecast_month_end_usd", "forecast_upper_usd"]
+            columns=[
+                "tenant_id",
+                "period",
+                "forecast_month_end_usd",
+                "forecast_lower_usd",
+                "forecast_upper_usd",
+            ]
         )
     df = forecasts.sort_values("day").groupby("tenant_id", as_index=False).tail(1)
     period = pd.to_datetime(df["month"]).dt.strftime("%Y-%m")
@@ -283,6 +296,7 @@ def latest_forecasts(forecasts: pd.DataFrame, current_periods: dict[str, str]) -
             "tenant_id": df["tenant_id"],
             "period": period.fillna(df["tenant_id"].map(current_periods)),
             "forecast_month_end_usd": df["forecast_usd"].astype("float64"),
+            "forecast_lower_usd": df["lower_80_usd"].astype("float64"),
             "forecast_upper_usd": df["upper_80_usd"].astype("float64"),
         }
     )
@@ -341,7 +355,14 @@ def period_calendar(period: Period) -> list[date]:
 
 def alert_facts(status: pd.DataFrame) -> pd.DataFrame:
     """The alertable facts of `budget_status` rows: the highest threshold reached per tenant and
-    period, and a forecast breach (projected over the limit while still under it)."""
+    period, and a forecast breach (projected over the limit while still under it).
+
+    A breach is only alerted when it is likely, not merely possible: with a forecast, when even
+    its lower 80 % bound is over the limit (a breach at least ~90 % likely by the forecast's own
+    calibrated interval); with the run rate alone (no forecast yet), once
+    `RUN_RATE_ALERT_MIN_DAYS` of the period are behind, because a run rate from the first days
+    of a month (one expensive call) says little about its end.
+    """
     thr = status[status["threshold_reached"].notna()]
     threshold = pd.DataFrame(
         {
@@ -351,10 +372,17 @@ def alert_facts(status: pd.DataFrame) -> pd.DataFrame:
             "ref": thr["threshold_reached"].map(lambda v: f"{v:g}"),
         }
     )
+    elapsed_days = (status["as_of"] - status["period_start"]).dt.total_seconds() / 86_400
+    likely = np.where(
+        status["forecast_source"] == "cost_forecasts",
+        status["forecast_lower_usd"] > status["limit_usd"],
+        elapsed_days >= RUN_RATE_ALERT_MIN_DAYS,
+    )
     fc = status[
         status["projected_breach_date"].notna()
         & (status["utilization_pct"] < 100)
         & (status["forecast_month_end_usd"] > status["limit_usd"])
+        & likely
     ]
     forecast = pd.DataFrame(
         {

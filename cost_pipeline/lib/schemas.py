@@ -100,6 +100,8 @@ MONEY_DOCS = {
     "hard_cap_usd": "Spend at which a capped tier is blocked (null if not capped).",
     "limit_usd": "The limit utilization is measured against.",
     "forecast_month_end_usd": "The latest month-end forecast for the period.",
+    "forecast_lower_usd": "The lower 80 % bound of that forecast: a forecast breach is alerted "
+    "only when even this bound is over the limit.",
     "forecast_upper_usd": "The upper 80 % bound of that forecast.",
     "usage_usd": "The period's billable usage in USD.",
     "unit_price_usd": "Price per overage unit.",

@@ -299,7 +299,7 @@ def _forecasts_for(warehouse: Warehouse, days: Sequence[date], day: date) -> pd.
     frame = warehouse.read(
         COST_FORECASTS,
         days=[first + timedelta(days=i) for i in range((max(days) - first).days + 1)],
-        columns=["day", "tenant_id", "month", "forecast_usd", "upper_80_usd"],
+        columns=["day", "tenant_id", "month", "forecast_usd", "lower_80_usd", "upper_80_usd"],
     )
     return frame[(frame["day"] > day - timedelta(days=4)) & (frame["day"] <= day)]
 

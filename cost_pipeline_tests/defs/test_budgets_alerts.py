@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
 import pytest
+import time_machine
 import yaml
 
-from cost_pipeline.catalog import ALERT_OUTBOX, DAILY_COST_SUMMARY
+from cost_pipeline.catalog import (
+    ALERT_OUTBOX,
+    BUDGET_STATUS,
+    DAILY_COST_SUMMARY,
+    TENANT_ENFORCEMENT,
+)
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
 from cost_pipeline.defs.alerts.schedules import daily_close_schedule, hourly_refresh_schedule
 from cost_pipeline.defs.alerts.sensors import (
@@ -20,10 +26,17 @@ from cost_pipeline.defs.alerts.sensors import (
     budget_alert_sensor,
     pipeline_failure_sensor,
 )
-from cost_pipeline.defs.budgets.assets import budget_status, tenant_enforcement
+from cost_pipeline.defs.budgets.assets import (
+    budget_status,
+    budget_status_today,
+    tenant_enforcement,
+)
+from cost_pipeline.defs.partitions import daily_partitions
 from cost_pipeline.enforcement import is_allowed
+from cost_pipeline.resources.email import EmailResource
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.resources.webhook import WebhookResource
 from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes.slack import FakeSlack
 
@@ -67,6 +80,8 @@ def _env(tmp_path, fake_slack: FakeSlack, url: str) -> dict:
             "warehouse": WarehouseResource(url=url),
             "cost_config": CostConfigResource(path=str(path)),
             "slack": SlackResource(bot_token=fake_slack.token, base_url=fake_slack.base_url),
+            "email": EmailResource(),  # dry-run: the config routes every alert to Slack only
+            "webhook": WebhookResource(),
         },
     }
 
@@ -176,9 +191,10 @@ def test_definitions_load_and_schedules_request_today_and_the_restatement_window
 ) -> None:
     env = _env(tmp_path, fake_slack, sqlite_url)  # touches no database: SQLite only
     selection = dg.AssetSelection.assets(budget_status, tenant_enforcement)
-    close, hourly = daily_close_schedule(selection), hourly_refresh_schedule(selection)
+    today = dg.AssetSelection.assets(budget_status_today)
+    close, hourly = daily_close_schedule(selection), hourly_refresh_schedule(today)
     defs = dg.Definitions(
-        assets=[budget_status, tenant_enforcement],
+        assets=[budget_status, tenant_enforcement, budget_status_today],
         jobs=[alert_delivery_job],
         schedules=[close, hourly],
         sensors=[
@@ -199,8 +215,35 @@ def test_definitions_load_and_schedules_request_today_and_the_restatement_window
         repository_def=repo, scheduled_execution_time=datetime(2026, 10, 10, 13, 5, tzinfo=UTC)
     )
     data = hourly.evaluate_tick(context)
-    # Today's partition needs `end_offset=1` on daily_partitions; until then the tick explains.
-    if data.run_requests:
-        assert [r.partition_key for r in data.run_requests] == ["2026-10-10"]
-    else:
-        assert "not open yet" in str(data.skip_message)
+    # The daily partitions end at yesterday; the hourly refresh rebuilds today so far.
+    (request,) = data.run_requests
+    assert request.partition_key is None and request.run_key == "hourly:2026-10-10T13"
+    assert "2026-10-10" not in daily_partitions.get_partition_keys(
+        current_time=datetime(2026, 10, 10, 13, 5, tzinfo=UTC)
+    )
+
+
+def test_today_so_far_writes_todays_status_blocks_and_alerts(
+    env, dagster_instance: dg.DagsterInstance
+) -> None:
+    """Today is not a partition: `budget_status_today` writes its rows, blocks a tenant whose
+    cap is reached, and the budget sensor alerts on it like on a closed day."""
+    _spend(env["url"], DAY - timedelta(days=1), 6.0)  # over the $5 hard cap since yesterday
+    with time_machine.travel(datetime(2026, 10, 10, 14, 0, tzinfo=UTC), tick=False):
+        result = dg.materialize(
+            [budget_status_today], instance=dagster_instance, resources=env["resources"]
+        )
+        assert result.success
+        wh = Warehouse(env["url"])
+        status = wh.read(BUDGET_STATUS, days=[DAY])
+        row = status[status["tenant_id"] == "free1"].iloc[0]
+        assert row["spend_usd"] == pytest.approx(6.0) and row["status"] == "exceeded"
+        assert row["as_of"] == pd.Timestamp("2026-10-10T14:00", tz="UTC")
+        blocked = wh.read(TENANT_ENFORCEMENT, days=[DAY])
+        assert not blocked.set_index("tenant_id").loc["free1", "allowed"]
+        assert not is_allowed("free1", env["url"])
+    (request,) = _tick(dagster_instance, env, None)[0].run_requests
+    facts = json.loads(request.run_config["ops"]["enqueue_alerts"]["config"]["facts_json"])
+    assert {(f["tenant_id"], f["kind"], f["ref"], f["day"]) for f in facts} >= {
+        ("free1", "budget_threshold", "100", "2026-10-10")
+    }

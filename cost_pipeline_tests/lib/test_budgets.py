@@ -215,3 +215,38 @@ def test_budget_judges_the_whole_cost_while_the_cap_judges_llm(warehouse: Wareho
     enf = enforcement(rows, pd.DataFrame()).set_index("tenant_id")
     assert bool(enf.loc["free1", "allowed"])  # $2 of LLM calls are under the $5 cap
     assert enf.loc["free1", "reason"] == "under hard cap"
+
+
+def test_a_forecast_breach_is_alerted_only_when_it_is_likely() -> None:
+    """A breach is alerted when even the lower 80 % bound is over the limit, or, with the run
+    rate alone, once a week of the period is behind: not after one expensive call on the 2nd."""
+    start = pd.Timestamp("2026-10-01", tz="UTC")
+
+    def row(tenant: str, source: str, lower: float, days_in: float) -> dict:
+        return {
+            "tenant_id": tenant,
+            "period": "2026-10",
+            "threshold_reached": None,
+            "projected_breach_date": date(2026, 10, 25),
+            "utilization_pct": 40.0,
+            "forecast_month_end_usd": 120.0,
+            "forecast_lower_usd": lower,
+            "limit_usd": 100.0,
+            "forecast_source": source,
+            "period_start": start,
+            "as_of": start + pd.Timedelta(days=days_in),
+        }
+
+    status = pd.DataFrame(
+        [
+            row("sure", "cost_forecasts", 105.0, 3),
+            row("maybe", "cost_forecasts", 60.0, 20),
+            row("early_run_rate", "run_rate", float("nan"), 1.5),
+            row("late_run_rate", "run_rate", float("nan"), 10),
+        ]
+    )
+    facts = alert_facts(status)
+    assert sorted(facts.loc[facts["kind"] == "forecast_breach", "tenant_id"]) == [
+        "late_run_rate",
+        "sure",
+    ]

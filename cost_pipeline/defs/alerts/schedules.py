@@ -1,4 +1,4 @@
-"""Schedules: an hourly refresh of today's partitions and a daily close of yesterday.
+"""Schedules: an hourly refresh of today so far and a daily close of yesterday.
 
 Defined as functions of an asset selection so the integrator can pass the whole graph. The daily
 close re-pulls D-1..D-3 because providers restate their last days (DESIGN §5, late data).
@@ -15,24 +15,18 @@ RESTATEMENT_DAYS = 3
 
 
 def hourly_refresh_schedule(selection: dg.AssetSelection | str) -> dg.ScheduleDefinition:
-    """Every hour at :05, materialize today's UTC partition of `selection`.
-
-    Today's partition exists only if `daily_partitions` has `end_offset=1`; otherwise the
-    schedule skips with a reason instead of failing.
-    """
-    job = dg.define_asset_job(
-        "hourly_refresh_job", selection=selection, partitions_def=daily_partitions, tags=DAILY_BUILD
-    )
+    """Every hour at :05, rebuild today so far: `selection` is the unpartitioned assets that stand
+    for today (`budget_status_today`), since the daily partitions end at yesterday."""
+    job = dg.define_asset_job("hourly_refresh_job", selection=selection, tags=DAILY_BUILD)
 
     @dg.schedule(
-        job=job, cron_schedule="5 * * * *", execution_timezone="UTC", name="hourly_refresh_schedule"
+        job=job,
+        cron_schedule="5 * * * *",
+        execution_timezone="UTC",
+        name="hourly_refresh_schedule",
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
-        at = context.scheduled_execution_time
-        key = at.strftime("%Y-%m-%d")
-        if key not in daily_partitions.get_partition_keys(current_time=at):
-            return dg.SkipReason(f"partition {key} is not open yet (daily_partitions end_offset)")
-        return dg.RunRequest(run_key=f"hourly:{at:%Y-%m-%dT%H}", partition_key=key)
+        return dg.RunRequest(run_key=f"hourly:{context.scheduled_execution_time:%Y-%m-%dT%H}")
 
     return _schedule
 

@@ -37,15 +37,25 @@ def _run_key(prefix: str, facts: pd.DataFrame) -> str:
 
 
 def _new_materializations(
-    context: dg.SensorEvaluationContext, asset: str
+    context: dg.SensorEvaluationContext, *assets: str, limit: int = 1000
 ) -> tuple[list, str | None]:
+    """Materializations of `assets` after the cursor, oldest first. Storage ids are global to the
+    instance, so one cursor serves several assets; when a fetch is cut at `limit`, the others stop
+    where it stopped, so nothing between is skipped."""
     after = int(context.cursor) if context.cursor else None
-    result = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after),
-        limit=1000,
-        ascending=True,
+    fetched = [
+        context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=after),
+            limit=limit,
+            ascending=True,
+        ).records
+        for asset in assets
+    ]
+    cut = min((f[-1].storage_id for f in fetched if len(f) >= limit), default=None)
+    records = sorted(
+        (r for f in fetched for r in f if cut is None or r.storage_id <= cut),
+        key=lambda r: r.storage_id,
     )
-    records = result.records
     cursor = str(records[-1].storage_id) if records else context.cursor
     return records, cursor
 
@@ -77,16 +87,20 @@ def _new_facts(warehouse: WarehouseResource, facts: pd.DataFrame) -> pd.DataFram
     default_status=dg.DefaultSensorStatus.RUNNING,
     job=alert_delivery_job,
     minimum_interval_seconds=environment.sensor_interval_seconds(),
-    description="Threshold crossings and forecast breaches in new `budget_status` results.",
+    description=(
+        "Threshold crossings and forecast breaches in new `budget_status` results, of closed "
+        "days and of today so far (`budget_status_today`)."
+    ),
 )
 def budget_alert_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult:
-    records, cursor = _new_materializations(context, "budget_status")
+    records, cursor = _new_materializations(context, "budget_status", "budget_status_today")
     rows = []
     for record in records:
-        meta = record.asset_materialization.metadata.get("alert_facts")
-        day = record.partition_key
+        metadata = record.asset_materialization.metadata
+        meta = metadata.get("alert_facts")
+        day = record.partition_key or getattr(metadata.get("day"), "value", None)
         # A run over a range of days records every day's facts, each with its own day.
         rows += [{"day": day, **fact} for fact in (meta.value if meta is not None else [])]
     facts = pd.DataFrame(rows, columns=["tenant_id", "period", "kind", "ref", "day"])

@@ -1,9 +1,14 @@
-"""`budget_status` and `tenant_enforcement`: spend vs budget and tier per tenant, and the flag."""
+"""`budget_status` and `tenant_enforcement`: spend vs budget and tier per tenant, and the flag.
+
+The daily partitions end at yesterday. Today, still running, is `budget_status_today`: an
+unpartitioned asset the hourly refresh rebuilds, which writes today's rows of the same two tables
+(LLM spend up to the run, other spend through yesterday) until the daily close builds the day.
+"""
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotations at
 # definition time and rejects them as strings.
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -91,7 +96,10 @@ def tenant_enforcement(
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     wh = warehouse.get()
-    status = wh.read(BUDGET_STATUS, days=[day])
+    return _enforcement_day(wh, day, wh.read(BUDGET_STATUS, days=[day]))
+
+
+def _enforcement_day(wh: Warehouse, day: date, status: pd.DataFrame) -> dg.MaterializeResult:
     previous = wh.read(TENANT_ENFORCEMENT, days=[day - timedelta(days=i) for i in range(1, 36)])
     rows = enforcement(status, previous)
     wh.replace_partition(TENANT_ENFORCEMENT, day, rows)
@@ -108,5 +116,39 @@ def tenant_enforcement(
             "blocked_ids": dg.MetadataValue.json(
                 json.loads(blocked["tenant_id"].to_json(orient="values"))
             ),
+        }
+    )
+
+
+@dg.asset(
+    group_name="budgets",
+    kinds={"python", "sql"},
+    deps=["llm_interactions"],
+    description=(
+        "Today so far (UTC), which is not a daily partition yet: `budget_status` and "
+        "`tenant_enforcement` rows of today, from the LLM calls ingested up to this run and the "
+        "other spend through yesterday. Rebuilt by the hourly refresh; the daily close replaces "
+        "it with the finished day."
+    ),
+)
+def budget_status_today(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cost_config: CostConfigResource,
+) -> dg.MaterializeResult:
+    now = datetime.now(UTC)
+    day = now.date()
+    wh = warehouse.get()
+    status = evaluate_days(wh, cost_config.get(), [day], as_of=now)[day]
+    result = _status_day(wh, day, status)
+    blocking = _enforcement_day(wh, day, status)
+    context.log.info(f"today {day} as of {now:%H:%M} UTC: {blocking.metadata['blocked']} blocked")
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            "as_of": now.isoformat(timespec="seconds"),
+            **(result.metadata or {}),
+            "blocked": blocking.metadata["blocked"],
+            "blocked_tenants": blocking.metadata["blocked_tenants"],
         }
     )

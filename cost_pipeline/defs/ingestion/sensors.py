@@ -69,7 +69,10 @@ def late_data_sensor_for(job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefin
         requests = []
         for day, storage_id in sorted(touched.items()):
             if day not in valid:
-                context.log.warning(f"ingested data for {day}, outside the daily partitions")
+                if valid and day > max(valid):
+                    context.log.info(f"{day} is not over: the hourly refresh and close build it")
+                else:
+                    context.log.warning(f"ingested data for {day}, outside the daily partitions")
                 continue
             latest = context.instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=FRESHNESS_ASSET, asset_partitions=[day]), limit=1
