@@ -18,11 +18,22 @@ from cost_pipeline.defs.infrastructure import definitions as infrastructure
 from cost_pipeline.defs.ingestion import definitions as ingestion
 from cost_pipeline.defs.pricing import definitions as pricing
 from cost_pipeline.defs.resources import build_resources
+from cost_pipeline.defs.rollups import definitions as rollups
 from cost_pipeline.defs.summaries import definitions as summaries
 from cost_pipeline.lib.config import load_config
 
 # Each domain module exports its own `defs`; only the merged one lives at this module's scope.
-DOMAINS = (ingestion, pricing, infrastructure, summaries, analytics, budgets, billing, alerts)
+DOMAINS = (
+    ingestion,
+    pricing,
+    infrastructure,
+    summaries,
+    rollups,
+    analytics,
+    budgets,
+    billing,
+    alerts,
+)
 
 
 def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:

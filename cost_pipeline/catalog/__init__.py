@@ -38,6 +38,12 @@ from cost_pipeline.catalog.ledger import (
     PROVIDER_USAGE_PRICED,
     QUARANTINE,
 )
+from cost_pipeline.catalog.rollups import (
+    AGENT_COSTS,
+    AGENT_UNIT_ECONOMICS,
+    END_USER_COSTS,
+    WORKFLOW_RUNS,
+)
 from cost_pipeline.lib.schemas import TableSchema
 
 TABLES: dict[str, TableSchema] = {
@@ -59,12 +65,16 @@ TABLES: dict[str, TableSchema] = {
         K8S_ALLOCATIONS,
         INFRA_COST_ALLOCATION,
         DAILY_COST_SUMMARY,
+        WORKFLOW_RUNS,
+        END_USER_COSTS,
+        AGENT_COSTS,
         COST_FORECASTS,
         ANOMALY_SCORES,
         BUDGET_STATUS,
         TENANT_ENFORCEMENT,
         OVERAGE_CHARGES,
         TENANT_UNIT_ECONOMICS,
+        AGENT_UNIT_ECONOMICS,
         BILLING_LEDGER,
         BILLING_PERIOD_CLOSE,
         BILLING_RECONCILIATION,

@@ -25,12 +25,16 @@ DAILY_ASSETS = (
     "k8s_allocations",
     "infra_cost_allocation",
     "daily_cost_summary",
+    "workflow_runs",
+    "end_user_costs",
+    "agent_costs",
     "cost_forecasts",
     "anomaly_scores",
     "budget_status",
     "tenant_enforcement",
     "overage_charges",
     "tenant_unit_economics",
+    "agent_unit_economics",
 )
 
 # Today so far: the daily partitions end at yesterday; these stand in for today until it closes.
