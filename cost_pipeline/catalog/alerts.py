@@ -1,4 +1,4 @@
-"""The alert outbox: every message keyed by its fact, with its delivery state."""
+"""The alert outbox: one row per alert fact and channel, with its delivery state."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from cost_pipeline.lib.schemas import TableSchema, col
 ALERT_OUTBOX = TableSchema(
     name="alert_outbox",
     columns=(
-        col("alert_key", "str", nullable=False),
+        col(
+            "alert_key",
+            "str",
+            nullable=False,
+            doc="the row: its fact key for Slack, `<fact key>#email` / `#webhook` otherwise",
+        ),
         col("tenant_id", "str", nullable=False),
         col("period", "str", nullable=False),
         col("kind", "str", nullable=False),
@@ -27,9 +32,16 @@ ALERT_OUTBOX = TableSchema(
         col("updated_at", "datetime", nullable=False),
         col("sent_at", "datetime"),
         col("slack_ts", "str"),
+        # Added with email and webhooks; null on older rows, which are Slack rows of their fact.
+        col("fact_key", "str", doc="tenant:period:kind:ref, the same for every channel"),
+        col("transport", "str", doc="slack | email | webhook (null: slack)"),
+        col("receipt", "str", doc="Slack ts, email Message-ID or webhook event id"),
     ),
     partition_column=None,
     unique=("alert_key",),
     indexes=(("status", "next_attempt_at"), ("tenant_id", "period", "kind")),
-    doc="Every Slack alert, keyed by its fact; status pending/sending/sent/dry_run/failed.",
+    doc=(
+        "Every alert per channel (Slack, email, webhook), keyed by its fact and channel; status "
+        "pending/sending/sent/dry_run/failed/superseded."
+    ),
 )

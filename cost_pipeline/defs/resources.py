@@ -2,8 +2,9 @@
 
 Secrets are read only through `dg.EnvVar`, so they never appear in run config, logs or metadata.
 A source whose variables are unset is "not configured" (its assets write empty partitions), except
-in the demo configuration, where its offline twin stands in. Slack and Stripe without a token run
-dry: messages and meter events are recorded in the outbox tables, never sent.
+in the demo configuration, where its offline twin stands in. Slack and Stripe without a token, email
+without `SMTP_HOST` and the webhook without `ALERT_WEBHOOK_URL` run dry: messages and meter events
+are recorded in the outbox tables, never sent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dagster as dg
 from cost_pipeline import environment
 from cost_pipeline.lib.config import CostConfig, load_config
 from cost_pipeline.resources.anthropic_admin import AnthropicAdminResource, AnthropicAdminTwin
+from cost_pipeline.resources.email import EmailResource
 from cost_pipeline.resources.focus_exports import FocusExports, FocusExportsTwin
 from cost_pipeline.resources.kubecost import KubecostResource, KubecostTwin
 from cost_pipeline.resources.landing import LandingFolderResource
@@ -24,6 +26,7 @@ from cost_pipeline.resources.openai_admin import OpenAIAdminResource, OpenAIAdmi
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.stripe_billing import StripeBillingResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.resources.webhook import WebhookResource
 
 
 def _env(name: str, default: str = "") -> str:
@@ -89,6 +92,17 @@ def build_resources(config: CostConfig | None = None) -> dict[str, Any]:
             bot_token=_secret("SLACK_BOT_TOKEN"),
             default_channel=_env("SLACK_CHANNEL", config.alerts.default_channel),
             base_url=_env("SLACK_BASE_URL", "https://slack.com/api/"),
+        ),
+        "email": EmailResource(
+            host=_env("SMTP_HOST"),
+            port=int(_env("SMTP_PORT", "587")),
+            username=_env("SMTP_USERNAME") or None,
+            password=_secret("SMTP_PASSWORD"),
+            security=_env("SMTP_SECURITY", "starttls"),
+            from_address=_env("ALERT_EMAIL_FROM", "cost-alerts@localhost"),
+        ),
+        "webhook": WebhookResource(
+            url=_secret("ALERT_WEBHOOK_URL") or "", secret=_secret("ALERT_WEBHOOK_SECRET")
         ),
         "stripe_billing": StripeBillingResource(
             api_key=_secret("STRIPE_API_KEY") or "",

@@ -287,6 +287,80 @@ class Billing(_Model):
     max_overage_usd_per_period: Money = Decimal(50000)
 
 
+ALERT_KINDS = (
+    "budget_threshold",
+    "forecast_breach",
+    "anomaly",
+    "run_failure",
+    "billing_overage_held",
+    "billing_pending_credit",
+    "billing_close_mismatch",
+)
+AlertChannel = Literal["slack", "email", "webhook"]
+EmailAddress = Annotated[str, Field(pattern=r"^[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+$")]
+
+
+class AlertRoute(_Model):
+    """Alert kinds (`*`: every kind) and the channels that receive them."""
+
+    kinds: list[str] = ["*"]
+    channels: list[AlertChannel]
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, v: list[str]) -> list[str]:
+        unknown = [k for k in v if k != "*" and k not in ALERT_KINDS]
+        if unknown:
+            known = ", ".join(ALERT_KINDS)
+            raise ValueError(f"unknown alert kind(s) {unknown} (known: *, {known})")
+        return v
+
+
+class TenantChannels(_Model):
+    """A tenant's own email recipients and, when set, its own routes (instead of `routes`)."""
+
+    email_to: list[EmailAddress] = []
+    routes: list[AlertRoute] | None = None
+
+
+class Channels(_Model):
+    """Which channels receive which alerts: Slack, email, a signed webhook.
+
+    An alert goes to every channel of every route matching its kind: the tenant's own `routes`
+    when it has them, else the top-level ones (default: everything to Slack only). Email goes to
+    the tenant's `email_to`, else to `email_to`. Servers, URLs and secrets are environment
+    variables (`SMTP_*`, `ALERT_WEBHOOK_*`); a routed channel without them runs dry.
+    """
+
+    routes: list[AlertRoute] = [AlertRoute(channels=["slack"])]
+    email_to: list[EmailAddress] = []
+    tenants: dict[str, TenantChannels] = {}
+
+    @model_validator(mode="after")
+    def _someone_reads_email(self) -> Channels:
+        def emails(routes: list[AlertRoute]) -> bool:
+            return any("email" in r.channels for r in routes)
+
+        if emails(self.routes) and not self.email_to:
+            raise ValueError("routes send email but email_to is empty: who should read it?")
+        for tenant, own in self.tenants.items():
+            nobody = not (own.email_to or self.email_to)
+            if own.routes is not None and emails(own.routes) and nobody:
+                raise ValueError(f"tenants.{tenant}: routes send email but no email_to is set")
+        return self
+
+    def channels_for(self, tenant_id: str, kind: str) -> list[str]:
+        """The channels that receive an alert of `kind` about `tenant_id`, in a stable order."""
+        own = self.tenants.get(tenant_id)
+        routes = own.routes if own is not None and own.routes is not None else self.routes
+        wanted = {c for r in routes if "*" in r.kinds or kind in r.kinds for c in r.channels}
+        return [c for c in ("slack", "email", "webhook") if c in wanted]
+
+    def email_recipients(self, tenant_id: str) -> list[str]:
+        own = self.tenants.get(tenant_id)
+        return list(own.email_to if own is not None and own.email_to else self.email_to)
+
+
 class CostConfig(_Model):
     organization: str = "Example Co"
     currency: Literal["USD"] = "USD"
@@ -303,6 +377,7 @@ class CostConfig(_Model):
     demo: Demo = Demo()
     partitions: Partitions = Partitions()
     billing: Billing = Billing()
+    channels: Channels = Channels()
 
     def first_partition_day(self, today: date) -> date:
         """The first daily partition (see `Partitions`)."""

@@ -1,7 +1,9 @@
-"""The alert outbox: every alert is a row keyed by its fact, so it is sent once and never lost.
+"""The alert outbox: every alert is a row keyed by its fact and channel, sent once, never lost.
 
-Key: `alert_key(tenant, period, kind, ref)` where `ref` is the threshold, the anomaly id or the
-run id. Life of a row:
+Fact key: `alert_key(tenant, period, kind, ref)` where `ref` is the threshold, the anomaly id or
+the run id. Routing (`route_alerts`, from `channels` in the configuration) gives a fact one row per
+channel that receives its kind: the Slack row is keyed by the fact key itself, the others by
+`row_key` (`<fact key>#email`, `<fact key>#webhook`). Life of a row, the same on every channel:
 
     pending --claim--> sending --send ok, or found in Slack's history--> sent | dry_run
                           |--send failed--> pending (attempts + 1, next_attempt_at backed off)
@@ -10,17 +12,32 @@ run id. Life of a row:
     pending --a higher threshold of the same tenant and period arrives--> superseded
 
 `enqueue` inserts only facts not seen before (a re-run of the whole month adds nothing) and
-keeps only the highest budget threshold of a tenant and period. `claim` moves due rows to
-`sending` under a lock, so two runs never send the same row, and stamps `first_attempt_at` the
-first time. A crash between Slack's answer and `record_*` leaves a row in `sending`; after
-`LEASE` it is due again, and the outbox sensor requests a run for it on its own.
+keeps only the highest budget threshold of a tenant and period. `claim` moves due rows of one
+channel to `sending` under a lock, so two runs never send the same row, and stamps
+`first_attempt_at` the first time. A crash between the answer and `record_*` leaves a row in
+`sending`; after `LEASE` it is due again, and the outbox sensor requests a run for it on its own.
 
-Why a re-send is not a duplicate: every message carries its alert keys in Slack message metadata
-(`message_metadata`). A row that was attempted before (timeout, 5xx, crash, expired lease: the
-outcome is unknown) is looked up in its channel's history since `first_attempt_at - HISTORY_MARGIN`
-before it is sent again; if a message carrying its key is there, the row is recorded `sent` with
-that message's `ts` and nothing is posted. If the history cannot be read, the row backs off rather
-than risk a second message. What is left: a message Slack accepted but does not yet list.
+Why a re-send is not a duplicate depends on the channel, because only Slack can be asked:
+
+- Slack: every message carries its alert keys in Slack message metadata (`message_metadata`). A
+  row attempted before (timeout, 5xx, crash, expired lease: the outcome is unknown) is looked up
+  in its channel's history since `first_attempt_at - HISTORY_MARGIN` before it is sent again; if a
+  message carrying its key is there, the row is recorded `sent` with that message's `ts` and
+  nothing is posted. If the history cannot be read, the row backs off rather than risk a second
+  message. What is left: a message Slack accepted but does not yet list.
+- Webhook: every attempt carries the fact key as its event id (`X-Cost-Pipeline-Event-Id`, also
+  `Idempotency-Key`). The receiver's side of the contract is to act once per event id and to
+  answer a repeat with 2xx (or 409); a re-send after an unknown outcome is then harmless, so
+  delivery is exactly once *as the receiver sees it*. A receiver that ignores the id gets
+  at-least-once.
+- Email: SMTP offers no way to ask whether a message was taken. Each alert is one message with a
+  `Message-ID` derived from its key, the same on every attempt, so a re-send after an unknown
+  outcome (the server took the message but its answer was lost, or the run died after sending)
+  is recognisable as the same message: delivery is at-least-once at the SMTP server, with
+  `Message-ID` as the dedup key (mail clients and many mailbox providers fold duplicates by it).
+  A transient refusal (4xx), a timeout before the server took the message or a crash before
+  sending gives exactly one message; a permanent refusal (5xx, RFC 5321) none: the row is
+  `failed`, naming the server's answer, like a Slack `channel_not_found`.
 """
 
 from __future__ import annotations
@@ -33,6 +50,8 @@ from typing import Any
 
 import pandas as pd
 
+from cost_pipeline.lib.config import Channels
+
 LOCK = "alert_outbox"
 THRESHOLD_KIND = "budget_threshold"
 DONE = ("sent", "dry_run")
@@ -40,6 +59,8 @@ DONE = ("sent", "dry_run")
 LEASE = timedelta(minutes=15)
 # Slack's clock and ours differ a little; history is searched from this much before the first try.
 HISTORY_MARGIN = timedelta(minutes=5)
+SLACK = "slack"
+TRANSPORTS = ("slack", "email", "webhook")
 EVENT_TYPE = "cost_pipeline_alert"
 ANOMALY_KIND = "anomaly"
 EPISODE_PREFIX = "incident@"
@@ -52,6 +73,33 @@ def alert_key(tenant_id: str, period: str, kind: str, ref: str | float) -> str:
     if isinstance(ref, float):
         ref = f"{ref:g}"
     return f"{tenant_id}:{period}:{kind}:{ref}"
+
+
+def row_key(fact_key: str, transport: str | None) -> str:
+    """The outbox row of a fact on one channel: the fact key itself for Slack (as it always
+    was), `<fact key>#<channel>` for the others."""
+    return fact_key if transport in (None, SLACK) else f"{fact_key}#{transport}"
+
+
+def route_alerts(alerts: pd.DataFrame, channels: Channels) -> pd.DataFrame:
+    """One row per alert and channel that receives its kind (`channels.channels_for`), with
+    `transport` and `channel` (the destination: the Slack channel already set, the email
+    recipients, or `webhook`)."""
+    if alerts.empty:
+        return alerts.assign(transport=pd.Series(dtype=str))
+    out = []
+    for row in alerts.to_dict("records"):
+        for transport in channels.channels_for(str(row["tenant_id"]), str(row["kind"])):
+            if transport == "email":
+                destination = ", ".join(channels.email_recipients(str(row["tenant_id"])))
+            elif transport == "webhook":
+                destination = "webhook"
+            else:
+                destination = row["channel"]
+            out.append({**row, "transport": transport, "channel": destination})
+    return pd.DataFrame(
+        out, columns=[*alerts.columns.drop("transport", errors="ignore"), "transport"]
+    )
 
 
 def new_episodes(facts: pd.DataFrame, alerted: pd.DataFrame) -> pd.Series:
@@ -135,11 +183,33 @@ class SendError(Exception):
         self.retryable = retryable
 
 
-# send(channel, text, blocks, metadata) -> message ts (None in dry-run); raises SendError.
-Sender = Callable[[str, str, list[dict], dict[str, Any]], str | None]
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send: the outbox rows it delivers (one, or a Slack digest's), where to,
+    and what it says. `facts` are the rows' tenant_id, period, kind, ref, day and fact_key."""
+
+    keys: list[str]
+    channel: str
+    text: str
+    blocks: list[dict]
+    facts: list[dict[str, Any]]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return message_metadata(self.keys)
+
+    @property
+    def fact_key(self) -> str:
+        """The fact of a single-alert message (its event id / Message-ID source)."""
+        return str(self.facts[0]["fact_key"])
+
+
+# send(message) -> receipt: Slack ts, Message-ID or event id (None in dry-run); raises SendError.
+Sender = Callable[[Outgoing], str | None]
 # find(channel, oldest, keys) -> {alert_key: ts} of the keys already in the channel since
 # `oldest`; raises SendError when the history cannot be read.
 Finder = Callable[[str, datetime, list[str]], dict[str, str]]
+# None: the channel sends one message per alert (email and webhooks: one id per alert).
 DigestBuilder = Callable[[pd.DataFrame], tuple[str, list[dict]]]
 
 

@@ -1,6 +1,9 @@
-"""The alert outbox's storage: enqueue facts once, claim due rows under a lock, record outcomes.
+"""The alert outbox's storage: enqueue facts once per channel, claim due rows of a channel under
+a lock, record outcomes.
 
-The life of a row and why it is sent once is told in `lib.outbox`; this module is the SQL.
+The life of a row and why it is sent once on each channel is told in `lib.outbox`; this module is
+the SQL. Rows from before email and webhooks have no `fact_key` / `transport`: they are Slack rows
+whose fact key is their `alert_key`.
 """
 
 from __future__ import annotations
@@ -16,31 +19,39 @@ from cost_pipeline.catalog import ALERT_OUTBOX
 from cost_pipeline.lib.outbox import (
     LEASE,
     LOCK,
+    SLACK,
     THRESHOLD_KIND,
     EnqueueResult,
     alert_key,
     backoff,
     new_episodes,
+    row_key,
 )
 from cost_pipeline.store.warehouse import Warehouse
 
 
 def enqueue(warehouse: Warehouse, alerts: pd.DataFrame, *, now: datetime) -> EnqueueResult:
-    """Insert new alert facts as `pending`; return what was inserted, skipped and superseded.
+    """Insert new alert facts as `pending`; return the row keys inserted, skipped and superseded.
 
-    `alerts` has tenant_id, period, kind, ref, day, channel, text, blocks. A budget threshold
-    at or below one already recorded for the tenant and period is skipped; a pending lower one
-    is superseded (nobody needs "50 %" once "90 %" is known).
+    `alerts` has tenant_id, period, kind, ref, day, channel, text, blocks and, once routed
+    (`lib.outbox.route_alerts`), transport (absent: Slack): one row per fact and channel. A
+    fact already recorded on any channel, or a budget threshold at or below one already recorded
+    for the tenant and period, is skipped; a pending lower one is superseded (nobody needs
+    "50 %" once "90 %" is known).
     """
     result = EnqueueResult()
     if alerts.empty:
         return result
     df = alerts.copy()
     df["ref"] = df["ref"].map(lambda r: f"{r:g}" if isinstance(r, float) else str(r))
-    df["alert_key"] = [
+    if "transport" not in df:
+        df["transport"] = SLACK
+    df["transport"] = df["transport"].fillna(SLACK)
+    df["fact_key"] = [
         alert_key(*k)
         for k in zip(df["tenant_id"], df["period"], df["kind"], df["ref"], strict=True)
     ]
+    df["alert_key"] = [row_key(f, t) for f, t in zip(df["fact_key"], df["transport"], strict=True)]
     is_thr = df["kind"] == THRESHOLD_KIND
     df["_level"] = pd.to_numeric(df["ref"].where(is_thr), errors="coerce")
     # Within one batch only the highest threshold of a tenant and period survives.
@@ -54,6 +65,7 @@ def enqueue(warehouse: Warehouse, alerts: pd.DataFrame, *, now: datetime) -> Enq
             conn.execute(
                 sa.select(
                     table.c.alert_key,
+                    sa.func.coalesce(table.c.fact_key, table.c.alert_key),
                     table.c.tenant_id,
                     table.c.period,
                     table.c.kind,
@@ -63,9 +75,10 @@ def enqueue(warehouse: Warehouse, alerts: pd.DataFrame, *, now: datetime) -> Enq
                 .where(table.c.tenant_id.in_(df["tenant_id"].unique().tolist()))
                 .where(table.c.period.in_(df["period"].unique().tolist()))
             ).all(),
-            columns=["alert_key", "tenant_id", "period", "kind", "ref", "status"],
+            columns=["alert_key", "fact_key", "tenant_id", "period", "kind", "ref", "status"],
         )
-        known = df["alert_key"].isin(existing["alert_key"])
+        # A fact recorded on any channel is not new: a channel routed later does not replay it.
+        known = df["fact_key"].isin(existing["fact_key"])
         thr_old = existing[
             (existing["kind"] == THRESHOLD_KIND) & (existing["status"] != "superseded")
         ]
@@ -115,21 +128,29 @@ def _due(table: sa.Table, now: datetime, lease: timedelta) -> sa.ColumnElement[b
     )
 
 
+def _on(table: sa.Table, transport: str) -> sa.ColumnElement[bool]:
+    """Rows of one channel; a row without `transport` predates the others and is Slack's."""
+    if transport == SLACK:
+        return sa.or_(table.c.transport == SLACK, table.c.transport.is_(None))
+    return table.c.transport == transport
+
+
 def claim(
     warehouse: Warehouse,
     *,
     now: datetime,
+    transport: str = SLACK,
     limit: int = 500,
     lease: timedelta = LEASE,
 ) -> pd.DataFrame:
-    """Move due rows to `sending` and return them, with `verify` True for the rows tried before
-    (their outcome may be unknown: look them up in Slack before sending them again)."""
+    """Move due rows of `transport` to `sending` and return them, with `verify` True for the rows
+    tried before (their outcome may be unknown: on Slack, look them up before sending again)."""
     table = warehouse.table(ALERT_OUTBOX)
     token = uuid.uuid4().hex
     with warehouse.transaction(LOCK) as conn:
         due = conn.execute(
             sa.select(table.c.alert_key, table.c.first_attempt_at)
-            .where(_due(table, now, lease))
+            .where(_due(table, now, lease), _on(table, transport))
             .order_by(table.c.created_at)
             .limit(limit)
         ).all()
@@ -152,9 +173,16 @@ def claim(
 
 
 def record_sent(
-    warehouse: Warehouse, keys: list[str], *, now: datetime, ts: str | None, dry_run: bool
+    warehouse: Warehouse,
+    keys: list[str],
+    *,
+    now: datetime,
+    ts: str | None,
+    dry_run: bool,
+    transport: str = SLACK,
 ) -> None:
-    """Record `keys` delivered as the Slack message `ts` (or as `dry_run`)."""
+    """Record `keys` delivered with receipt `ts` — the Slack message's ts, the email's
+    Message-ID, the webhook's event id — or as `dry_run`."""
     if not keys:
         return
     table = warehouse.table(ALERT_OUTBOX)
@@ -165,7 +193,8 @@ def record_sent(
             .values(
                 status="dry_run" if dry_run else "sent",
                 sent_at=now,
-                slack_ts=ts,
+                slack_ts=ts if transport == SLACK else None,
+                receipt=ts,
                 updated_at=now,
                 last_error=None,
             )
@@ -224,13 +253,15 @@ def unseen(warehouse: Warehouse, facts: pd.DataFrame) -> pd.DataFrame:
     existing = warehouse.read(
         ALERT_OUTBOX,
         where={"tenant_id": facts["tenant_id"].unique().tolist()},
-        columns=["alert_key", "tenant_id", "period", "kind", "ref", "status"],
+        columns=["alert_key", "fact_key", "tenant_id", "period", "kind", "ref", "status"],
     )
     keys = [
         alert_key(*k)
         for k in zip(facts["tenant_id"], facts["period"], facts["kind"], facts["ref"], strict=True)
     ]
-    known = pd.Series(keys, index=facts.index).isin(existing["alert_key"])
+    # A fact is known once any channel has its row (older Slack rows: their own key).
+    known_facts = existing["fact_key"].fillna(existing["alert_key"])
+    known = pd.Series(keys, index=facts.index).isin(known_facts)
     thr = existing[(existing["kind"] == THRESHOLD_KIND) & (existing["status"] != "superseded")]
     top = (
         thr.assign(level=pd.to_numeric(thr["ref"], errors="coerce"))

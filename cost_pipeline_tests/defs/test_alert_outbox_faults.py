@@ -15,8 +15,10 @@ from cost_pipeline.catalog import ALERT_OUTBOX
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
 from cost_pipeline.defs.alerts.sensors import alert_outbox_sensor
 from cost_pipeline.lib.outbox import message_metadata
+from cost_pipeline.resources.email import EmailResource
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.resources.webhook import WebhookResource
 from cost_pipeline.store import outbox
 from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.fakes.slack import FakeSlack
@@ -52,6 +54,8 @@ def env(tmp_path, fake_slack: FakeSlack, warehouse_url: str) -> dict:
             "slack": SlackResource(
                 bot_token=fake_slack.token, base_url=fake_slack.base_url, timeout_seconds=1
             ),
+            "email": EmailResource(),
+            "webhook": WebhookResource(),
         },
     }
 

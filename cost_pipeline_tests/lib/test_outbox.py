@@ -60,8 +60,8 @@ def _drain(
     slack = SlackResource(bot_token=fake.token, base_url=fake.base_url, timeout_seconds=timeout)
     return drain(
         wh,
-        lambda ch, text, blocks, meta: slack.post_message(
-            channel=ch, text=text, blocks=blocks, metadata=meta
+        lambda m: slack.post_message(
+            channel=m.channel, text=m.text, blocks=m.blocks, metadata=m.metadata
         ),
         now=now,
         dry_run=slack.dry_run,
@@ -180,8 +180,10 @@ def test_a_crash_after_claim_is_retried_after_the_lease(wh, fake_slack) -> None:
 def test_dry_run_records_dry_run_once(wh) -> None:
     slack = SlackResource(bot_token=None, default_channel="#a")
 
-    def send(ch, text, blocks, metadata):
-        return slack.post_message(channel=ch, text=text, blocks=blocks, metadata=metadata)
+    def send(m: outbox.Outgoing) -> str | None:
+        return slack.post_message(
+            channel=m.channel, text=m.text, blocks=m.blocks, metadata=m.metadata
+        )
 
     for _ in range(2):
         outbox.enqueue(wh, _alerts(2), now=T0)

@@ -1,7 +1,9 @@
 """The alert delivery job: record the facts a sensor decided on in the outbox, then drain it.
 
 Sending happens here, in a run, never in a sensor: it is logged, retried on the next tick and,
-through the outbox, done once per fact.
+through the outbox, done once per fact and channel. Routing (`channels` in the configuration)
+decides which channels — Slack, email, the signed webhook — get a row for each fact; each
+channel is drained on its own, so one that is down does not hold up the others.
 """
 
 # No `from __future__ import annotations`: Dagster reads op annotations at definition time.
@@ -13,6 +15,8 @@ import pandas as pd
 
 from cost_pipeline.defs.alerts.delivery import drain
 from cost_pipeline.lib.budgets import BUDGET_STATUS
+from cost_pipeline.lib.messages import email_body, email_subject, webhook_event
+from cost_pipeline.lib.outbox import Outgoing, route_alerts
 from cost_pipeline.lib.slack_messages import (
     anomaly_alerts,
     budget_alerts,
@@ -20,8 +24,10 @@ from cost_pipeline.lib.slack_messages import (
     digest_message,
     run_failure_message,
 )
+from cost_pipeline.resources.email import EmailResource
 from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.resources.webhook import WebhookResource
 from cost_pipeline.store import outbox
 
 
@@ -80,7 +86,7 @@ def enqueue_alerts(
             )
         )
     alerts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    result = outbox.enqueue(wh, alerts, now=_now())
+    result = outbox.enqueue(wh, route_alerts(alerts, cfg.channels), now=_now())
     context.log.info(
         f"outbox: {len(result.inserted)} new, {len(result.skipped)} already known or stale, "
         f"{len(result.superseded)} superseded"
@@ -88,55 +94,119 @@ def enqueue_alerts(
     return len(result.inserted)
 
 
-@dg.op(description="Send due `alert_outbox` rows to Slack (or record them as dry_run).")
+@dg.op(
+    description=(
+        "Send due `alert_outbox` rows to Slack, email and the webhook (or record them as dry_run)."
+    )
+)
 def send_alerts(
     context: dg.OpExecutionContext,
     enqueued: int,
     warehouse: WarehouseResource,
     cost_config: CostConfigResource,
     slack: SlackResource,
+    email: EmailResource,
+    webhook: WebhookResource,
 ) -> dg.Output:
-    def send(channel: str, text: str, blocks: list[dict], metadata: dict) -> str | None:
-        ts = slack.post_message(channel=channel, text=text, blocks=blocks, metadata=metadata)
+    wh, now = warehouse.get(), _now()
+
+    def to_slack(message: Outgoing) -> str | None:
+        ts = slack.post_message(
+            channel=message.channel,
+            text=message.text,
+            blocks=message.blocks,
+            metadata=message.metadata,
+        )
         if slack.dry_run:
-            context.log.info(f"[dry-run] Slack {channel}: {text}")
+            context.log.info(f"[dry-run] Slack {message.channel}: {message.text}")
         return ts
 
     def find(channel: str, oldest: datetime, keys: list[str]) -> dict[str, str]:
         return slack.find_sent(channel=channel, oldest=oldest, keys=keys)
 
-    result = drain(
-        warehouse.get(),
-        send,
-        now=_now(),
-        dry_run=slack.dry_run,
-        digest_after=cost_config.get().alerts.digest_after,
-        build_digest=digest_message,
-        find=None if slack.dry_run else find,
-    )
-    if result.found:
+    def to_email(message: Outgoing) -> str | None:
+        subject = email_subject(message.text, message.blocks)
+        if email.dry_run:
+            context.log.info(f"[dry-run] email to {message.channel}: {subject}")
+        return email.send(
+            to=[a.strip() for a in message.channel.split(",") if a.strip()],
+            subject=subject,
+            body=email_body(message.text, message.blocks, fact_key=message.fact_key),
+            fact_key=message.fact_key,
+        )
+
+    def to_webhook(message: Outgoing) -> str | None:
+        if webhook.dry_run:
+            context.log.info(f"[dry-run] webhook {message.fact_key}: {message.text}")
+        event = webhook_event(message.facts[0], text=message.text, blocks=message.blocks)
+        return webhook.post_event(event=event, event_id=message.fact_key)
+
+    results = {
+        "slack": drain(
+            wh,
+            to_slack,
+            now=now,
+            dry_run=slack.dry_run,
+            digest_after=cost_config.get().alerts.digest_after,
+            build_digest=digest_message,
+            find=None if slack.dry_run else find,
+        ),
+        # One message per alert: each has its own Message-ID / event id for the receiver.
+        "email": drain(
+            wh,
+            to_email,
+            now=now,
+            dry_run=email.dry_run,
+            digest_after=0,
+            build_digest=None,
+            transport="email",
+        ),
+        "webhook": drain(
+            wh,
+            to_webhook,
+            now=now,
+            dry_run=webhook.dry_run,
+            digest_after=0,
+            build_digest=None,
+            transport="webhook",
+        ),
+    }
+    found = sum(len(r.found) for r in results.values())
+    failed = sum(len(r.failed) for r in results.values())
+    if found:
         context.log.info(
-            f"{len(result.found)} alert(s) were already in Slack from an earlier attempt; "
+            f"{found} alert(s) were already in Slack from an earlier attempt; "
             "recorded as sent, not posted again"
         )
-    if result.failed:
-        context.log.warning(f"{len(result.failed)} alert(s) not delivered; retried next tick")
+    if failed:
+        context.log.warning(f"{failed} alert(s) not delivered; retried next tick")
+    delivered = sum(len(r.sent) for r in results.values())
     return dg.Output(
-        len(result.sent),
+        delivered,
         metadata={
             "enqueued": enqueued,
-            "delivered": len(result.sent),
-            "found_already_sent": len(result.found),
-            "messages": result.messages,
-            "digests": result.digests,
-            "not_delivered": len(result.failed),
+            "delivered": delivered,
+            "found_already_sent": found,
+            "messages": sum(r.messages for r in results.values()),
+            "digests": sum(r.digests for r in results.values()),
+            "not_delivered": failed,
             "dry_run": slack.dry_run,
+            **{f"delivered_{name}": len(r.sent) for name, r in results.items()},
+            "dry_run_channels": ", ".join(
+                name
+                for name, resource in (("slack", slack), ("email", email), ("webhook", webhook))
+                if resource.dry_run
+            )
+            or "none",
         },
     )
 
 
 @dg.job(
-    description="Record alert facts in the outbox and deliver every due alert to Slack, once.",
+    description=(
+        "Record alert facts in the outbox and deliver every due alert once to each channel that "
+        "routing names (Slack, email, webhook)."
+    ),
     tags={"cost_pipeline/kind": "alerts"},
 )
 def alert_delivery_job() -> None:

@@ -155,6 +155,7 @@ def tenant_unit_economics(
 def _enqueue_alerts(wh: Warehouse, config: CostConfig, alerts: pd.DataFrame, now: datetime) -> str:
     """Queue billing alerts for the finance channel through the alert outbox."""
     try:
+        from cost_pipeline.lib.outbox import route_alerts
         from cost_pipeline.store import outbox
     except ImportError:  # pragma: no cover - the outbox ships with the alerts issue
         return "alert outbox not available"
@@ -162,7 +163,7 @@ def _enqueue_alerts(wh: Warehouse, config: CostConfig, alerts: pd.DataFrame, now
         return "none"
     alerts = alerts.assign(day=None, blocks=None, channel=config.alerts.default_channel)
     try:
-        result = outbox.enqueue(wh, alerts, now=now)
+        result = outbox.enqueue(wh, route_alerts(alerts, config.channels), now=now)
     except Exception as exc:  # an alerting fault must not hide the billing result itself
         return f"alert outbox failed: {type(exc).__name__}: {exc}"
     return f"{len(result.inserted)} queued, {len(result.skipped)} already known"
