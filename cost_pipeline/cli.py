@@ -281,6 +281,69 @@ def migrate() -> None:
     wh.dispose()
 
 
+ENFORCEMENT_COMMANDS = ("decide", "override", "suspend", "revoke")
+
+
+def _enforcement_parsers(sub: argparse._SubParsersAction) -> None:
+    decide = sub.add_parser("decide", help="ask the enforcement decision for a call (exit 3: no)")
+    override = sub.add_parser("override", help="let a tenant's (or scope's) calls through")
+    suspend = sub.add_parser("suspend", help="deny a tenant's (or one scope's) calls")
+    for p in (decide, override, suspend):
+        p.add_argument("tenant")
+        group = p.add_mutually_exclusive_group()
+        for scope in ("agent", "model", "provider"):
+            group.add_argument(f"--{scope}")
+    decide.add_argument("--cost", type=float, default=0.0, help="estimated cost of the call, USD")
+    override.add_argument("--hours", type=float, required=True, help="overrides always expire")
+    suspend.add_argument("--hours", type=float, help="default: until revoked")
+    revoke = sub.add_parser("revoke", help="end an override or a suspension")
+    revoke.add_argument("action_id")
+    for p in (override, suspend, revoke):
+        p.add_argument("--reason", required=True)
+        p.add_argument("--by", required=True, help="who asks (recorded in the audit)")
+
+
+def enforcement_command(args: argparse.Namespace) -> int:
+    """`decide`, `override`, `suspend` and `revoke`; every change is audited."""
+    from cost_pipeline import environment
+    from cost_pipeline.enforcement import Enforcer
+    from cost_pipeline.lib.config import load_config
+    from cost_pipeline.store import enforcement as store
+    from cost_pipeline.store.warehouse import Warehouse
+
+    wh = Warehouse(environment.default_warehouse_url())
+    now = datetime.now(UTC)
+    if args.command == "revoke":
+        done = store.revoke_action(wh, args.action_id, actor=args.by, reason=args.reason, now=now)
+        print(f"revoked {args.action_id}" if done else f"no active action {args.action_id}")
+        return 0 if done else 1
+    scope = next((s for s in ("agent", "model", "provider") if getattr(args, s)), "tenant")
+    value = getattr(args, scope) if scope != "tenant" else ""
+    if args.command == "decide":
+        d = Enforcer(wh.url).decide(
+            args.tenant, args.agent, args.model, args.provider, args.cost, now=now
+        )
+        print(f"{'ALLOW' if d.allowed else 'DENY'} ({d.state}): {d.reason}")
+        if d.limit is not None:
+            print(f"limit {d.limit:.2f}  spent {d.spent:.2f}  remaining {d.remaining:.2f} USD")
+        return 0 if d.allowed else 3
+    config = load_config(environment.config_file() or None)
+    wh.migrate(first_day=config.first_partition_day(now.date()))  # the tables may be new
+    action_id = store.record_action(
+        wh,
+        kind=args.command.replace("suspend", "suspension"),
+        tenant_id=args.tenant,
+        scope=scope,
+        scope_value=value,
+        reason=args.reason,
+        actor=args.by,
+        expires_at=now + timedelta(hours=args.hours) if args.hours else None,
+        now=now,
+    )
+    print(f"{args.command} {action_id}: {args.tenant} {scope} {value}".rstrip())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cost-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     summ = sub.add_parser("summary", help="print totals and top tenants for a day range")
     summ.add_argument("--start", type=date.fromisoformat, required=True)
     summ.add_argument("--end", type=date.fromisoformat, required=True)
+    _enforcement_parsers(sub)
     args = parser.parse_args(argv)
     # Dagster's beta/preview notices are for the code's authors, not for the person running it.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -313,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print_summary(days)
     elif args.command == "migrate":
         migrate()
+    elif args.command in ENFORCEMENT_COMMANDS:
+        raise SystemExit(enforcement_command(args))
     else:
         print_summary(_days(args.start, (args.end - args.start).days + 1))
 

@@ -14,6 +14,7 @@ from cost_pipeline.defs.analytics import definitions as analytics
 from cost_pipeline.defs.billing import definitions as billing
 from cost_pipeline.defs.budgets import definitions as budgets
 from cost_pipeline.defs.catalog_metadata import table_metadata
+from cost_pipeline.defs.enforcement import definitions as enforcement
 from cost_pipeline.defs.infrastructure import definitions as infrastructure
 from cost_pipeline.defs.ingestion import definitions as ingestion
 from cost_pipeline.defs.pricing import definitions as pricing
@@ -31,6 +32,7 @@ DOMAINS = (
     rollups,
     analytics,
     budgets,
+    enforcement,
     billing,
     alerts,
 )

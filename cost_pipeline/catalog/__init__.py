@@ -17,7 +17,15 @@ from cost_pipeline.catalog.billing import (
     OVERAGE_CHARGES,
     TENANT_UNIT_ECONOMICS,
 )
+from cost_pipeline.catalog.budget_tree import BUDGET_NODE_STATUS
 from cost_pipeline.catalog.budgets import BUDGET_STATUS, TENANT_ENFORCEMENT
+from cost_pipeline.catalog.enforcement import (
+    CONFIG_SNAPSHOTS,
+    COUNTER_REFRESHES,
+    ENFORCEMENT_ACTIONS,
+    ENFORCEMENT_AUDIT,
+    SPEND_COUNTERS,
+)
 from cost_pipeline.catalog.infrastructure import (
     CLOUD_COST_DELIVERIES,
     CLOUD_COSTS,
@@ -71,7 +79,13 @@ TABLES: dict[str, TableSchema] = {
         COST_FORECASTS,
         ANOMALY_SCORES,
         BUDGET_STATUS,
+        BUDGET_NODE_STATUS,
         TENANT_ENFORCEMENT,
+        SPEND_COUNTERS,
+        COUNTER_REFRESHES,
+        ENFORCEMENT_ACTIONS,
+        ENFORCEMENT_AUDIT,
+        CONFIG_SNAPSHOTS,
         OVERAGE_CHARGES,
         TENANT_UNIT_ECONOMICS,
         AGENT_UNIT_ECONOMICS,

@@ -13,7 +13,7 @@ from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
 from cost_pipeline.defs.partitions import DAILY_BUILD, INGEST, daily_partitions
 
 # Reference data and incremental file ingesters: not partitioned.
-INGEST_ASSETS = ("model_prices", "llm_interactions", "cloud_costs")
+INGEST_ASSETS = ("config_audit", "model_prices", "llm_interactions", "cloud_costs")
 # Everything that is computed per UTC day, in dependency order.
 DAILY_ASSETS = (
     "priced_interactions",
@@ -31,6 +31,7 @@ DAILY_ASSETS = (
     "cost_forecasts",
     "anomaly_scores",
     "budget_status",
+    "budget_node_status",
     "tenant_enforcement",
     "overage_charges",
     "tenant_unit_economics",

@@ -355,7 +355,8 @@ def period_calendar(period: Period) -> list[date]:
 
 def alert_facts(status: pd.DataFrame) -> pd.DataFrame:
     """The alertable facts of `budget_status` rows: the highest threshold reached per tenant and
-    period, and a forecast breach (projected over the limit while still under it).
+    period, a forecast breach (projected over the limit while still under it), and a daily
+    budget reached (`daily_limit`, once per tenant and UTC day).
 
     A breach is only alerted when it is likely, not merely possible: with a forecast, when even
     its lower 80 % bound is over the limit (a breach at least ~90 % likely by the forecast's own
@@ -392,4 +393,17 @@ def alert_facts(status: pd.DataFrame) -> pd.DataFrame:
             "ref": "forecast",
         }
     )
-    return pd.concat([threshold, forecast], ignore_index=True)
+    # A daily budget reached: once per tenant and day (the row of the day's own period).
+    over_day = status[
+        (status["daily_utilization_pct"] >= 100) & (status["as_of"] < status["period_end"])
+    ]
+    over_day = over_day.sort_values("period_end").drop_duplicates(["tenant_id", "day"])
+    daily = pd.DataFrame(
+        {
+            "tenant_id": over_day["tenant_id"],
+            "period": over_day["period"],
+            "kind": "daily_limit",
+            "ref": over_day["day"].astype(str),
+        }
+    )
+    return pd.concat([threshold, forecast, daily], ignore_index=True)

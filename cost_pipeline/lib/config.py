@@ -75,6 +75,11 @@ class Tier(_Model):
     hard_cap_usd: Money | None = None
     overage: Overage | None = None
     allowance_counts: Literal["llm", "all"] = "llm"
+    # What `enforcement.decide` answers for this tier's tenants when it has no fresh spend state
+    # (no snapshot, or older than `enforcement.max_staleness_seconds`): `open` lets calls through
+    # (availability first), `closed` denies them (a cap that must hold). Either way the decision
+    # says why (`state: unknown`).
+    fail_mode: Literal["open", "closed"] = "open"
 
     @model_validator(mode="after")
     def _cap_or_overage(self) -> Tier:
@@ -87,6 +92,20 @@ class Budget(_Model):
     monthly_usd: Money | None = None
     daily_usd: Money | None = None
     thresholds: list[Percent] | None = None
+    # A blocking budget denies calls (`enforcement.decide`) once reached, like a hard cap.
+    blocking: bool = False
+
+
+class ScopeLimit(_Model):
+    """A monthly limit on one scope inside a tenant: an agent, a model or a provider.
+
+    Reaching a blocking limit denies calls of that scope only; the tenant's other calls go on.
+    """
+
+    scope: Literal["agent", "model", "provider"]
+    value: Annotated[str, Field(min_length=1)]
+    monthly_usd: Money
+    blocking: bool = True
 
 
 class Mappings(_Model):
@@ -112,6 +131,7 @@ class Tenant(_Model):
     slack_channel: str | None = None
     contract_overage: Overage | None = None
     budget: Budget = Budget()
+    limits: list[ScopeLimit] = []
     mappings: Mappings = Mappings()
 
     @field_validator("timezone")
@@ -290,6 +310,7 @@ class Billing(_Model):
 ALERT_KINDS = (
     "budget_threshold",
     "forecast_breach",
+    "daily_limit",
     "anomaly",
     "run_failure",
     "billing_overage_held",
@@ -361,12 +382,160 @@ class Channels(_Model):
         return list(own.email_to if own is not None and own.email_to else self.email_to)
 
 
+class Enforcement(_Model):
+    """How `cost_pipeline.enforcement.decide` answers apps.
+
+    - `unknown_tenant`: a tenant id not in the configuration is denied (default) or allowed;
+      the decision's reason says "unknown tenant" either way, never silently.
+    - `cache_seconds`: how long a process reuses the spend state it read for a tenant.
+    - `cooldown_seconds`: an open circuit (a blocking limit reached) turns half-open after this
+      long, letting one probe call through per cool-down until fresh spend says closed or open.
+    - `max_staleness_seconds`: spend state older than this is unknown; the tier's `fail_mode`
+      decides.
+    """
+
+    unknown_tenant: Literal["deny", "allow"] = "deny"
+    cache_seconds: Annotated[float, Field(ge=0)] = 5.0
+    cooldown_seconds: Annotated[float, Field(gt=0)] = 900.0
+    max_staleness_seconds: Annotated[float, Field(gt=0)] = 3 * 3600.0
+
+
+ResetDay = Annotated[int, Field(ge=1, le=28)]
+NodeId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _zone_name(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+class NodeBudget(_Model):
+    """The budget of one node of the budget hierarchy, per period (see `BudgetHierarchy`).
+
+    `thresholds` (percent of the limit; default `default_thresholds`) may exceed 100, e.g. 150
+    to hear again when an overspend reaches half the budget. `rollover` carries the unused part
+    of the previous period's `monthly_usd` into the next one: `none`, `capped` (at most
+    `rollover_cap_usd`) or `full`; `lib.budget_tree` states the rule.
+    """
+
+    monthly_usd: Money | None = None
+    daily_usd: Money | None = None
+    thresholds: list[Percent] | None = None
+    rollover: Literal["none", "capped", "full"] = "none"
+    rollover_cap_usd: Money | None = None
+
+    @model_validator(mode="after")
+    def _rollover(self) -> NodeBudget:
+        if self.rollover != "none" and self.monthly_usd is None:
+            raise ValueError(f"rollover {self.rollover!r} needs monthly_usd")
+        if (self.rollover == "capped") != (self.rollover_cap_usd is not None):
+            raise ValueError("rollover_cap_usd goes with rollover 'capped', and only with it")
+        return self
+
+
+class BudgetNode(_Model):
+    """A department or a team of the budget hierarchy.
+
+    `parent` is the id of a department or team (a department's parent is a department); none
+    means the organization. `tenants` are attached to this node; a tenant is attached to at most
+    one node, and the tenants attached to none belong to the organization directly. `timezone`
+    and `reset_day` (the local day of the month a period starts, 1-28) default to the parent's.
+    A `pooled` team's budget covers its tenants' combined spend; a team that is not pooled
+    gives each of its tenants the whole budget as its own allowance.
+    """
+
+    id: NodeId
+    name: str | None = None
+    kind: Literal["department", "team"]
+    parent: str | None = None
+    tenants: list[str] = []
+    budget: NodeBudget = NodeBudget()
+    timezone: str | None = None
+    reset_day: ResetDay | None = None
+    pooled: bool = True
+    # Where the node's budget alerts go in Slack (default: `alerts.default_channel`); email and
+    # webhook routes per node are `channels.tenants["team:<id>"]`.
+    slack_channel: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        return _zone_name(v)
+
+
+class BudgetHierarchy(_Model):
+    """The budget hierarchy: the organization, its departments and teams, and their tenants.
+
+    The organization is the root: its `budget`, and the `timezone` and `reset_day` its nodes
+    inherit unless they set their own. Spend rolls up from tenants to their node and on to the
+    organization, which sums every tenant (`lib.budget_tree`).
+    """
+
+    budget: NodeBudget = NodeBudget()
+    timezone: str = "UTC"
+    reset_day: ResetDay = 1
+    nodes: list[BudgetNode] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        return _zone_name(v) or v
+
+    @model_validator(mode="after")
+    def _tree(self) -> BudgetHierarchy:
+        by_id: dict[str, BudgetNode] = {}
+        for i, node in enumerate(self.nodes):
+            if node.id in by_id:
+                raise ValueError(f"nodes[{i}].id: duplicate node id {node.id!r}")
+            by_id[node.id] = node
+        owner: dict[str, str] = {}
+        for i, node in enumerate(self.nodes):
+            parent = by_id.get(node.parent) if node.parent is not None else None
+            if node.parent is not None and parent is None:
+                raise ValueError(
+                    f"nodes[{i}].parent: unknown node {node.parent!r} "
+                    f"(known: {', '.join(sorted(by_id))})"
+                )
+            if node.kind == "department" and parent is not None and parent.kind != "department":
+                raise ValueError(
+                    f"nodes[{i}].parent: department {node.id!r} cannot sit under team "
+                    f"{parent.id!r} (a department's parent is a department or the organization)"
+                )
+            if node.kind == "department" and not node.pooled:
+                raise ValueError(
+                    f"nodes[{i}].pooled: only a team can be unpooled (a department's budget "
+                    "covers its whole subtree)"
+                )
+            for tenant in node.tenants:
+                if tenant in owner:
+                    raise ValueError(
+                        f"nodes[{i}].tenants: tenant {tenant!r} is in both {owner[tenant]} and "
+                        f"{node.kind} {node.id!r} (a tenant belongs to at most one team)"
+                    )
+                owner[tenant] = f"{node.kind} {node.id!r}"
+        for i, node in enumerate(self.nodes):
+            path = [node.id]
+            up = node.parent
+            while up is not None:
+                if up in path:
+                    cycle = " -> ".join([*path[path.index(up) :], up])
+                    raise ValueError(f"nodes[{i}].parent: the parents form a cycle: {cycle}")
+                path.append(up)
+                up = by_id[up].parent
+        return self
+
+
 class CostConfig(_Model):
     organization: str = "Example Co"
     currency: Literal["USD"] = "USD"
     tiers: dict[str, Tier]
     tenants: list[Tenant]
     company_budget: Budget = Budget()
+    budget_hierarchy: BudgetHierarchy = BudgetHierarchy()
     default_thresholds: list[Percent] = [50, 75, 90, 100]
     price_overrides: list[PriceOverride] = []
     pricing: Pricing = Pricing()
@@ -378,6 +547,7 @@ class CostConfig(_Model):
     partitions: Partitions = Partitions()
     billing: Billing = Billing()
     channels: Channels = Channels()
+    enforcement: Enforcement = Enforcement()
 
     def first_partition_day(self, today: date) -> date:
         """The first daily partition (see `Partitions`)."""
@@ -409,6 +579,21 @@ class CostConfig(_Model):
                     owners[key] = tenant.id
         if self.allocation.rule == "tenant" and self.allocation.tenant not in seen:
             raise ValueError(f"allocation.tenant: unknown tenant {self.allocation.tenant!r}")
+        for i, node in enumerate(self.budget_hierarchy.nodes):
+            unknown = [t for t in node.tenants if t not in seen]
+            if unknown:
+                raise ValueError(
+                    f"budget_hierarchy.nodes[{i}].tenants: {node.kind} {node.id!r} names unknown "
+                    f"tenant(s) {', '.join(map(repr, unknown))} (not in tenants[].id)"
+                )
+        # Alerts are routed per tenant and per budget node (`team:<id>`, `organization`, ...).
+        nodes = {"organization"} | {f"{n.kind}:{n.id}" for n in self.budget_hierarchy.nodes}
+        for key in self.channels.tenants:
+            if key not in seen and key not in nodes:
+                raise ValueError(
+                    f"channels.tenants: {key!r} is neither a tenant nor a budget node "
+                    "(organization, department:<id>, team:<id>)"
+                )
         return self
 
     @cached_property
@@ -417,6 +602,14 @@ class CostConfig(_Model):
 
     def tier_of(self, tenant_id: str) -> Tier:
         return self.tiers[self.tenants_by_id[tenant_id].tier]
+
+    def budget_node(self, node_id: str) -> BudgetNode | None:
+        """The department or team of a budget node id (`team:<id>`, `team:<id>/<tenant>`)."""
+        kind, _, rest = node_id.partition(":")
+        ident = rest.split("/", 1)[0]
+        return next(
+            (n for n in self.budget_hierarchy.nodes if n.kind == kind and n.id == ident), None
+        )
 
     def thresholds_for(self, tenant_id: str | None) -> list[float]:
         tenant = self.tenants_by_id.get(tenant_id or "")

@@ -25,6 +25,7 @@ MAX_BLOCKS = 50
 KIND_TITLES = {
     "budget_threshold": "Budget {ref}% reached",
     "forecast_breach": "Forecast to exceed budget",
+    "daily_limit": "Daily budget reached on {ref}",
     "anomaly": "Unusual spend",
     "run_failure": "Pipeline run failed",
 }
@@ -75,6 +76,8 @@ def _drivers(top_drivers: Any) -> str:
         drivers = json.loads(top_drivers) if isinstance(top_drivers, str) else top_drivers or []
     except ValueError:
         drivers = []
+    if not isinstance(drivers, list):  # a missing value (NaN) of a row without drivers
+        drivers = []
     if not drivers:
         return "_no cost drivers recorded_"
     return "\n".join(f"• {d['driver']}: {usd(d['cost_usd'])}" for d in drivers[:3])
@@ -94,6 +97,10 @@ def budget_message(
     pct_text = "n/a" if pct is None or pd.isna(pct) else f"{float(pct):.1f}%"
     limit_kind = {"budget": "budget", "hard_cap": "tier hard cap", "included": "included usage"}
     limit_name = limit_kind.get(str(status.get("limit_kind")), "limit")
+    if status.get("node_kind"):  # a node of the budget hierarchy: its budget, maybe rolled over
+        rollover = status.get("rollover_usd")
+        carried = rollover is not None and not pd.isna(rollover) and float(rollover) > 0
+        limit_name = f"budget (incl. {usd(rollover)} rolled over)" if carried else "budget"
     breach = status.get("projected_breach_date")
     breach_text = "not projected" if breach is None or pd.isna(breach) else str(breach)
     # A tier allowance or cap that counts LLM usage only is measured on the LLM part.
@@ -108,7 +115,17 @@ def budget_message(
         f"{title}: {tenant_name} has spent {spent_text} of "
         f"{usd(status.get('limit_usd'))} {limit_name} ({pct_text}) in {status['period']}"
     )
-    link = asset_url(ui_url, "budget_status", str(status["day"]))
+    if kind == "daily_limit":
+        daily_pct = status.get("daily_utilization_pct")
+        daily_text = "n/a" if daily_pct is None or pd.isna(daily_pct) else f"{daily_pct:.1f}%"
+        text = (
+            f"{title}: {tenant_name} spent {usd(status.get('day_spend_usd'))} on {ref} (UTC "
+            f"day) against a daily budget of {usd(status.get('budget_daily_usd'))} "
+            f"({daily_text}); {spent_text} of {usd(status.get('limit_usd'))} {limit_name} "
+            f"in {status['period']} so far"
+        )
+    asset = "budget_node_status" if status.get("node_kind") else "budget_status"
+    link = asset_url(ui_url, asset, str(status["day"]))
     blocks = [
         _header(f"{title} — {tenant_name}"),
         _fields(
@@ -130,7 +147,7 @@ def budget_message(
         _section("*Top drivers*\n" + _drivers(status.get("top_drivers"))),
         _context(
             [
-                f"<{link}|budget_status {status['day']} in Dagster>",
+                f"<{link}|{asset} {status['day']} in Dagster>",
                 f"tenant `{status['tenant_id']}`",
             ]
         ),
@@ -206,9 +223,11 @@ def digest_message(alerts: pd.DataFrame, *, title: str = "Cost alerts") -> tuple
 
 
 def channel_for(config: CostConfig, tenant_id: str) -> str:
-    """A tenant's own channel if it has one, else the default alert channel."""
+    """A tenant's (or budget node's) own channel if it has one, else the default alert channel."""
     tenant = config.tenants_by_id.get(tenant_id)
-    return (tenant.slack_channel if tenant else None) or config.alerts.default_channel
+    node = None if tenant else config.budget_node(tenant_id)
+    own = tenant.slack_channel if tenant else (node.slack_channel if node else None)
+    return own or config.alerts.default_channel
 
 
 def _name(config: CostConfig, tenant_id: str) -> str:
@@ -226,7 +245,8 @@ def budget_alerts(status: pd.DataFrame, facts: pd.DataFrame, config: CostConfig)
             row,
             kind=row["kind"],
             ref=str(row["ref"]),
-            tenant_name=_name(config, row["tenant_id"]),
+            # A budget node's row names it (`budget_node_status.name`); a tenant's does not.
+            tenant_name=row.get("name") or _name(config, row["tenant_id"]),
             ui_url=config.alerts.dagster_ui_url,
         )
         out.append(_alert(row, config, text, blocks))

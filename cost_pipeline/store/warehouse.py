@@ -280,8 +280,11 @@ class Warehouse:
         transform: Callable[[pd.DataFrame], pd.DataFrame],
         *,
         chunk_rows: int = 500_000,
+        then: Callable[[Connection], object] | None = None,
     ) -> int:
         """Replace a day's rows by `transform` of themselves, in one transaction on one connection.
+
+        `then(conn)` runs last in the same transaction (e.g. what is derived from the day's rows).
 
         The day is locked before it is read (Postgres: its partition, so an ingestion that is
         adding rows to it finishes first; SQLite: the write lock), read into a spool, emptied
@@ -306,6 +309,8 @@ class Warehouse:
                     out = schema.conform(transform(schema.conform(arrow.to_pandas())))
                     self._bulk_insert(conn, schema, out)
                     written += len(out)
+                if then is not None:
+                    then(conn)
                 return written
             frame = schema.conform(
                 pd.read_sql(sa.select(table).where(table.c[column] == day), conn)
@@ -315,6 +320,8 @@ class Warehouse:
                 out = schema.conform(transform(frame.iloc[start : start + chunk_rows]))
                 self._bulk_insert(conn, schema, out)
                 written += len(out)
+            if then is not None:
+                then(conn)
         return written
 
     def replace_table(self, schema: TableSchema, df: pd.DataFrame) -> int:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -52,7 +53,9 @@ from cost_pipeline.catalog import (
 from cost_pipeline.demo.generator import DemoCompany
 from cost_pipeline.environment import SENSOR_INTERVAL_ENV
 from cost_pipeline.lib.config import CONFIG_ENV, CostConfig, load_config, packaged_config_path
+from cost_pipeline.enforcement import Enforcer
 from cost_pipeline.lib.outbox import keys_in_metadata
+from cost_pipeline.lib.periods import local_period_keys, period_of
 from cost_pipeline.store import queries
 from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.conftest import throwaway_postgres_database
@@ -126,7 +129,7 @@ def _config(path: Path, days: list[date]) -> Path:
     raw["tiers"][BILLED_TIER]["included_usage_usd"] = 0
     tenant = next(t for t in raw["tenants"] if t["id"] == ALERTED_TENANT)
     assert tenant["tier"] == BILLED_TIER and tenant.get("stripe_customer_id")
-    tenant["budget"] = {"monthly_usd": 1}
+    tenant["budget"] = {"monthly_usd": 1, "blocking": True}
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -394,6 +397,7 @@ def test_daemon_runs_the_ledger_unattended(
         assert {d.isoformat() for d in days} <= built, diagnostics("a landed day was not built")
 
         _assert_ledger(wh, days, calls)
+        _assert_decided_on_ingested_calls(warehouse_url, load_config(config), wh, days[-1])
         _assert_slack_once(wh, slack)
         _assert_stripe_once(wh, stripe, load_config(config))
     finally:
@@ -419,6 +423,25 @@ def _assert_ledger(wh: Warehouse, days: list[date], calls: int) -> None:
         priced += totals["priced_calls"]
     assert priced == calls == wh.count(PRICED_INTERACTIONS)
     assert wh.count(DAILY_COST_SUMMARY, days=days) > 0
+
+
+def _assert_decided_on_ingested_calls(
+    url: str, config: CostConfig, wh: Warehouse, day: date
+) -> None:
+    """`decide` counts exactly the calls the daemon's ingestions stored (its counters moved in
+    their transactions) and denies the tenant whose blocking one-dollar budget they reached."""
+    now = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    zone = config.tenants_by_id[ALERTED_TENANT].timezone
+    period = period_of(now, zone).key
+    calls = wh.read(PRICED_INTERACTIONS, where={"tenant_id": [ALERTED_TENANT]})
+    in_period = local_period_keys(calls["occurred_at"], pd.Series(zone, index=calls.index))
+    llm = float(calls.loc[in_period.eq(period), "cost_usd"].sum())
+    d = Enforcer(url, config).decide(ALERTED_TENANT, now=now)
+    assert d.state != "unknown", d
+    assert d.spent == pytest.approx(llm + float(d.spent - llm), abs=1e-9)
+    assert d.spent >= llm - 1e-9, (d, llm)
+    if d.spent >= 1:
+        assert not d.allowed and "budget reached" in d.reason, d
 
 
 def _assert_slack_once(wh: Warehouse, slack: FakeSlack) -> None:

@@ -120,7 +120,20 @@ def test_evaluate_day_status_breach_and_enforcement(warehouse: Warehouse) -> Non
     assert set(map(tuple, facts[["tenant_id", "kind", "ref"]].values)) == {
         ("free1", "budget_threshold", "100"),
         ("pro1", "forecast_breach", "forecast"),
+        # $160 spent on the day against a $20 daily budget.
+        ("pro1", "daily_limit", "2026-10-10"),
     }
+    text, _ = budget_message(
+        status.loc["pro1"].to_dict() | {"tenant_id": "pro1"},
+        kind="daily_limit",
+        ref="2026-10-10",
+        tenant_name="Pro One",
+        ui_url="http://ui",
+    )
+    assert text.startswith(
+        "Daily budget reached on 2026-10-10: Pro One spent $160.00 on 2026-10-10 (UTC day) "
+        "against a daily budget of $20.00 (800.0%)"
+    )
 
     enf = enforcement(status.reset_index(), pd.DataFrame()).set_index("tenant_id")
     assert COMPANY not in enf.index
@@ -234,7 +247,10 @@ def test_a_forecast_breach_is_alerted_only_when_it_is_likely() -> None:
             "limit_usd": 100.0,
             "forecast_source": source,
             "period_start": start,
+            "period_end": start + pd.Timedelta(days=31),
             "as_of": start + pd.Timedelta(days=days_in),
+            "day": date(2026, 10, 1) + pd.Timedelta(days=int(days_in)),
+            "daily_utilization_pct": float("nan"),
         }
 
     status = pd.DataFrame(

@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pandas as pd
 
+from cost_pipeline.catalog import BUDGET_NODE_STATUS, BUDGET_STATUS
 from cost_pipeline.defs.alerts.delivery import drain
-from cost_pipeline.lib.budgets import BUDGET_STATUS
 from cost_pipeline.lib.messages import email_body, email_subject, webhook_event
 from cost_pipeline.lib.outbox import Outgoing, route_alerts
 from cost_pipeline.lib.slack_messages import (
@@ -37,6 +37,10 @@ class AlertFactsConfig(dg.Config):
     facts_json: str = "[]"
 
 
+# Facts of `budget_status` rows (see `lib.budgets.alert_facts`).
+BUDGET_KINDS = ("budget_threshold", "forecast_breach", "daily_limit")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -53,11 +57,18 @@ def enqueue_alerts(
         return 0
     wh, cfg = warehouse.get(), cost_config.get()
     frames = []
-    budget = facts[facts["kind"].isin(["budget_threshold", "forecast_breach"])]
+    budget = facts[facts["kind"].isin(BUDGET_KINDS)]
     if not budget.empty:
         days = sorted({date.fromisoformat(d) for d in budget["day"]})
         status = wh.read(
             BUDGET_STATUS, days=days, where={"tenant_id": budget["tenant_id"].unique()}
+        )
+        # Facts of budget nodes (`team:<id>`, ...) are told from their `budget_node_status` row.
+        nodes = wh.read(
+            BUDGET_NODE_STATUS, days=days, where={"node_id": budget["tenant_id"].unique()}
+        )
+        status = pd.concat(
+            [status, nodes.rename(columns={"node_id": "tenant_id"})], ignore_index=True
         )
         # The latest evaluation of each tenant and period carries the numbers people see.
         status = status.sort_values("day").groupby(["tenant_id", "period"]).tail(1)

@@ -88,14 +88,17 @@ def _new_facts(warehouse: WarehouseResource, facts: pd.DataFrame) -> pd.DataFram
     job=alert_delivery_job,
     minimum_interval_seconds=environment.sensor_interval_seconds(),
     description=(
-        "Threshold crossings and forecast breaches in new `budget_status` results, of closed "
-        "days and of today so far (`budget_status_today`)."
+        "Threshold crossings, forecast breaches and daily limits in new `budget_status` "
+        "results (closed days and today so far, `budget_status_today`) and at every node of "
+        "the budget hierarchy (`budget_node_status`)."
     ),
 )
 def budget_alert_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult:
-    records, cursor = _new_materializations(context, "budget_status", "budget_status_today")
+    records, cursor = _new_materializations(
+        context, "budget_status", "budget_status_today", "budget_node_status"
+    )
     rows = []
     for record in records:
         metadata = record.asset_materialization.metadata

@@ -35,6 +35,7 @@ from cost_pipeline.lib.pricing import PricingEngine
 from cost_pipeline.lib.providers import known_providers
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
+from cost_pipeline.store.enforcement import refresh_counters
 from cost_pipeline.store.warehouse import Restatements
 
 SOURCE = "llm_interactions"
@@ -67,6 +68,7 @@ def llm_interactions(
     config = cost_config.get()
     engine = PricingEngine.for_config(config)
     providers = known_providers(config.price_overrides)
+    zones = {t.id: t.timezone for t in config.tenants}
     today = datetime.now(UTC).date()
     window = (config.first_partition_day(today), today + timedelta(days=FUTURE_DAYS))
     seen = set(wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["sha256"])["sha256"])
@@ -106,6 +108,12 @@ def llm_interactions(
             by_day = wh.insert_new(conn, PRICED_INTERACTIONS, prefetched(chunks), restate=restate)
             for frame in quarantine:
                 wh.append(QUARANTINE, frame, conn=conn)
+            # The live spend counters of every day this file touched, in the same transaction:
+            # `enforcement.decide` sees the calls as soon as they are stored, never before.
+            touched = sorted({date.fromisoformat(str(d)) for d in [*by_day, *restate.by_day]})
+            refresh_counters(
+                wh, conn, touched, zones, source=SOURCE, refreshed_at=restate.revised_at
+            )
             loaded = sum(by_day.values())
             # Rows staged but neither new nor restating a stored call: exact repeats of stored
             # calls (a re-delivered file).
@@ -148,6 +156,9 @@ def llm_interactions(
             f"[{i}/{len(files)}] {path.name}: {loaded:,} new, {restate.total:,} restated, "
             f"{duplicates:,} duplicate, {counts['quarantined']:,} quarantined"
         )
+    # Nothing new is news too: the counters are current as of this run.
+    with wh.transaction(lock_key=f"{SOURCE}:ingest") as conn:
+        refresh_counters(wh, conn, [], zones, source=SOURCE, refreshed_at=datetime.now(UTC))
 
     return dg.MaterializeResult(
         metadata={

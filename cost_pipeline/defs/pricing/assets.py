@@ -11,6 +11,7 @@ from cost_pipeline.lib.pricing import UNPRICED_STATUSES, PricingEngine
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
+from cost_pipeline.store.enforcement import counters_against_calls, refresh_counters
 
 
 @dg.asset(
@@ -62,8 +63,23 @@ def priced_interactions(
     if stale:
         context.log.info(f"{day}: {stale:,} call(s) priced with an older rate card: re-pricing")
         columns = LLM_INTERACTIONS.column_names
-        wh.rewrite_day(PRICED_INTERACTIONS, day, lambda frame: engine.price(frame[columns]))
+        zones = {t.id: t.timezone for t in cost_config.get().tenants}
+        wh.rewrite_day(
+            PRICED_INTERACTIONS,
+            day,
+            lambda frame: engine.price(frame[columns]),
+            # The live spend counters follow the new prices in the same transaction.
+            then=lambda conn: refresh_counters(wh, conn, [day], zones, source=None),
+        )
         versions = queries.price_versions(wh, day)
+    # The close reconciles the live counters with the stored calls: a day ingested before the
+    # counters existed, or changed outside an ingestion, is recounted (and said so).
+    repaired = _counters_off(counters_against_calls(wh, day))
+    if repaired:
+        context.log.warning(f"{day}: live spend counters of {repaired} tenant(s) recounted")
+        zones = {t.id: t.timezone for t in cost_config.get().tenants}
+        with wh.transaction(lock_key=f"spend_counters:day={day}") as conn:
+            refresh_counters(wh, conn, [day], zones, source=None)
     calls = int(versions["calls"].sum())
     cost = float(versions["cost_usd"].sum())
     unpriced = int(versions.loc[versions["pricing_status"].isin(UNPRICED_STATUSES), "calls"].sum())
@@ -82,6 +98,7 @@ def priced_interactions(
                 }
             ),
             "repriced_calls": stale,
+            "counters_recounted_tenants": repaired,
             "price_version": engine.price_version,
             "top_tenants": dg.MetadataValue.md(markdown_table(queries.cost_by_tenant(wh, day))),
             **(
@@ -142,3 +159,41 @@ def event_ids_unique_per_day(
         description=f"{duplicates:,} repeated event id(s) on {day}" if duplicates else "unique",
         metadata={"duplicate_event_ids": duplicates},
     )
+
+
+@dg.asset_check(
+    asset=priced_interactions,
+    partitions_def=daily_partitions,
+    description=(
+        "The live spend counters that `enforcement.decide` reads equal the day's stored calls "
+        "per tenant (cost of priced calls and number of calls): enforcement decides on the "
+        "ledger's numbers, not on a drifted copy."
+    ),
+)
+@for_each_day
+def spend_counters_match_calls(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    day = partition_day(context)
+    both = counters_against_calls(warehouse.get(), day)
+    off = both[_off(both)]
+    return dg.AssetCheckResult(
+        passed=off.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(off)} tenant(s) whose counters differ from the stored calls on {day}"
+            if len(off)
+            else f"counters equal the stored calls of {len(both)} tenant(s) on {day}"
+        ),
+        metadata={"tenants_off": len(off), "differences": dg.MetadataValue.md(markdown_table(off))},
+    )
+
+
+def _off(both):
+    return ((both["cost_usd"] - both["counted_usd"]).abs() > 1e-6) | (
+        both["calls"] != both["counted_calls"]
+    )
+
+
+def _counters_off(both) -> int:
+    return int(_off(both).sum())

@@ -7,10 +7,11 @@ from cost_pipeline.defs.pricing.assets import (
     model_prices,
     no_unknown_models,
     priced_interactions,
+    spend_counters_match_calls,
 )
 from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
 
 defs = dg.Definitions(
     assets=[model_prices, priced_interactions, provider_usage_priced],
-    asset_checks=[no_unknown_models, event_ids_unique_per_day],
+    asset_checks=[no_unknown_models, event_ids_unique_per_day, spend_counters_match_calls],
 )

@@ -1,0 +1,1 @@
+"""The enforcement domain: the audit of what enforcement decides on."""
