@@ -13,7 +13,9 @@ Severity needs three things at once: the ratio actual / expected, a robust z-sco
 excess in dollars that matters for the tenant (a share of its usual daily total). Cost is
 heavy-tailed, so the ratio must also pass the series' own tail: exp(`tail_mult` x the
 `tail_quantile` of its upward log deviations from its level over the 8 weeks before) — a series
-whose ordinary days often reach 2x its level needs more than 2x to be unusual. A series with
+whose ordinary days often reach 2x its level needs more than 2x to be unusual. For a series with
+calls it is the calls that must pass their own tail (cost is calls x cost per call: once the
+calls are unusual, a day of a few expensive calls has nothing left to explain). A series with
 fewer than `min_history_days` started days in the last 28 (a new tenant, agent or model) is
 scored `none` with the reason "not enough history", so new tenants are not flagged for being new.
 
@@ -31,11 +33,17 @@ Sustained shifts and drops (`changepoints.level_shift` on each series up to the 
 logs, on days since the series started — days before the data began are not a level of zero):
 a step of at least 1.25x (or a drop to 0.8x or less) that has lasted a week
 (`shift.min_days_after`), alerted for `shift_max_days` days from its start; intermittent series
-and shifts from (almost) nothing (a new driver) are not shifts. Every flagged row carries
+and shifts from (almost) nothing (a new driver) are not shifts. A shift of a series with calls
+must also show in its calls (`changepoints.count_shift`: a Poisson test with overdispersion, in
+square roots, so a small driver's quiet days are not an "infinite" drop) or in its cost per
+call (the same level-shift test on cost / calls, days without calls left out): the median day of
+a driver making a few expensive calls a day jumps with their count and is $0 on quiet days,
+which a median test in logs alone reads as a step or a collapse. Every flagged row carries
 `impact_usd`, the dollars above (or below) its usual level since `since_day`; an alert (high or
 critical) needs an impact of at least `min_impact_usd` *and* `min_impact_share` of the tenant's
 monthly budget (of its usual month's spend without a budget), like AWS Cost Anomaly Detection's
-monitors. Below that, the row is kept at `low` with its reason. The tenant total and coarse
+monitors (`impact_threshold`; the usual month is 30 weekday-neutral usual days). Below that,
+the row is kept at `low` with its reason. The tenant total and coarse
 drivers (provider, category, cluster, region, account) name the most specific driver behind
 them in their reason (`largest driver service:...`, `namespace:...`, an agent or a model).
 
@@ -53,7 +61,7 @@ import numpy as np
 import pandas as pd
 
 from cost_pipeline.catalog import ANOMALY_SCORES
-from cost_pipeline.lib.changepoints import ShiftParams, level_shift, nanquantile0
+from cost_pipeline.lib.changepoints import ShiftParams, count_shift, level_shift, nanquantile0
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -99,6 +107,12 @@ class AnomalyParams:
         default_factory=lambda: ShiftParams(min_ratio=1.25, min_z=5.0, min_days_after=7)
     )
     shift_max_days: int = 14
+
+
+def impact_threshold(month_usd: np.ndarray | float, params: AnomalyParams) -> np.ndarray:
+    """The dollar impact an alert (high, critical) needs: `min_impact_usd`, and
+    `min_impact_share` of the tenant's monthly budget (its usual month without one)."""
+    return np.fmax(params.min_impact_usd, params.min_impact_share * np.nan_to_num(month_usd))
 
 
 def _lagged(values: np.ndarray, targets: np.ndarray, lag: int) -> np.ndarray:
@@ -363,7 +377,13 @@ def score_days(
         params,
         min_ratio=np.exp(params.tail_mult * base["tail"]),
     )
+    # Without the series' own tail: for a series whose calls are tested too (below).
+    code_untailed, _, _ = severity_codes(
+        actual, base["expected"], base["sigma"], min_excess, params
+    )
     enough = base["history"] >= params.min_history_days
+    req_values: np.ndarray | None = None
+    shift_gated = np.zeros(code.shape, dtype=bool)
     if "requests" in daily and len(daily):
         req = driver_panel(daily, days, "requests").reindex(panel.index, fill_value=0.0)
         req_values = _started(req.to_numpy(), np.asarray(tenant_of))
@@ -372,7 +392,7 @@ def score_days(
         before = np.where(targets > WINDOW_DAYS, targets - WINDOW_DAYS - 1, -1)
         in_window = calls[:, targets] - np.where(before >= 0, calls[:, np.maximum(before, 0)], 0.0)
         has_requests = in_window > 0
-        rb = robust_baseline(req_values, targets)
+        rb = robust_baseline(req_values, targets, params.tail_quantile)
         # Counts are Poisson-like: a driver usually making 4 calls may well make 9.
         poisson = np.sqrt(np.nan_to_num(rb["expected"])) + 1.0
         req_code, _, _ = severity_codes(
@@ -382,6 +402,7 @@ def score_days(
             1.0,
             params,
             thresholds=params.request_thresholds,
+            min_ratio=np.exp(params.tail_mult * rb["tail"]),
         )
         # The gate applies to series with calls only. For the tenant total: not when most of
         # its excess is cost without calls (cloud, Kubernetes).
@@ -393,6 +414,12 @@ def score_days(
         excess = actual - expected
         infra_driven = is_total[:, None] & (infra_excess >= 0.5 * np.maximum(excess, 1e-12))
         gated = has_requests & ~infra_driven
+        # A shift of the tenant total is gated by its calls unless most of its usual cost has
+        # none.
+        mostly_infra = is_total[:, None] & (
+            np.nan_to_num(ib["level"]) >= 0.5 * np.nan_to_num(base["level"])
+        )
+        shift_gated = has_requests & ~mostly_infra
         # A driver new to the tenant has no usual call count to compare with: its cost share
         # (min_new_driver_share of the tenant's usual day) has to speak for it.
         prior = sum(np.nan_to_num(_lagged(req_values, targets, lag)) for lag in range(1, 29))
@@ -400,10 +427,13 @@ def score_days(
         new_ok = (excess >= params.min_new_driver_share * usual_total) & (
             np.nan_to_num(req_values[:, targets]) >= params.min_new_driver_requests
         )
+        # Cost and calls each have to pass their own tail, and cost is calls x cost per call:
+        # when the calls are past theirs, the cost's tail (a day of a few expensive calls) has
+        # nothing left to explain.
         code = np.where(
             new_driver & ~is_total[:, None],
             np.where(new_ok, code, 0),
-            np.where(gated, np.minimum(code, req_code), code),
+            np.where(gated, np.minimum(code_untailed, req_code), code),
         )
     code = np.where(enough, code, 0)
     since = _since(values, base, targets, params.thresholds[0][0])
@@ -419,6 +449,23 @@ def score_days(
     shift_usd = (shifts["after"] - shifts["before"]) * shift_days
     # A shift from (almost) nothing is a new driver, not a step: its spike row says so.
     is_shift = (shifts["start"] >= 0) & enough & (code == 0) & (shifts["before"] >= min_excess)
+    if req_values is not None and (is_shift & shift_gated).any():
+        # LLM spend is calls x cost per call. A driver making a few expensive calls a day has a
+        # median day that jumps with the count of its calls (and is zero on quiet days), so a
+        # shift in its cost stands only when its calls, or its cost per call, shifted the same
+        # way, each tested with the noise it has.
+        up = shifts["ratio"] > 1
+        c_ratio, c_z = count_shift(req_values, shifts["start"], targets, dows, params.shift)
+        calls_moved = (
+            np.where(up, c_ratio >= params.shift.min_ratio, c_ratio <= 1 / params.shift.min_ratio)
+            & (np.abs(c_z) >= params.shift.min_z)
+            & (np.sign(c_z) == np.where(up, 1, -1))
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_call = np.where(req_values > 0, values / req_values, np.nan)
+        pc = _shift_scan(per_call, dows, targets, params)
+        price_moved = (pc["start"] >= 0) & ((pc["ratio"] > 1) == up)
+        is_shift &= ~shift_gated | calls_moved | price_moved
     drop = is_shift & (shifts["ratio"] < 1)
     step = is_shift & (shifts["ratio"] > 1)
     kind = np.where(step, "step", np.where(drop, "drop", kind))
@@ -434,8 +481,12 @@ def score_days(
     impact = np.where(step | drop, shift_usd, impact)
     budgets = budgets or {}
     budget = np.array([budgets.get(t) or np.nan for t in tenant_of], dtype=float)
-    month = np.where(np.isnan(budget)[:, None], 30.0 * usual_total, budget[:, None])
-    threshold = np.fmax(params.min_impact_usd, params.min_impact_share * np.nan_to_num(month))
+    # Without a budget, the usual month is 30 weekday-neutral usual days of the tenant total:
+    # today's weekday expectation would halve the threshold on every weekend.
+    usual_level = pd.DataFrame(np.where(is_total[:, None], np.nan_to_num(base["level"]), 0.0))
+    usual_level = usual_level.groupby(np.asarray(tenant_of)).transform("sum").to_numpy()
+    month = np.where(np.isnan(budget)[:, None], 30.0 * usual_level, budget[:, None])
+    threshold = impact_threshold(month, params)
     small = (code >= RANK["high"]) & (np.abs(impact) < threshold)
     code = np.where(small, RANK["low"], code)
     # Only a spike of the tenant's own total can be "critical" by ratio; a step or a drop is

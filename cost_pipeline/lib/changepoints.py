@@ -10,8 +10,9 @@ starts). For every candidate start `k` among the last `search_days` days (at lea
 - the "after" level is the **median** of its days (one spike or one quiet day does not make a
   shift); the "before" level is the median too;
 - in logs (cost noise is multiplicative and right-skewed): z = log(after / before) /
-  (noise x sqrt(pi / 2 / n_after)), the standard error of a median, with noise = 1.4826 x the
-  MAD of the baseline days' log ratio to their level (at least `rel_noise_floor`);
+  (noise x sqrt(pi / 2 x (1 / n_after + 1 / n_before))), the standard error of the difference
+  of two medians (the level before is an estimate too), with noise = 1.4826 x the MAD of the
+  baseline days' log ratio to their level (at least `rel_noise_floor`);
 - the median of the last `min_days_after` days must pass the ratio too (a spike that is over
   is not a step).
 
@@ -23,6 +24,10 @@ pass the test again and number at least `min_days_after` (persistence). It is a 
 test, like one step of a binary-segmentation changepoint search; the forecaster uses it to stop
 projecting a level the series has left, and the anomaly scorer to report steps and drops that a
 one-day spike test never sees.
+
+`count_shift` tests the same start on a series of call counts (a Poisson test with
+overdispersion, in square roots): a shift in LLM spend that is neither in the calls nor in the
+cost per call is the noise of a driver making few calls, not a shift.
 """
 
 from __future__ import annotations
@@ -90,10 +95,18 @@ def _log_noise(base: np.ndarray, level: np.ndarray, floor: float) -> np.ndarray:
     return np.fmax(1.4826 * nanmedian_rows(np.abs(logs)), floor)
 
 
-def _log_z(after: np.ndarray, before: np.ndarray, noise: np.ndarray, n_after: np.ndarray):
-    """z of log(after / before) against the standard error of a median of `n_after` days."""
+def _log_z(
+    after: np.ndarray,
+    before: np.ndarray,
+    noise: np.ndarray,
+    n_after: np.ndarray,
+    n_before: np.ndarray,
+) -> np.ndarray:
+    """z of log(after / before) against the standard error of the difference of two medians,
+    of `n_after` and `n_before` days: the level before is an estimate too."""
     lv = np.where(before > 0, before, np.nan)
-    se = noise * np.sqrt(np.pi / 2 / np.maximum(n_after, 1))
+    n_a, n_b = np.maximum(n_after, 1), np.maximum(n_before, 1)
+    se = noise * np.sqrt(np.pi / 2 * (1 / n_a + 1 / n_b))
     return np.log(np.maximum(after, 0.01 * lv) / lv) / np.where(se > 0, se, np.nan)
 
 
@@ -119,6 +132,7 @@ def level_shift(
         return out
     best_abs = np.zeros(n)
     best_noise = np.zeros(n)
+    best_n_base = np.zeros(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo = max(first_k - params.baseline_days, 0)
@@ -135,7 +149,7 @@ def level_shift(
             n_after = np.sum(~np.isnan(after), axis=1)
             n_base = np.sum(~np.isnan(base), axis=1)
             dense = np.sum(base == 0, axis=1) <= params.max_zero_share * np.maximum(n_base, 1)
-            z = _log_z(after_level, before_level, noise, n_after)
+            z = _log_z(after_level, before_level, noise, n_after, n_base)
             ratio = np.where(
                 before_level > 0,
                 after_level / np.where(before_level > 0, before_level, 1.0),
@@ -165,6 +179,7 @@ def level_shift(
             out["before"] = np.where(better, before_level, out["before"])
             out["after"] = np.where(better, after_level, out["after"])
             best_noise = np.where(better, noise, best_noise)
+            best_n_base = np.where(better, n_base, best_n_base)
     # The search favours an early start (more days after it); move the start forward past the
     # days that are still closer to the old level than to the new one. A shift must then still
     # have lasted `min_days_after` days since its (moved) start: persistence, not a fresh spike.
@@ -187,7 +202,7 @@ def level_shift(
         )
         after_level = nanmedian_rows(after)
         n_after = np.sum(~np.isnan(after), axis=1)
-        z = _log_z(after_level, out["before"], best_noise, n_after)
+        z = _log_z(after_level, out["before"], best_noise, n_after, best_n_base)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(out["before"] > 0, after_level / out["before"], np.inf)
         holds = np.where(
@@ -202,3 +217,67 @@ def level_shift(
         out["after"] = np.where(gone, 0.0, out["after"])
     out["days"] = np.where(out["start"] >= 0, t - out["start"], 0)
     return out
+
+
+def count_shift(
+    calls: np.ndarray,
+    starts: np.ndarray,
+    targets: np.ndarray,
+    dows: np.ndarray,
+    shift: ShiftParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ratio, z) of each series' calls since `starts` (series x target; -1: none) against the
+    `baseline_days` before it: observed calls O over expected E (the baseline's rate x the
+    after days' weekday weights, from the baseline's own weekday means). In square roots, where
+    a Poisson count has a variance of 1/4 at any size (so a quiet day of a small driver is not
+    "infinitely" low): z = 2 (sqrt(O) - sqrt(E)) / sqrt(phi (1 + W_after / W_before)), phi the
+    baseline's overdispersion (at least 1: Poisson), the second term the uncertainty of the
+    rate."""
+    n, m = starts.shape
+    ratio, z = np.ones((n, m)), np.zeros((n, m))
+    width = shift.baseline_days
+    for j, t in enumerate(targets):
+        k = starts[:, j]
+        rows = np.flatnonzero(k >= 0)
+        if rows.size == 0:
+            continue
+        lo = max(int(k[rows].min()) - width, 0)
+        cols = np.arange(lo, t + 1)
+        c = calls[rows][:, cols]
+        known = ~np.isnan(c)
+        c = np.nan_to_num(c)
+        kk = k[rows][:, None]
+        before = known & (cols[None, :] >= kk - width) & (cols[None, :] < kk)
+        after = known & (cols[None, :] >= kk)
+        dw = dows[cols]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.stack(
+                [(c * (before & (dw == d))).sum(1) / (before & (dw == d)).sum(1) for d in range(7)],
+                axis=1,
+            )
+            weights = means / np.nanmean(means, axis=1, keepdims=True)
+            weights = np.clip(np.nan_to_num(weights, nan=1.0, posinf=1.0), 0.05, 7.0)
+            w = weights[:, dw]
+            w_before, w_after = (w * before).sum(1), (w * after).sum(1)
+            rate = (c * before).sum(1) / w_before
+            expected = rate * w_after
+            observed = (c * after).sum(1)
+            mu = rate[:, None] * w
+            # Overdispersion from the spread of the baseline's Pearson residuals (robustly: a
+            # spike in the baseline must not make every shift look like noise).
+            resid = np.where(
+                before & (mu > 0), (c - mu) / np.sqrt(np.where(mu > 0, mu, 1.0)), np.nan
+            )
+            center = nanquantile0(resid.T, 0.5)
+            phi = np.fmax((1.4826 * nanquantile0(np.abs(resid.T - center), 0.5)) ** 2, 1.0)
+            phi = np.nan_to_num(phi, nan=1.0)
+            zz = (
+                2
+                * (np.sqrt(observed) - np.sqrt(expected))
+                / np.sqrt(phi * (1 + w_after / w_before))
+            )
+            rr = np.where(expected > 0, observed / expected, np.where(observed > 0, np.inf, 1.0))
+        ok = (before.sum(1) >= width // 2) & (w_before > 0) & (w_after > 0)
+        ratio[rows, j] = np.where(ok, rr, 1.0)
+        z[rows, j] = np.where(ok, np.nan_to_num(zz), 0.0)
+    return ratio, z

@@ -1,10 +1,18 @@
-"""Measuring the analytics against labelled data: detector precision/recall, forecast MAPE.
+"""Measuring the analytics against labelled data: alert precision/recall, forecast MAPE.
 
 Definitions used by `make eval` (and written here so a reviewer can check them):
 
-- An *alert* is a tenant-day whose rows (total or any driver) of the detector reach
-  `min_severity`. It is a true alert when an incident of that tenant covers the day (start to
-  end, plus `grace_days` after the end while the baseline still remembers it), else a false alarm.
+- Acceptance: the *messages* production sends (`alert_messages`): of each day's high and
+  critical rows, one per tenant and start (the largest impact speaks), none for a start within
+  `outbox.EPISODE_DAYS` of one already alerted — `anomaly_alert_sensor` and the outbox, replayed
+  day by day. A message is true when its anomaly (start to the day sent) overlaps an incident of
+  its tenant (start to end + 1 day). Recall is over the *alertable* incidents: those whose dollar
+  impact reaches the tenant's alert threshold (`incident_thresholds`, the same
+  `anomaly.impact_threshold` the scorer applies); missing one below it is not a miss.
+- Diagnostic (`detector_metrics`): an *alert* is a tenant-day whose rows (total or any driver)
+  of the detector reach `min_severity`. It is a true alert when an incident of that tenant
+  covers the day (start to end, plus `grace_days` after the end while the baseline still
+  remembers it), else a false alarm.
 - An incident is *detected* when at least one true alert falls in its span. Recall and F1 are
   computed on incidents whose measured size (peak daily cost of the driver during the incident /
   its median daily cost over the 28 days before) is at least `min_size`; precision on all alerts.
@@ -25,7 +33,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from cost_pipeline.lib.anomaly import RANK
+from cost_pipeline.lib.anomaly import RANK, AnomalyParams, impact_threshold
+from cost_pipeline.lib.outbox import ANOMALY_KIND, EPISODE_PREFIX, new_episodes
+from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.lib.pricing import PRICED, UNPRICED_STATUSES
 
 SUMMARY_KEYS = ["day", "tenant_id", "cost_category", "provider", "model_or_service", "agent_id"]
@@ -120,6 +130,139 @@ def detector_metrics(
         "detected": int(detected[big].sum()),
         "detected_first_day": int(np.isin(spans.index[big], first_day).sum()),
         "recall_all_sizes": float(detected.mean()) if len(spans) else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_alarms": false_alarms,
+        "tenant_quarters": tenant_days / 91,
+        "false_alarms_per_tenant_quarter": false_alarms / max(tenant_days / 91, 1e-9),
+    }
+
+
+def alert_messages(scores: pd.DataFrame, *, min_severity: str = "high") -> pd.DataFrame:
+    """The anomaly messages production sends for these `anomaly_scores` rows, replaying
+    `anomaly_alert_sensor` and the outbox day after day as the daily schedule runs them.
+
+    Each day: rows of `min_severity` or above (company rows excluded); their start is `since_day`
+    (the day itself without one); of a tenant's rows with the same start, the one with the
+    largest |impact| speaks; a start already alerted, or within `EPISODE_DAYS` of one already
+    alerted for the tenant (`outbox.new_episodes`), sends nothing. One row per message:
+    `tenant_id`, `day` (sent), `start`, `driver`, `kind`, `severity`, `impact_usd`.
+    """
+    columns = ["tenant_id", "day", "start", "driver", "kind", "severity", "impact_usd"]
+    rows = scores[
+        (scores["severity"].map(RANK) >= RANK[min_severity]) & (scores["tenant_id"] != COMPANY)
+    ]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    rows = rows.assign(
+        start=rows["since_day"].where(rows["since_day"].notna(), rows["day"]),
+        size_=rows["impact_usd"].abs().fillna(0.0),
+    )
+    rows = rows.assign(kind_=ANOMALY_KIND, ref=EPISODE_PREFIX + rows["start"].astype(str))
+    alerted = pd.DataFrame(columns=["tenant_id", "kind", "ref"])
+    known: set[tuple[str, str]] = set()
+    sent = []
+    for _, today in rows.groupby("day", sort=True):
+        facts = today.sort_values("size_", ascending=False).drop_duplicates(["tenant_id", "start"])
+        facts = facts[
+            [(t, r) not in known for t, r in zip(facts["tenant_id"], facts["ref"], strict=True)]
+        ]
+        facts = facts[new_episodes(facts.assign(kind=facts["kind_"]), alerted)]
+        if facts.empty:
+            continue
+        known |= set(zip(facts["tenant_id"], facts["ref"], strict=True))
+        new = facts[["tenant_id", "kind_", "ref"]].rename(columns={"kind_": "kind"})
+        alerted = pd.concat([alerted, new], ignore_index=True)
+        sent.append(facts[columns])
+    return pd.concat(sent, ignore_index=True) if sent else pd.DataFrame(columns=columns)
+
+
+def incident_thresholds(
+    daily: pd.DataFrame,
+    incidents: list[dict],
+    *,
+    budgets: dict[str, float | None] | None = None,
+    params: AnomalyParams | None = None,
+) -> list[float]:
+    """The alert impact threshold (USD) production applies to each incident's tenant: of its
+    monthly budget, or without one of 30 x its mean daily total over the 28 days before the
+    incident (see `anomaly.impact_threshold`)."""
+    budgets = budgets or {}
+    params = params or AnomalyParams()
+    totals = daily.groupby(["tenant_id", "day"])["cost_usd"].sum()
+    out = []
+    for inc in incidents:
+        month = budgets.get(inc["tenant_id"])
+        if month is None:
+            tenant = totals.get(inc["tenant_id"], pd.Series(dtype=float))
+            before = [inc["start_day"] - timedelta(days=k) for k in range(1, 29)]
+            month = 30.0 * float(tenant.reindex(before, fill_value=0.0).mean())
+        out.append(float(impact_threshold(month, params)))
+    return out
+
+
+def estimated_impact(daily: pd.DataFrame, incident: dict) -> float:
+    """Extra USD of an incident's driver over its span above its median day of the 28 before,
+    for labels that do not carry their true `impact_usd`."""
+    series = driver_series(daily, incident["tenant_id"], incident["driver"])
+    start, end = incident["start_day"], incident["end_day"]
+    usual = float(np.median([series.get(start - timedelta(days=k), 0.0) for k in range(1, 29)]))
+    span = [start + timedelta(days=k) for k in range((end - start).days + 1)]
+    return float(sum(series.get(d, 0.0) - usual for d in span))
+
+
+def message_metrics(
+    messages: pd.DataFrame,
+    incidents: list[dict],
+    alertable: list[bool],
+    *,
+    tenant_days: int,
+    grace_days: int = 1,
+    earlier_incidents: list[dict] | tuple = (),
+) -> dict[str, float]:
+    """Precision, recall and F1 of the messages production sends (`alert_messages`).
+
+    A message is true when its anomaly, from its start to the day it was sent, overlaps an
+    incident of its tenant (start to end + `grace_days`), of `incidents` or `earlier_incidents`
+    (those that began before the first scored day); otherwise it is a false alarm. An incident
+    is detected when a message overlaps it. Recall counts the `alertable` incidents only: those
+    whose dollar impact reaches the alert threshold — one below it is, by the product's
+    definition, not an incident to alert on, so missing it is not a miss.
+    """
+    spans = pd.DataFrame(
+        {
+            "tenant_id": pd.Series(
+                [i["tenant_id"] for i in [*incidents, *earlier_incidents]], dtype=object
+            ),
+            "start": pd.Series(
+                [i["start_day"] for i in [*incidents, *earlier_incidents]], dtype=object
+            ),
+            "end": pd.Series(
+                [
+                    i["end_day"] + timedelta(days=grace_days)
+                    for i in [*incidents, *earlier_incidents]
+                ],
+                dtype=object,
+            ),
+        }
+    )
+    msgs = messages[["tenant_id", "day", "start"]].reset_index(drop=True)
+    joined = msgs.reset_index(names="msg").merge(spans.reset_index(names="inc"), on="tenant_id")
+    hit = joined[(joined["start_x"] <= joined["end"]) & (joined["day"] >= joined["start_y"])]
+    true_msgs = hit["msg"].nunique()
+    detected = np.isin(np.arange(len(incidents)), hit["inc"].unique())
+    ok = np.asarray(alertable, dtype=bool)
+    precision = true_msgs / len(msgs) if len(msgs) else float("nan")
+    recall = float(detected[ok].mean()) if ok.any() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    false_alarms = len(msgs) - true_msgs
+    return {
+        "messages": len(msgs),
+        "incidents": len(incidents),
+        "alertable": int(ok.sum()),
+        "detected": int(detected[ok].sum()),
+        "detected_below_threshold": int(detected[~ok].sum()),
         "precision": precision,
         "recall": recall,
         "f1": f1,

@@ -105,7 +105,11 @@ def route_alerts(alerts: pd.DataFrame, channels: Channels) -> pd.DataFrame:
 def new_episodes(facts: pd.DataFrame, alerted: pd.DataFrame) -> pd.Series:
     """For each fact (tenant_id, kind, ref): False for an anomaly whose episode is already
     alerted, or is an earlier fact of this batch, with a start within `EPISODE_DAYS`; True for
-    every other fact. `alerted` holds the outbox rows (tenant_id, kind, ref)."""
+    every other fact. `alerted` holds the outbox rows (tenant_id, kind, ref).
+
+    Only a sustained shift merges that way: its start is an estimate that moves by a day or two
+    as days come in. A spike (a fact with `since_day` empty or its own `day`) starts on its day
+    for sure, so a new spike a few days after an alerted one is a new episode."""
     starts: dict[str, list[date]] = {}
     for tenant, kind, ref in zip(
         alerted["tenant_id"], alerted["kind"], alerted["ref"], strict=True
@@ -116,17 +120,29 @@ def new_episodes(facts: pd.DataFrame, alerted: pd.DataFrame) -> pd.Series:
     keep = pd.Series(True, index=facts.index)
     window = timedelta(days=EPISODE_DAYS)
     order = facts.assign(
-        _start=[_episode_start(k, r) for k, r in zip(facts["kind"], facts["ref"], strict=True)]
+        _start=[_episode_start(k, r) for k, r in zip(facts["kind"], facts["ref"], strict=True)],
+        _moving=_estimated_start(facts),
     )
     for index, row in order.sort_values("_start", na_position="first").iterrows():
         if row["_start"] is None or pd.isna(row["_start"]):
             continue
         seen = starts.setdefault(row["tenant_id"], [])
-        if any(abs(row["_start"] - s) <= window for s in seen):
+        reach = window if row["_moving"] else timedelta(0)
+        if any(abs(row["_start"] - s) <= reach for s in seen):
             keep[index] = False
         else:
             seen.append(row["_start"])
     return keep
+
+
+def _estimated_start(facts: pd.DataFrame) -> list[bool]:
+    """Whether each fact's start is an estimate before its day (a shift), not the day itself
+    (a spike). Without the columns, every start counts as an estimate."""
+    if "since_day" not in facts.columns or "day" not in facts.columns:
+        return [True] * len(facts)
+    since = pd.to_datetime(facts["since_day"], errors="coerce")
+    day = pd.to_datetime(facts["day"], errors="coerce")
+    return (since.notna() & (since < day)).tolist()
 
 
 def _episode_start(kind: str, ref: object) -> date | None:

@@ -7,7 +7,9 @@ random walk, some tenants are sparse; none of it is tuned to the demo company.
 
 Families: dense (weekly), ramp, collapse, churn, sparse, month_start_fee, credits, step (a
 sustained 1.3-1.9x rise), drop (to 0.2-0.6x), cloud_spike (one cloud service 3-8x for 1-3 days,
-cloud-only tenant), k8s_spike (one namespace 5-15x, Kubernetes-only tenant).
+cloud-only tenant), k8s_spike (one namespace 5-15x, Kubernetes-only tenant). Each incident
+carries its true dollar impact (`impact_usd`), so the evaluation can tell which ones reach the
+alert threshold.
 """
 
 from __future__ import annotations
@@ -68,10 +70,14 @@ def family(
             name, (1.3, 1.9)
         )
         factor = rng.uniform(lo, hi, n)
-        y = np.where(t[None, :] >= at[:, None], y * factor[:, None], y)
+        shifted = np.where(t[None, :] >= at[:, None], y * factor[:, None], y)
         if name != "churn":
             for i in range(n):
-                incidents.append(_incident(name, tenants[i], "tenant", start, at[i], days - 1))
+                impact = float((shifted[i] - y[i]).sum())
+                incidents.append(
+                    _incident(name, tenants[i], "tenant", start, at[i], days - 1, impact)
+                )
+        y = shifted
     elif name == "sparse":
         p = rng.uniform(0.05, 0.5, n)
         active = rng.random((n, days)) < p[:, None]
@@ -105,9 +111,11 @@ def family(
         for i in range(n):
             k = int(np.argmax(share[i]))
             s, length = int(at[i]), int(rng.integers(1, 4))
+            before = split[i, k, s : s + length].sum()
             split[i, k, s : s + length] *= rng.uniform(lo, hi)
+            impact = float(split[i, k, s : s + length].sum() - before)
             incidents.append(
-                _incident(name, tenants[i], prefix + parts[k], start, s, s + length - 1)
+                _incident(name, tenants[i], prefix + parts[k], start, s, s + length - 1, impact)
             )
         y = split.sum(axis=1)
         rows = []
@@ -163,11 +171,15 @@ def _charge(day: date, tenant: str, amount: float, cat: str, freq: str = "One-Ti
     }
 
 
-def _incident(kind: str, tenant: str, driver: str, start: date, s: int, e: int) -> dict:
+def _incident(
+    kind: str, tenant: str, driver: str, start: date, s: int, e: int, impact_usd: float
+) -> dict:
+    """A labelled incident; `impact_usd` is its true extra (or, negative, missing) cost."""
     return {
         "kind": kind,
         "tenant_id": tenant,
         "driver": driver,
         "start_day": start + timedelta(days=int(s)),
         "end_day": start + timedelta(days=int(e)),
+        "impact_usd": impact_usd,
     }

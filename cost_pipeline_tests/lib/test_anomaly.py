@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import numpy as np
@@ -302,3 +303,130 @@ def test_nanquantile0_equals_numpy(q: float) -> None:
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         expected = np.nanquantile(a, q, axis=0)
     np.testing.assert_allclose(nanquantile0(a, q), expected, rtol=0, atol=1e-12)
+
+
+def _calls_frame(
+    drivers: dict[str, tuple[np.ndarray, np.ndarray]], end: date = DAY, tenant: str = "t1"
+) -> pd.DataFrame:
+    """Rows of agents given as (calls per day, cost per call per day)."""
+    rows = []
+    for agent, (calls, per_call) in drivers.items():
+        for i, (n, c) in enumerate(zip(calls, per_call, strict=True)):
+            if n:
+                rows.append(
+                    {
+                        "day": end - timedelta(days=len(calls) - 1 - i),
+                        "tenant_id": tenant,
+                        "cost_category": "llm",
+                        "provider": "openai",
+                        "model_or_service": f"model-{agent}",
+                        "agent_id": agent,
+                        "requests": int(n),
+                        "input_tokens": int(n) * 1000,
+                        "output_tokens": int(n) * 100,
+                        "cost_usd": float(n * c),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _steady(calls: float, per_call: float, days: int = DAYS) -> tuple[np.ndarray, np.ndarray]:
+    wobble = 1 + 0.1 * np.sin(np.arange(days))
+    return np.full(days, calls), per_call * wobble
+
+
+def test_quiet_days_of_a_driver_with_few_calls_are_not_a_drop() -> None:
+    # Two calls a day; over the last nine days five happen to be quiet. Its median day is $0,
+    # but nine days with 8 calls where 18 were usual is Poisson noise, not a drop.
+    calls, per_call = _steady(2, 0.8)
+    calls[-9:] = [0, 2, 0, 0, 2, 0, 2, 0, 2]
+    out = _score(_calls_frame({"a": _steady(200, 0.1), "b": (calls, per_call)}))
+    assert out.loc["agent:b", "severity"] == "none"
+    # The same driver falling silent for the nine days is a drop.
+    calls[-9:] = 0
+    out = _score(_calls_frame({"a": _steady(200, 0.1), "b": (calls, per_call)}))
+    assert out.loc["agent:b", "kind"] == "drop"
+    assert RANK[out.loc["agent:b", "severity"]] >= RANK["high"]
+    assert out.loc["agent:b", "impact_usd"] < 0
+
+
+def test_a_step_in_cost_per_call_with_steady_calls_is_a_step() -> None:
+    # Prompts grew (or the agent moved to a dearer model): as many calls, each twice the cost.
+    calls, per_call = _steady(30, 0.1)
+    per_call[-9:] *= 2
+    out = _score(_calls_frame({"a": _steady(200, 0.1), "b": (calls, per_call)}))
+    assert out.loc["agent:b", "kind"] == "step"
+    assert RANK[out.loc["agent:b", "severity"]] >= RANK["high"]
+    assert "agent:b rose to" in out.loc["agent:b", "reason"]
+    assert out.loc["agent:b", "impact_usd"] > 0
+
+
+def test_a_spike_in_calls_is_flagged_on_a_heavy_tailed_series() -> None:
+    # Daily cost per call is heavy-tailed (ordinary days reach 4x), so cost alone would need
+    # more than 8x; the calls are 7x theirs, far past their own Poisson noise.
+    rng = np.random.default_rng(5)
+    calls = rng.poisson(50, DAYS).astype(float)
+    per_call = 0.05 * rng.lognormal(0, 0.9, DAYS)
+    calls[-1], per_call[-1] = 350, 0.05
+    out = _score(_calls_frame({"a": (calls, per_call)}))
+    assert out.loc["agent:a", "severity"] in ("high", "critical")
+    # A day of expensive calls at the usual count is still the series' tail, not a spike.
+    calls[-1], per_call[-1] = 50, 0.05 * 7
+    out = _score(_calls_frame({"a": (calls, per_call)}))
+    assert out.loc["agent:a", "severity"] in ("none", "low", "medium")
+
+
+def test_the_usual_month_behind_the_impact_threshold_is_not_the_weekday() -> None:
+    sunday = DAY + timedelta(days=4)
+    big = _series(100, days=DAYS + 4, end=sunday)
+    small = _series(5, seed=1, days=DAYS + 4, end=sunday)
+    small[-1] += 20  # +$20 on a Sunday: 1 % of 30 usual Sundays, not of 30 usual days
+    out = _score(_frame({"a": big, "b": small}, sunday), sunday)
+    assert out.loc["agent:b", "severity"] == "low"
+    # About 1 % of 30 x the usual ~$100 day; of 30 usual Sundays (~$43) it would be ~$13.
+    reason = out.loc["agent:b", "reason"]
+    threshold = float(re.match(r"below the alert impact of \$([\d.]+):", reason).group(1))
+    assert 25 < threshold < 35
+    # With a budget, the threshold is its share.
+    out = _score(_frame({"a": big, "b": small}, sunday), sunday, budgets={"t1": 1000.0})
+    assert out.loc["agent:b", "severity"] == "critical"
+
+
+def test_a_level_shift_z_counts_the_uncertainty_of_the_level_before() -> None:
+    from cost_pipeline.lib.changepoints import ShiftParams, level_shift
+
+    days = 84
+    dows = np.arange(days) % 7
+    weekly = np.array([1.1, 0.9, 1.0, 1.1, 0.9, 1.0, 1.0])
+    series = 10 * weekly[dows]
+    series[-10:] *= 1.5
+    r = level_shift(series[None, :], dows, ShiftParams(min_days_after=7, min_z=5.0))
+    assert r["days"][0] == 10 and r["ratio"][0] == pytest.approx(1.5)
+    # Noise at its floor (5 %); the medians of 10 days after and 28 before.
+    se = 0.05 * np.sqrt(np.pi / 2 * (1 / 10 + 1 / 28))
+    assert r["z"][0] == pytest.approx(np.log(1.5) / se)
+
+
+@pytest.mark.parametrize(
+    ("rate", "factor", "moved"),
+    [
+        (2.0, 1.0, False),
+        (2.0, 0.5, False),
+        (2.0, 0.0, True),
+        (200.0, 1.0, False),
+        (200.0, 0.7, True),
+    ],
+)
+def test_count_shift_tests_calls_against_their_poisson_noise(
+    rate: float, factor: float, moved: bool
+) -> None:
+    from cost_pipeline.lib.changepoints import ShiftParams, count_shift
+
+    days = 70
+    rng = np.random.default_rng(3)
+    calls = rng.poisson(rate, (20, days)).astype(float)
+    calls[:, -10:] = rng.poisson(rate * factor, (20, 10))
+    starts = np.full((20, 1), days - 10)
+    ratio, z = count_shift(calls, starts, np.array([days - 1]), np.arange(days) % 7, ShiftParams())
+    assert np.median(ratio[:, 0]) == pytest.approx(factor, abs=0.3 if rate < 10 else 0.05)
+    assert (np.abs(z[:, 0]) >= 5).all() if moved else (np.abs(z[:, 0]) < 5).all()

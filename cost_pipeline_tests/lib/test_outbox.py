@@ -214,3 +214,23 @@ def test_an_anomaly_episode_whose_start_moves_is_one_message() -> None:
         }
     )
     assert new_episodes(facts, alerted).tolist() == [False, True, True, False, True]
+
+
+def test_a_new_spike_days_after_an_alerted_one_is_its_own_message() -> None:
+    """A spike starts on its own day for sure: only a shift, whose start is an estimate before
+    its day, merges with an alerted episode of the same week."""
+    from cost_pipeline.lib.outbox import new_episodes
+
+    alerted = pd.DataFrame(
+        {"tenant_id": ["a"], "kind": ["anomaly"], "ref": ["incident@2026-11-10"]}
+    )
+    facts = pd.DataFrame(
+        {
+            "tenant_id": ["a", "a"],
+            "kind": ["anomaly", "anomaly"],
+            "ref": ["incident@2026-11-16", "incident@2026-11-12"],
+            "day": ["2026-11-16", "2026-11-14"],
+            "since_day": [None, "2026-11-12"],  # a spike on the 16th; a shift seen on the 14th
+        }
+    )
+    assert new_episodes(facts, alerted).tolist() == [True, False]
