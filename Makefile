@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_pipeline --events 1000000,10000000
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_analytics
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_enforcement
+	$(BIN)/python -m cost_pipeline_tests.benchmarks.bench_estimate
 
 ## Detector and forecast evaluation on held-out seeds.
 eval: install

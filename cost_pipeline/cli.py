@@ -1,4 +1,4 @@
-"""Command line: `cost-pipeline demo | run | migrate | summary`.
+"""Command line: `cost-pipeline demo | run | migrate | summary | estimate`.
 
 `demo` generates the demo company's data (once), then materializes every asset for every demo
 day on the Dagster instance in `$DAGSTER_HOME`, so that `dagster dev` shows the same runs.
@@ -62,8 +62,11 @@ def generate_demo_data(*, fresh: bool = False) -> list[date]:
 
 
 def _demo_extras() -> list:
-    """Writers of the other demo sources (cloud exports), when those domains are installed."""
-    writers = []
+    """Writers of the other demo sources (speech and video calls priced by rate cards; cloud
+    exports, when those domains are installed)."""
+    from cost_pipeline.demo.media import write_demo_media
+
+    writers = [write_demo_media]
     try:
         from cost_pipeline.demo.infrastructure import write_demo_sources
     except ImportError:
@@ -291,7 +294,7 @@ def _enforcement_parsers(sub: argparse._SubParsersAction) -> None:
     for p in (decide, override, suspend):
         p.add_argument("tenant")
         group = p.add_mutually_exclusive_group()
-        for scope in ("agent", "model", "provider"):
+        for scope in ("agent", "model", "provider", "user"):
             group.add_argument(f"--{scope}")
     decide.add_argument("--cost", type=float, default=0.0, help="estimated cost of the call, USD")
     override.add_argument("--hours", type=float, required=True, help="overrides always expire")
@@ -317,11 +320,11 @@ def enforcement_command(args: argparse.Namespace) -> int:
         done = store.revoke_action(wh, args.action_id, actor=args.by, reason=args.reason, now=now)
         print(f"revoked {args.action_id}" if done else f"no active action {args.action_id}")
         return 0 if done else 1
-    scope = next((s for s in ("agent", "model", "provider") if getattr(args, s)), "tenant")
+    scope = next((s for s in ("agent", "model", "provider", "user") if getattr(args, s)), "tenant")
     value = getattr(args, scope) if scope != "tenant" else ""
     if args.command == "decide":
         d = Enforcer(wh.url).decide(
-            args.tenant, args.agent, args.model, args.provider, args.cost, now=now
+            args.tenant, args.agent, args.model, args.provider, args.cost, user=args.user, now=now
         )
         print(f"{'ALLOW' if d.allowed else 'DENY'} ({d.state}): {d.reason}")
         if d.limit is not None:
@@ -344,6 +347,68 @@ def enforcement_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate_parser(sub: argparse._SubParsersAction) -> None:
+    est = sub.add_parser("estimate", help="the price range of a call before it is made")
+    est.add_argument("provider")
+    est.add_argument("model")
+    size = est.add_mutually_exclusive_group()
+    size.add_argument("--input-tokens", type=int, help="total input tokens, if known")
+    size.add_argument("--text", help="the prompt: sized offline (a range), or characters (TTS)")
+    size.add_argument("--text-file", type=Path, help="read the prompt from a file")
+    est.add_argument("--max-output-tokens", type=int, default=0)
+    est.add_argument("--cached-input-tokens", type=int, default=0)
+    est.add_argument("--service-tier")
+    est.add_argument("--batch", action="store_true")
+    est.add_argument("--web-searches", type=int, default=0)
+    for unit, kind in (
+        ("characters", int),
+        ("audio-seconds", float),
+        ("video-seconds", float),
+        ("images", int),
+        ("requests", int),
+    ):
+        est.add_argument(f"--{unit}", type=kind)
+    est.add_argument("--image-size")
+    est.add_argument("--image-quality")
+    est.add_argument("--at", type=datetime.fromisoformat, help="an instant with an offset")
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    """Print an estimate (`cost_pipeline.estimate`); exit 1 when nothing prices the call."""
+    from cost_pipeline import environment
+    from cost_pipeline.estimate import estimate_cost
+    from cost_pipeline.lib.config import load_config
+
+    text = args.text_file.read_text(encoding="utf-8") if args.text_file else args.text
+    e = estimate_cost(
+        args.provider,
+        args.model,
+        args.input_tokens,
+        args.max_output_tokens,
+        text=text,
+        cached_input_tokens=args.cached_input_tokens,
+        service_tier=args.service_tier,
+        batch=args.batch,
+        web_searches=args.web_searches,
+        characters=args.characters,
+        audio_seconds=args.audio_seconds,
+        video_seconds=args.video_seconds,
+        images=args.images,
+        image_size=args.image_size,
+        image_quality=args.image_quality,
+        requests=args.requests,
+        at=args.at,
+        config=load_config(environment.config_file() or None),
+    )
+    if e.priced:
+        print(f"${e.low_usd} .. ${e.high_usd}  ({e.pricing_status}, price {e.price_version})")
+    else:
+        print(f"no estimate: {e.pricing_status} (price {e.price_version})")
+    for line in e.assumptions:
+        print(f"  - {line}")
+    return 0 if e.priced else 1
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cost-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -358,7 +423,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     summ.add_argument("--start", type=date.fromisoformat, required=True)
     summ.add_argument("--end", type=date.fromisoformat, required=True)
     _enforcement_parsers(sub)
+    _estimate_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "estimate":  # no instance, no warehouse: the rate card only
+        raise SystemExit(estimate_command(args))
     # Dagster's beta/preview notices are for the code's authors, not for the person running it.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)

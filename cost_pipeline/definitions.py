@@ -17,7 +17,10 @@ from cost_pipeline.defs.catalog_metadata import table_metadata
 from cost_pipeline.defs.enforcement import definitions as enforcement
 from cost_pipeline.defs.infrastructure import definitions as infrastructure
 from cost_pipeline.defs.ingestion import definitions as ingestion
+from cost_pipeline.defs.maintenance import definitions as maintenance
 from cost_pipeline.defs.pricing import definitions as pricing
+from cost_pipeline.defs.recommendations import definitions as recommendations
+from cost_pipeline.defs.reports import definitions as reports
 from cost_pipeline.defs.resources import build_resources
 from cost_pipeline.defs.rollups import definitions as rollups
 from cost_pipeline.defs.summaries import definitions as summaries
@@ -30,11 +33,14 @@ DOMAINS = (
     infrastructure,
     summaries,
     rollups,
+    recommendations,
     analytics,
     budgets,
     enforcement,
     billing,
     alerts,
+    reports,
+    maintenance,
 )
 
 

@@ -26,6 +26,7 @@ from cost_pipeline.catalog.enforcement import (
     ENFORCEMENT_AUDIT,
     SPEND_COUNTERS,
 )
+from cost_pipeline.catalog.fx import FX_RATES
 from cost_pipeline.catalog.infrastructure import (
     CLOUD_COST_DELIVERIES,
     CLOUD_COSTS,
@@ -46,6 +47,9 @@ from cost_pipeline.catalog.ledger import (
     PROVIDER_USAGE_PRICED,
     QUARANTINE,
 )
+from cost_pipeline.catalog.line_items import LLM_LINE_ITEM_RECONCILIATION
+from cost_pipeline.catalog.maintenance import RETENTION_LOG
+from cost_pipeline.catalog.recommendations import COST_RECOMMENDATIONS
 from cost_pipeline.catalog.rollups import (
     AGENT_COSTS,
     AGENT_UNIT_ECONOMICS,
@@ -68,8 +72,10 @@ TABLES: dict[str, TableSchema] = {
         PROVIDER_USAGE_PRICED,
         PROVIDER_REPORTED_COSTS,
         LLM_COST_RECONCILIATION,
+        LLM_LINE_ITEM_RECONCILIATION,
         CLOUD_COSTS,
         CLOUD_COST_DELIVERIES,
+        FX_RATES,
         K8S_ALLOCATIONS,
         INFRA_COST_ALLOCATION,
         DAILY_COST_SUMMARY,
@@ -89,9 +95,11 @@ TABLES: dict[str, TableSchema] = {
         OVERAGE_CHARGES,
         TENANT_UNIT_ECONOMICS,
         AGENT_UNIT_ECONOMICS,
+        COST_RECOMMENDATIONS,
         BILLING_LEDGER,
         BILLING_PERIOD_CLOSE,
         BILLING_RECONCILIATION,
         ALERT_OUTBOX,
+        RETENTION_LOG,
     )
 }

@@ -20,6 +20,24 @@ INTERACTION_KEYS = (
     col("batch", "bool"),
 )
 
+# Usage beyond tokens, as the app logged it: null when the record does not say (not zero), so a
+# call stored before these columns existed and its re-delivery compare equal.
+CALL_UNITS = (
+    col("characters", "int", min_value=0, doc="Characters of input (text-to-speech)."),
+    col("audio_seconds", "float", min_value=0, doc="Seconds of audio (transcription, speech)."),
+    col("images", "int", min_value=0, doc="Images generated, edited or varied."),
+    col("image_size", "str", doc="The images' size as priced (1024x1024, 1792x1024, ...)."),
+    col("image_quality", "str", doc="The images' quality as priced (standard, hd, low, ...)."),
+    col("video_seconds", "float", min_value=0, doc="Seconds of video generated."),
+    col("requests", "int", min_value=0, doc="Billable requests of the call (null: one)."),
+    money(
+        "reported_cost_usd",
+        nullable=True,
+        doc="The cost the app logged for a service priced elsewhere (`cost_usd` in the log): "
+        "kept as the call's cost, pricing_status app_reported.",
+    ),
+)
+
 CALL_DETAILS = (
     col("latency_ms", "int", min_value=0, doc="Wall time of the call in milliseconds."),
     col("status", "str", doc="The call's outcome as the app logged it (ok, error, ...)."),
@@ -31,6 +49,7 @@ LLM_INTERACTIONS = TableSchema(
     columns=(
         *INTERACTION_KEYS,
         *(tokens(t) for t in TOKEN_COLUMNS),
+        *CALL_UNITS,
         *CALL_DETAILS,
     ),
     view_of="priced_interactions",
@@ -97,9 +116,18 @@ MODEL_PRICES = TableSchema(
         col("long_output_mtok", "float", min_value=0),
         col("source", "str", nullable=False),
         col("price_version", "str", nullable=False),
+        col("characters_mchar", "float", min_value=0, doc="USD per million characters."),
+        col("audio_hour", "float", min_value=0, doc="USD per hour of audio."),
+        col("video_second", "float", min_value=0, doc="USD per second of video."),
+        col("request_kcount", "float", min_value=0, doc="USD per thousand requests."),
+        col("image_size", "str", doc="The image size `image_usd` is for (null: any)."),
+        col("image_quality", "str", doc="The image quality `image_usd` is for (null: any)."),
+        col("image_usd", "float", min_value=0, doc="USD per image of that size and quality."),
     ),
     partition_column=None,
-    doc="Effective-dated rate card: genai-prices snapshot plus negotiated overrides.",
+    doc="Effective-dated rate card: genai-prices snapshot plus negotiated overrides and the "
+    "configured rate cards of units beyond tokens (source genai-prices x.y.z, override or "
+    "rate_card).",
 )
 
 # What the pricing engine adds to a call or a usage bucket.
@@ -116,9 +144,9 @@ PRICE_COLUMNS = (
         "str",
         nullable=False,
         doc=(
-            "How the row was priced: priced, override or tier_fallback (a cost), or "
-            "unknown_model, incomplete_usage or invalid_usage (no cost: flagged, held from "
-            "billing). See `lib.pricing`."
+            "How the row was priced: priced, override, tier_fallback, rate_card or "
+            "app_reported (a cost), or unknown_model, incomplete_usage or invalid_usage (no "
+            "cost: flagged, held from billing). See `lib.pricing`."
         ),
     ),
 )
@@ -128,7 +156,14 @@ PRICED_INTERACTIONS = TableSchema(
     columns=(
         *INTERACTION_KEYS,
         *(tokens(t) for t in TOKEN_COLUMNS),
+        *CALL_UNITS,
         *PRICE_COLUMNS,
+        money(
+            "cost_units_usd",
+            nullable=True,
+            doc="USD for units beyond tokens (characters, audio and video seconds, images); "
+            "part of cost_usd. Null on calls priced before units existed.",
+        ),
         *CALL_DETAILS,
     ),
     unique=("day", "event_id"),
@@ -149,6 +184,38 @@ PROVIDER_USAGE_COLUMNS = (
     *(tokens(t) for t in TOKEN_COLUMNS),
     tokens("requests"),
     col("tenant_id", "str"),
+    col(
+        "endpoint",
+        "str",
+        doc="The usage endpoint the bucket came from (OpenAI completions, embeddings, images, "
+        "audio_speeches, audio_transcriptions, moderations, vector_stores, "
+        "code_interpreter_sessions; Anthropic messages; or an endpoint the pipeline does not "
+        "know, kept under its result's name). Null on rows stored before endpoints existed.",
+    ),
+    col("image_size", "str", doc="Images endpoint: the image size grouped by (1024x1024, ...)."),
+    col(
+        "image_source",
+        "str",
+        doc="Images endpoint: image.generation, image.edit or image.variation.",
+    ),
+    col(
+        "input_audio_tokens",
+        "int",
+        min_value=0,
+        doc="Completions: audio input tokens (not part of input_tokens; no ledger price).",
+    ),
+    col("output_audio_tokens", "int", min_value=0, doc="Completions: audio output tokens."),
+    col("images", "int", min_value=0, doc="Images endpoint: images generated, edited or varied."),
+    col("characters", "int", min_value=0, doc="Audio speeches endpoint: characters spoken."),
+    col("audio_seconds", "float", min_value=0, doc="Audio transcriptions: seconds transcribed."),
+    col("usage_bytes", "int", min_value=0, doc="Vector stores endpoint: bytes stored."),
+    col("sessions", "int", min_value=0, doc="Code interpreter sessions endpoint: sessions."),
+    col(
+        "unrecognized",
+        "str",
+        doc="Non-zero quantities the normalizer does not know (`field=value; ...`), or the "
+        "result object of an unknown endpoint: reported by the line-item reconciliation.",
+    ),
 )
 
 OPENAI_USAGE = TableSchema(
@@ -181,8 +248,20 @@ PROVIDER_REPORTED_COSTS = TableSchema(
         col("model", "str"),
         money("amount_usd", signed=True, doc="The amount the provider reports, in USD."),
         col("tenant_id", "str"),
+        col(
+            "endpoint",
+            "str",
+            doc="The usage endpoint the line item bills (see provider usage `endpoint`); null "
+            "when no rule places the line item.",
+        ),
+        col(
+            "cost_component",
+            "str",
+            doc="The ledger's cost component the line item matches (input, cached_input, "
+            "cache_write, output, other); null when the line item names none.",
+        ),
     ),
-    doc="What the providers' cost endpoints report, in USD.",
+    doc="What the providers' cost endpoints report, in USD, per line item.",
 )
 
 LLM_COST_RECONCILIATION = TableSchema(
@@ -222,6 +301,8 @@ DAILY_COST_SUMMARY = TableSchema(
             for status, doc in (
                 ("tier_fallback", "LLM calls priced at a fallback for a tier the catalog lacks."),
                 ("override", "LLM calls priced by a configured price override or discount."),
+                ("rate_card", "Calls with a unit priced by a configured rate card."),
+                ("app_reported", "Calls whose cost is the one the app logged (kept as reported)."),
                 ("unknown_model", "LLM calls of a model without a price (no cost)."),
                 ("incomplete_usage", "LLM calls whose price needs usage the record lacks."),
                 ("invalid_usage", "LLM calls whose cache tokens exceed their input (no cost)."),

@@ -13,7 +13,7 @@ from cost_pipeline.defs.ingestion.sensors import late_data_sensor_for
 from cost_pipeline.defs.partitions import DAILY_BUILD, INGEST, daily_partitions
 
 # Reference data and incremental file ingesters: not partitioned.
-INGEST_ASSETS = ("config_audit", "model_prices", "llm_interactions", "cloud_costs")
+INGEST_ASSETS = ("config_audit", "model_prices", "fx_rates", "llm_interactions", "cloud_costs")
 # Everything that is computed per UTC day, in dependency order.
 DAILY_ASSETS = (
     "priced_interactions",
@@ -22,6 +22,7 @@ DAILY_ASSETS = (
     "provider_reported_costs",
     "provider_usage_priced",
     "llm_cost_reconciliation",
+    "llm_line_item_reconciliation",
     "k8s_allocations",
     "infra_cost_allocation",
     "daily_cost_summary",
@@ -36,6 +37,7 @@ DAILY_ASSETS = (
     "overage_charges",
     "tenant_unit_economics",
     "agent_unit_economics",
+    "cost_recommendations",
 )
 
 # Today so far: the daily partitions end at yesterday; these stand in for today until it closes.

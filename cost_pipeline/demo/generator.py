@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cost_pipeline.catalog import LLM_INTERACTIONS
+from cost_pipeline.catalog.ledger import CALL_UNITS
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.usage_shapes import context_window
 
@@ -88,6 +89,10 @@ class Agent:
     workflow_size: float  # mean calls per workflow
     batch_share: float = 0.0
     long_context_share: float = 0.0
+    # Levels of a workflow's call tree: 2 fans every call out from the root; deeper agents
+    # chain each call on the previous one down to this depth (a planner calling tools calling
+    # sub-agents), then fan out from the deepest level.
+    max_depth: int = 2
 
 
 AGENTS = (
@@ -111,6 +116,7 @@ AGENTS = (
         7000,
         500,
         4.0,
+        max_depth=3,
     ),
     Agent(
         "doc-summarizer",
@@ -134,6 +140,7 @@ AGENTS = (
         1800,
         7.0,
         long_context_share=0.02,
+        max_depth=4,
     ),
     Agent(
         "email-drafter",
@@ -157,6 +164,20 @@ def _pick(u: np.ndarray, group: np.ndarray, cumulative: np.ndarray) -> np.ndarra
         rows = np.flatnonzero(group == g)
         out[rows] = np.searchsorted(cumulative[g], u[rows], side="right")
     return np.minimum(out, cumulative.shape[1] - 1)
+
+
+def _parent_positions(workflow: np.ndarray, max_depth: np.ndarray) -> np.ndarray:
+    """Position of each call's parent (a root: its own) among calls in time order, `workflow`
+    numbering each call's workflow: the k-th call of a workflow (k >= 1) calls from its
+    min(k - 1, depth - 2)-th, so a tree is a chain down to its agent's `max_depth`, then a fan."""
+    by_workflow = np.argsort(workflow, kind="stable")  # time order kept within a workflow
+    counts = np.bincount(workflow)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(len(workflow), dtype=np.int64)
+    rank[by_workflow] = np.arange(len(workflow)) - np.repeat(starts, counts)
+    parent_rank = np.clip(np.minimum(rank - 1, max_depth - 2), 0, None)
+    parent = by_workflow[starts[workflow] + parent_rank]
+    return np.where(rank == 0, np.arange(len(workflow)), parent)
 
 
 def _numbered(prefix: str, numbers: np.ndarray) -> np.ndarray:
@@ -401,9 +422,9 @@ class DemoCompany:
 
         stamp = f"{self.seed}-{day:%Y%m%d}"
         event_id = _numbered(f"ev-{stamp}-", np.arange(n))
-        _, first, wf_of = np.unique(c["workflow"], return_index=True, return_inverse=True)
-        root_pos = first[wf_of]
-        parent = np.where(root_pos == np.arange(n), None, event_id[root_pos])
+        _, wf_of = np.unique(c["workflow"], return_inverse=True)
+        parent = event_id[_parent_positions(wf_of, np.array([x.max_depth for x in a])[agent])]
+        parent[parent == event_id] = None  # a root is its own parent position
         wf_ids = _numbered(f"wf-{stamp}-", wf_of)
         tenants = np.array(self.tenants, dtype=object)[c["tenant"]]
         most = int(self.users.max())
@@ -435,6 +456,8 @@ class DemoCompany:
                 "latency_ms": latency,
                 "status": np.where(error, "error", "ok").astype(object),
                 "source_file": np.full(n, None, dtype=object),
+                # Token-priced chat calls: no usage beyond tokens, no app-reported cost.
+                **{c.name: np.full(n, None, dtype=object) for c in CALL_UNITS},
             }
         )
         return frame[LLM_INTERACTIONS.column_names]

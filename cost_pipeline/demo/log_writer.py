@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_pipeline.catalog import LLM_INTERACTIONS
+from cost_pipeline.catalog.ledger import CALL_UNITS
 from cost_pipeline.lib.schemas import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
@@ -37,7 +38,12 @@ GARBAGE_KINDS = (
     "bad_timestamp",
     "unknown_provider",
 )
-LOG_FIELDS = [c for c in LLM_INTERACTIONS.column_names if c not in ("day", "source_file")]
+# The demo's calls are priced by tokens: the unit columns (`CALL_UNITS`) are not logged.
+LOG_FIELDS = [
+    c
+    for c in LLM_INTERACTIONS.column_names
+    if c not in ("day", "source_file", *(u.name for u in CALL_UNITS))
+]
 UNKNOWN_PROVIDER = "mystery-ai"
 CHUNK_ROWS = 200_000
 PARQUET_TYPES = {

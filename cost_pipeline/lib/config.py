@@ -92,17 +92,18 @@ class Budget(_Model):
     monthly_usd: Money | None = None
     daily_usd: Money | None = None
     thresholds: list[Percent] | None = None
-    # A blocking budget denies calls (`enforcement.decide`) once reached, like a hard cap.
+    # A blocking budget denies calls (`enforcement.decide`) once reached, like a hard cap: the
+    # monthly amount on the whole cost, the daily amount on the LLM spend of the UTC day.
     blocking: bool = False
 
 
 class ScopeLimit(_Model):
-    """A monthly limit on one scope inside a tenant: an agent, a model or a provider.
+    """A monthly limit on one scope inside a tenant: an agent, a model, a provider or an end user.
 
     Reaching a blocking limit denies calls of that scope only; the tenant's other calls go on.
     """
 
-    scope: Literal["agent", "model", "provider"]
+    scope: Literal["agent", "model", "provider", "user"]
     value: Annotated[str, Field(min_length=1)]
     monthly_usd: Money
     blocking: bool = True
@@ -132,6 +133,8 @@ class Tenant(_Model):
     contract_overage: Overage | None = None
     budget: Budget = Budget()
     limits: list[ScopeLimit] = []
+    # The currency the tenant is shown and billed in (default: the ledger's, USD).
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     mappings: Mappings = Mappings()
 
     @field_validator("timezone")
@@ -164,6 +167,55 @@ class PriceOverride(_Model):
             raise ValueError("give either discount_pct or explicit prices (input_mtok, ...)")
         if has_prices and (self.input_mtok is None or self.output_mtok is None):
             raise ValueError("explicit prices need at least input_mtok and output_mtok")
+        return self
+
+
+class UnitPrice(_Model):
+    """`usd` for every `per` units: `{usd: 0.30, per: 1000}` is $0.30 per 1,000 characters."""
+
+    usd: Money
+    per: Annotated[int, Field(ge=1)] = 1
+
+
+class ImagePrice(_Model):
+    """USD per image of a `size` (`1024x1024`) and `quality` (`hd`); unset matches any."""
+
+    size: str | None = None
+    quality: str | None = None
+    usd: Money
+
+
+class RateCard(_Model):
+    """Effective-dated prices of usage units beyond tokens, for any provider and service.
+
+    Prices a provider's models (a glob on the raw model string or its catalog id, as overrides)
+    per character, per second of audio or video, per image (by size and quality: the first entry
+    of `images` whose size and quality match a call wins) or per request, on UTC dates from
+    `effective_from` through `effective_to`. A card's unit price replaces the genai-prices one;
+    the last active card pricing a unit wins. Providers outside the catalog are accepted in the
+    interaction log once a card names them. Token prices stay with `price_overrides`.
+    """
+
+    provider: Annotated[str, Field(min_length=1)]
+    model: str = "*"
+    effective_from: date | None = None
+    effective_to: date | None = None
+    characters: UnitPrice | None = None
+    audio_seconds: UnitPrice | None = None
+    video_seconds: UnitPrice | None = None
+    requests: UnitPrice | None = None
+    images: list[ImagePrice] = []
+
+    @model_validator(mode="after")
+    def _prices_something(self) -> RateCard:
+        priced = (self.characters, self.audio_seconds, self.video_seconds, self.requests)
+        if all(p is None for p in priced) and not self.images:
+            raise ValueError(
+                "a rate card prices at least one unit (characters, audio_seconds, "
+                "video_seconds, requests, images)"
+            )
+        if self.effective_from and self.effective_to and self.effective_to < self.effective_from:
+            raise ValueError("effective_to is before effective_from")
         return self
 
 
@@ -316,6 +368,9 @@ ALERT_KINDS = (
     "billing_overage_held",
     "billing_pending_credit",
     "billing_close_mismatch",
+    "weekly_digest",
+    "monthly_digest",
+    "recommendations_digest",
 )
 AlertChannel = Literal["slack", "email", "webhook"]
 EmailAddress = Annotated[str, Field(pattern=r"^[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+$")]
@@ -380,6 +435,55 @@ class Channels(_Model):
     def email_recipients(self, tenant_id: str) -> list[str]:
         own = self.tenants.get(tenant_id)
         return list(own.email_to if own is not None and own.email_to else self.email_to)
+
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class FxRate(_Model):
+    """A configured exchange rate: `per_usd` units of `currency` per US dollar from a date on."""
+
+    currency: Currency
+    effective_from: date
+    per_usd: Annotated[Decimal, Field(gt=0)]
+
+
+class Fx(_Model):
+    """Exchange rates for amounts billed in other currencies (`lib.fx`).
+
+    The ECB's euro reference rates are read by the `fx_rates` asset (`ECB_RATES_URL`, the ECB's
+    90-day file by default; in the demo a generated twin); `rates` is the dated fallback used
+    where the ECB has no rate for a day. A row with no rate at all is not converted.
+    """
+
+    rates: list[FxRate] = []
+
+
+# The per-event tables the daily assets rebuild a day from: once their rows of a day are gone,
+# the day can no longer be rebuilt, so the daily partitions start after their retention.
+RAW_TABLES = (
+    "priced_interactions",
+    "interaction_revisions",
+    "cloud_costs",
+    "k8s_allocations",
+    "openai_usage",
+    "anthropic_usage",
+    "provider_usage_priced",
+)
+
+
+class Retention(_Model):
+    """How long each table keeps its days (`days`: table -> days; tables not named are kept
+    forever, e.g. the summaries). The `retention_job` drops whole days past their limit, and
+    only days that are summarized (`store.retention`); the daily partitions then start after
+    the shortest retention of a raw table (`RAW_TABLES`), so a day whose calls were dropped can
+    never be rebuilt from nothing."""
+
+    days: dict[str, Annotated[int, Field(ge=7)]] = {}
+
+    def raw_days(self) -> int | None:
+        kept = [n for table, n in self.days.items() if table in RAW_TABLES]
+        return min(kept) if kept else None
 
 
 class Enforcement(_Model):
@@ -529,6 +633,110 @@ class BudgetHierarchy(_Model):
         return self
 
 
+class ModelSubstitution(_Model):
+    """A cheaper model `cost_recommendations` may suggest instead of `model` (a glob matched,
+    case-insensitively, against the raw model string or its catalog id) of `provider`.
+
+    `alternative` must be a model of the genai-prices catalog: its prices and context window are
+    what the saving and the fit of each call are computed with.
+    """
+
+    provider: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1)]
+    alternative: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _known_alternative(self) -> ModelSubstitution:
+        from genai_prices import data_snapshot  # the catalog, loaded only when one is named
+
+        try:
+            data_snapshot.get_snapshot().find_provider_model(
+                self.alternative, None, self.provider.lower(), None
+            )
+        except LookupError:
+            raise ValueError(
+                f"alternative {self.alternative!r} is not a {self.provider} model of the "
+                "genai-prices catalog"
+            ) from None
+        return self
+
+
+class DeferrableCalls(_Model):
+    """Agents or workflows (globs on `agent_id` / `workflow_id`; both given: both must match)
+    whose calls can wait, so batch or flex processing may be recommended for those that run at
+    the standard tier.
+
+    `latency_tolerance_seconds` unset: not interactive at all (batch, which may take up to 24 h).
+    Set: batch when it is at least 86,400 s, else flex when it is at least
+    `Recommendations.flex_min_tolerance_seconds`, else nothing.
+    """
+
+    agent: str | None = None
+    workflow: str | None = None
+    latency_tolerance_seconds: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _names_something(self) -> DeferrableCalls:
+        if not self.agent and not self.workflow:
+            raise ValueError("give an agent or a workflow (glob) whose calls can wait")
+        return self
+
+
+class PromptCaching(_Model):
+    """When prompt caching is recommended, and what it is assumed to achieve.
+
+    Candidates: an agent's calls of a model with at least `min_input_tokens` input each, whose
+    cache reads are at most `max_cache_read_share` of their input. Projection: each such call
+    reads `assumed_hit_rate` of its input from the cache and writes `assumed_write_share` of it
+    (the prefix re-written when the cache expires), priced by the catalog's cache prices.
+    """
+
+    assumed_hit_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    assumed_write_share: Annotated[float, Field(ge=0, le=1)] = 0.05
+    min_input_tokens: Annotated[int, Field(ge=1)] = 4096
+    max_cache_read_share: Annotated[float, Field(ge=0, lt=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _fits_the_input(self) -> PromptCaching:
+        if self.assumed_hit_rate + self.assumed_write_share > 1:
+            raise ValueError("assumed_hit_rate + assumed_write_share cannot exceed 1 (the input)")
+        return self
+
+
+class Recommendations(_Model):
+    """`cost_recommendations`: the last `window_days` of calls re-priced under cheaper options.
+
+    Options: a cheaper model from `substitutions`, prompt caching (`caching`), batch or flex for
+    `deferrable` calls, and trimming calls just above a long-context price tier (within
+    `long_context_margin_pct` of its threshold) to the threshold. A recommendation is shown when
+    it saves at least `min_monthly_saving_usd` a month on at least `min_calls` calls. The weekly
+    Slack digest lists the `digest_top` largest savings.
+    """
+
+    window_days: Annotated[int, Field(ge=1, le=90)] = 14
+    substitutions: list[ModelSubstitution] = []
+    deferrable: list[DeferrableCalls] = []
+    flex_min_tolerance_seconds: Annotated[float, Field(gt=0)] = 600.0
+    caching: PromptCaching = PromptCaching()
+    long_context_margin_pct: Annotated[float, Field(gt=0, le=100)] = 10.0
+    min_monthly_saving_usd: Money = Decimal(1)
+    min_calls: Annotated[int, Field(ge=1)] = 20
+    digest_top: Annotated[int, Field(ge=1, le=25)] = 10
+
+
+class Reports(_Model):
+    """Where statements, exports and digest charts are written (`lib.report_files`).
+
+    `output_url` empty: the folder `reports` in the state directory (`$DAGSTER_HOME`). Else a
+    local path or any fsspec URL (`s3://bucket/prefix`, `gs://...`), whose package (`s3fs`,
+    `gcsfs`) must be installed; credentials come from that package's usual environment.
+    `top_n`: how many drivers, anomalies and recommendations a digest lists.
+    """
+
+    output_url: str = ""
+    top_n: Annotated[int, Field(ge=1, le=20)] = 5
+
+
 class CostConfig(_Model):
     organization: str = "Example Co"
     currency: Literal["USD"] = "USD"
@@ -538,6 +746,7 @@ class CostConfig(_Model):
     budget_hierarchy: BudgetHierarchy = BudgetHierarchy()
     default_thresholds: list[Percent] = [50, 75, 90, 100]
     price_overrides: list[PriceOverride] = []
+    rate_cards: list[RateCard] = []
     pricing: Pricing = Pricing()
     alerts: Alerts = Alerts()
     reconciliation: Reconciliation = Reconciliation()
@@ -548,10 +757,17 @@ class CostConfig(_Model):
     billing: Billing = Billing()
     channels: Channels = Channels()
     enforcement: Enforcement = Enforcement()
+    reports: Reports = Reports()
+    recommendations: Recommendations = Recommendations()
+    fx: Fx = Fx()
+    retention: Retention = Retention()
 
     def first_partition_day(self, today: date) -> date:
-        """The first daily partition (see `Partitions`)."""
-        return self.partitions.first_day_on(today, self.demo)
+        """The first daily partition (see `Partitions`), never a day whose raw rows retention
+        may have dropped (`Retention`)."""
+        first = self.partitions.first_day_on(today, self.demo)
+        raw = self.retention.raw_days()
+        return first if raw is None else max(first, today - timedelta(days=raw - 1))
 
     @model_validator(mode="after")
     def _references(self) -> CostConfig:

@@ -11,8 +11,12 @@ Usage may be logged in the canonical shape, as OpenAI or Anthropic usage objects
 OpenTelemetry GenAI spans (see `usage_shapes`); each maps to the canonical columns. A record
 without usage is quarantined (`no usage`), never loaded as zero tokens, and a call beyond the
 plausibility bounds (`config.Plausibility`) is quarantined with a reason starting
-`implausible_usage:`. The whole path is vectorized in pyarrow and numpy; Python touches only the
-rejected rows.
+`implausible_usage:`. A record may carry usage beyond tokens (characters, audio or video
+seconds, images, requests) or an app-reported cost (`cost_usd`); a provider nothing prices
+(neither the catalog, an override nor a rate card) is quarantined unless the record reports its
+cost, and so is a unit that nothing can price for the record's model at any date (`priced_units`,
+from the pricing engine): quarantined with the unit named, never loaded as free. The whole path
+is vectorized in pyarrow and numpy; Python touches only the rejected rows.
 
 Within a file, an `event_id` seen again with the same content is an exact duplicate (dropped,
 counted in `duplicates`); with different content it is a correction: the LAST version is kept
@@ -26,7 +30,7 @@ about n^2 / 2^65, ~3e-6 for 10 M ids in one file).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -42,7 +46,13 @@ from cost_pipeline.lib import log_text as lt
 from cost_pipeline.lib import log_values as lv
 from cost_pipeline.lib.config import Plausibility
 from cost_pipeline.lib.schemas import TOKEN_COLUMNS, arrow_schema
-from cost_pipeline.lib.usage_shapes import Canonical, canonical, context_window, normalize
+from cost_pipeline.lib.usage_shapes import (
+    UNIT_SOURCES,
+    Canonical,
+    canonical,
+    context_window,
+    normalize,
+)
 
 SOURCE = "llm_interactions"
 REQUIRED_TEXT = ("event_id", "tenant_id", "provider", "model")
@@ -54,6 +64,10 @@ FEW_VALUES = frozenset(
     ("tenant_id", "agent_id", "provider", "model", "service_tier", "status", "day")
 )
 _EPOCH = date(1970, 1, 1)
+# Units checked against what can price them (every call is a request: a missing per-request
+# price is no gap).
+PRICED_UNITS = ("characters", "audio_seconds", "video_seconds", "images")
+PricedUnits = Callable[[str, str], Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -148,16 +162,20 @@ def iter_log_file(
     known_providers: Collection[str],
     chunk_rows: int = 500_000,
     bounds: Plausibility | None = None,
+    priced_units: PricedUnits | None = None,
 ) -> Iterator[LogChunk]:
     """Stream `path` in chunks of at most `chunk_rows` records, validated and split.
 
-    `bounds` are the plausibility bounds (`Plausibility()` defaults when None). Never raises
-    for the file's content; raises ValueError only for a `chunk_rows` below 1.
+    `bounds` are the plausibility bounds (`Plausibility()` defaults when None).
+    `priced_units(provider, model)` names the units beyond tokens something can price for a
+    model (`PricingEngine.priced_units`); a record using another one is quarantined. None: units
+    are not checked here (the engine flags them `incomplete_usage`). Never raises for the file's
+    content; raises ValueError only for a `chunk_rows` below 1.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
     path = Path(path)
-    check = _Checker(path.name, frozenset(known_providers), bounds or Plausibility())
+    check = _Checker(path.name, frozenset(known_providers), bounds or Plausibility(), priced_units)
     try:
         fmt = log_format(path)
     except ValueError as exc:
@@ -217,10 +235,17 @@ def _empty_good() -> pa.Table:
 class _Checker:
     """Validates the chunks of one file, remembering the event ids it has yielded."""
 
-    def __init__(self, source_file: str, known: frozenset[str], bounds: Plausibility) -> None:
+    def __init__(
+        self,
+        source_file: str,
+        known: frozenset[str],
+        bounds: Plausibility,
+        priced_units: PricedUnits | None = None,
+    ) -> None:
         self.source_file = source_file
         self.known = pa.array(sorted(known), pa.string())
         self.bounds = bounds
+        self.priced_units = priced_units
         self.seen = _SeenIds()
 
     def __call__(self, parsed: lr.Parsed) -> LogChunk:
@@ -247,7 +272,12 @@ class _Checker:
             flagged = np.zeros(n, dtype=bool)
             flagged[row] = True
             reasons.add(flagged, "; ".join(found))
-        c = canonical(table, reasons, max_tokens=self.bounds.max_tokens_per_call)
+        c = canonical(
+            table,
+            reasons,
+            max_tokens=self.bounds.max_tokens_per_call,
+            max_cost=float(self.bounds.max_cost_per_call_usd),
+        )
         self._check(c, reasons)
 
         bad = reasons.any()
@@ -283,11 +313,19 @@ class _Checker:
         for name in REQUIRED_TEXT:
             reasons.add(~lv.mask(c.text[name].is_valid()), f"{name} is missing or empty")
         provider = c.text["provider"]
+        reported = ~np.isnan(c.units["reported_cost_usd"])
         unknown = lv.mask(provider.is_valid()) & ~lv.mask(pc.is_in(provider, value_set=self.known))
         reasons.add(
-            unknown,
-            lambda rows: [f"provider {v!r} is unknown" for v in lv.python_values(provider, rows)],
+            unknown & ~reported,
+            lambda rows: [
+                f"provider {v!r} is unknown: neither the genai-prices catalog nor the "
+                "configuration (price_overrides, rate_cards) prices it, and the record reports "
+                "no cost_usd"
+                for v in lv.python_values(provider, rows)
+            ],
         )
+        if self.priced_units is not None and n:
+            self._check_units(c, reasons, ~reported & ~unknown)
         t = c.tokens
         cache = t["cache_read_tokens"] + t["cache_write_tokens"] + t["cache_write_1h_tokens"]
         small = t["input_tokens"] < cache
@@ -323,17 +361,45 @@ class _Checker:
                 ],
             )
 
-    def _windows(self, c: Canonical) -> np.ndarray:
-        """Each row's model context window (0 when unknown), looked up once per distinct pair."""
+    def _check_units(self, c: Canonical, reasons: lv.Reasons, rows: np.ndarray) -> None:
+        """Quarantine the use of a unit that nothing prices for the record's model."""
+        used = {u: rows & (c.units[u] > 0) for u in PRICED_UNITS}
+        if not any(u.any() for u in used.values()):
+            return
+        encoded, pairs = self._pairs(c)
+        assert self.priced_units is not None
+        covered = [frozenset(self.priced_units(p, m)) if p and m else frozenset() for p, m in pairs]
+        for unit, mask in used.items():
+            lacking = np.array([unit not in units for units in covered], dtype=bool)
+            if not lacking.any():
+                continue
+            hit = mask & lacking[encoded]
+            quantity = c.units[unit]
+            reasons.add(
+                hit,
+                lambda rs, u=unit, q=quantity: [
+                    f"no price for {u} ({q[r]:g}) of {c.text['provider'][r].as_py()}/"
+                    f"{c.text['model'][r].as_py()}: neither the genai-prices catalog nor a rate "
+                    "card in the configuration (rate_cards) prices it; add a rate card"
+                    for r in rs
+                ],
+            )
+
+    def _pairs(self, c: Canonical) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        """Each row's index among the distinct (provider, model) pairs, and the pairs."""
         pairs = pa.table({"p": c.text["provider"], "m": c.text["model"]})
         keys = pc.binary_join_element_wise(
             pc.fill_null(pairs["p"], ""), pc.fill_null(pairs["m"], ""), "\x00"
         )
         encoded = lv.flat(keys).dictionary_encode()
-        sizes = [
-            context_window(*key.split("\x00", 1)) or 0 for key in encoded.dictionary.to_pylist()
-        ]
-        return np.asarray(sizes, dtype=np.int64)[encoded.indices.to_numpy()]
+        split = [key.partition("\x00") for key in encoded.dictionary.to_pylist()]
+        return encoded.indices.to_numpy(), [(p, m) for p, _, m in split]
+
+    def _windows(self, c: Canonical) -> np.ndarray:
+        """Each row's model context window (0 when unknown), looked up once per distinct pair."""
+        encoded, pairs = self._pairs(c)
+        sizes = [context_window(p, m) or 0 for p, m in pairs]
+        return np.asarray(sizes, dtype=np.int64)[encoded]
 
     def _good_table(self, c: Canonical, rows: np.ndarray) -> pa.Table:
         take = pa.array(rows, pa.int64())
@@ -345,6 +411,14 @@ class _Checker:
         columns["batch"] = lv.flat(c.batch).take(take)
         for name in TOKEN_COLUMNS:
             columns[name] = pa.array(c.tokens[name][rows], pa.int64())
+        for name in UNIT_SOURCES:
+            values = c.units[name][rows]
+            kind = GOOD_SCHEMA.field(name).type
+            absent = np.isnan(values)
+            filled = np.where(absent, 0, values)
+            columns[name] = pa.array(
+                filled.astype(np.int64) if pa.types.is_integer(kind) else filled, kind, mask=absent
+            )
         columns["latency_ms"] = pa.array(
             c.latency_ms[rows], pa.int64(), mask=~c.latency_present[rows]
         )

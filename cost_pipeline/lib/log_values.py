@@ -381,6 +381,9 @@ def hash_column(array: pa.Array) -> np.ndarray:
     valid = mask(array.is_valid())
     if pa.types.is_boolean(kind):
         raw = pc.fill_null(array, False).to_numpy(zero_copy_only=False).astype(np.uint64) + 1
+    elif pa.types.is_floating(kind):  # seconds: the float's bits (a cast would truncate 61.5)
+        values = pc.fill_null(array.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+        raw = np.ascontiguousarray(values).view(np.uint64)
     else:
         if pa.types.is_temporal(kind):
             array = array.view(pa.int64() if kind.bit_width == 64 else pa.int32())

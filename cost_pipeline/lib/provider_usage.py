@@ -8,27 +8,48 @@ Tenants come from the configuration's mappings: an API key mapping (the more spe
 a project / workspace mapping; unmapped rows keep `tenant_id` null.
 
 A bucket served twice (a repeated page) is counted once: rows are de-duplicated on the bucket
-start and the grouping fields, keeping the last copy (a provider restating a bucket).
+start, the endpoint and the grouping fields, keeping the last copy (a provider restating a
+bucket).
+
+OpenAI usage comes from every usage endpoint that bills (`lib.usage_endpoints`): each row says
+its `endpoint` and carries its native unit (tokens; images with size and source; characters;
+seconds; bytes; sessions). A result of an endpoint the registry does not know, or a non-zero
+counter it does not know, is kept with the quantities listed in `unrecognized`, never dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
-from cost_pipeline.catalog import (
-    ANTHROPIC_USAGE,
-    OPENAI_USAGE,
-    PROVIDER_REPORTED_COSTS,
-    PROVIDER_USAGE_PRICED,
-)
+from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_REPORTED_COSTS
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.schemas import TOKEN_COLUMNS
+from cost_pipeline.lib.provider_pricing import Pricer as Pricer  # re-export
+from cost_pipeline.lib.provider_pricing import price_provider_usage as price_provider_usage
+from cost_pipeline.lib.usage_endpoints import (
+    ANTHROPIC_MESSAGES,
+    ENDPOINTS,
+    NON_COUNTERS,
+    OPENAI_KNOWN_BREAKDOWNS,
+    classify_anthropic_costs,
+    classify_openai_line_items,
+    endpoint_from_object,
+    endpoint_unit,
+)
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
-OPENAI_GROUPS = ("model", "project_id", "api_key_id", "batch", "user_id", "service_tier")
+OPENAI_GROUPS = (
+    "model",
+    "project_id",
+    "api_key_id",
+    "batch",
+    "user_id",
+    "service_tier",
+    "size",
+    "source",
+)
 ANTHROPIC_GROUPS = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
 ANTHROPIC_COST_KEYS = (
     "workspace_id",
@@ -40,10 +61,6 @@ ANTHROPIC_COST_KEYS = (
     "context_window",
 )
 _DATED_SUFFIX = r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$"
-
-
-class Pricer(Protocol):
-    def price(self, df: pd.DataFrame) -> pd.DataFrame: ...
 
 
 def _flat(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -94,14 +111,61 @@ def canonical_model(models: pd.Series) -> pd.Series:
     )
 
 
+def _numbers(df: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(_column(df, name, 0), errors="raise").fillna(0)
+
+
+def _unrecognized(df: pd.DataFrame, provider: str, endpoints: pd.Series) -> pd.Series:
+    """Per row, `field=value; ...` of the non-zero numeric fields its endpoint does not document,
+    prefixed by `unknown endpoint <name>` for an endpoint the registry does not know."""
+    known = {
+        name: {*e.counters, *(OPENAI_KNOWN_BREAKDOWNS if name == "completions" else ())}
+        for (p, name), e in ENDPOINTS.items()
+        if p == provider
+    }
+    text = pd.Series("", index=df.index, dtype="object")
+    for column in df.columns:
+        if column in NON_COUNTERS or column == "endpoint":
+            continue
+        raw = df[column]
+        if raw.map(lambda v: isinstance(v, bool)).any():
+            continue  # a flag, not a quantity
+        values = pd.to_numeric(raw, errors="coerce")
+        documented = endpoints.isin([n for n, fields in known.items() if column in fields])
+        odd = values.notna() & values.ne(0) & ~documented
+        if odd.any():
+            piece = column + "=" + values.astype(str).str.removesuffix(".0")
+            text = text.where(~odd, text.where(text.eq(""), text + "; ") + piece)
+    unknown = ~endpoints.isin(list(known))
+    named = "unknown endpoint " + endpoints.astype(str) + text.where(text.eq(""), ": " + text)
+    text = text.where(~unknown, named)
+    return text.where(text.ne(""), None)
+
+
 def normalize_openai_usage(results: list[dict[str, Any]], config: CostConfig) -> pd.DataFrame:
-    """`openai_usage` rows from completions usage results carrying `bucket_start_time`."""
+    """`openai_usage` rows from the usage results of any OpenAI usage endpoint, each carrying
+    `bucket_start_time` (and `usage_endpoint`, the endpoint it was fetched from).
+
+    The endpoint is the result object's (`organization.usage.<endpoint>.result`), else the one
+    it was fetched from, else completions (results stored before endpoints existed).
+    """
     df = _flat(results)
     if df.empty:
         return OPENAI_USAGE.empty_frame()
-    df = _dedup(df, ("bucket_start_time", *OPENAI_GROUPS))
+    name = endpoint_from_object(_column(df, "object"))
+    name = name.where(name.notna(), _text(df, "usage_endpoint"))
+    df = df.assign(endpoint=name.where(name.notna(), "completions").astype(str))
+    df = _dedup(df, ("bucket_start_time", "endpoint", *OPENAI_GROUPS))
+    endpoint = df["endpoint"]
+    tokens = endpoint.isin(["completions", "embeddings", "moderations"])
+    completions = endpoint.eq("completions")
+
+    def only(mask: pd.Series, values: pd.Series) -> pd.Series:
+        return values.astype("object").where(mask, None)
+
     project, key = _text(df, "project_id"), _text(df, "api_key_id")
     batch = _column(df, "batch").astype("boolean").fillna(False)
+    sessions = _numbers(df, "num_sessions") + _numbers(df, "sessions")
     out = pd.DataFrame(
         {
             "day": _days(df["bucket_start_time"]),
@@ -113,11 +177,11 @@ def normalize_openai_usage(results: list[dict[str, Any]], config: CostConfig) ->
             "context_window": None,
             "batch": batch,
             # OpenAI's input_tokens already include the cached ones: no addition here.
-            "input_tokens": _count(df, "input_tokens"),
-            "cache_read_tokens": _count(df, "input_cached_tokens"),
+            "input_tokens": _count(df, "input_tokens").where(tokens, 0),
+            "cache_read_tokens": _count(df, "input_cached_tokens").where(completions, 0),
             "cache_write_tokens": 0,
             "cache_write_1h_tokens": 0,
-            "output_tokens": _count(df, "output_tokens"),
+            "output_tokens": _count(df, "output_tokens").where(completions, 0),
             "reasoning_tokens": 0,
             "web_search_requests": 0,
             "requests": _count(df, "num_model_requests"),
@@ -127,6 +191,17 @@ def normalize_openai_usage(results: list[dict[str, Any]], config: CostConfig) ->
                 config.mapping("openai_api_key_ids"),
                 config.mapping("openai_project_ids"),
             ),
+            "endpoint": endpoint,
+            "image_size": only(endpoint.eq("images"), _text(df, "size")),
+            "image_source": only(endpoint.eq("images"), _text(df, "source")),
+            "input_audio_tokens": only(completions, _count(df, "input_audio_tokens")),
+            "output_audio_tokens": only(completions, _count(df, "output_audio_tokens")),
+            "images": only(endpoint.eq("images"), _count(df, "images")),
+            "characters": only(endpoint.eq("audio_speeches"), _count(df, "characters")),
+            "audio_seconds": only(endpoint.eq("audio_transcriptions"), _numbers(df, "seconds")),
+            "usage_bytes": only(endpoint.eq("vector_stores"), _count(df, "usage_bytes")),
+            "sessions": only(endpoint.eq("code_interpreter_sessions"), sessions.astype("int64")),
+            "unrecognized": _unrecognized(df, OPENAI, endpoint),
         }
     )
     return OPENAI_USAGE.conform(out)
@@ -170,6 +245,10 @@ def normalize_anthropic_usage(results: list[dict[str, Any]], config: CostConfig)
                 config.mapping("anthropic_api_key_ids"),
                 config.mapping("anthropic_workspace_ids"),
             ),
+            "endpoint": ANTHROPIC_MESSAGES.name,
+            "unrecognized": _unrecognized(
+                df, ANTHROPIC, pd.Series(ANTHROPIC_MESSAGES.name, index=df.index)
+            ),
         }
     )
     return ANTHROPIC_USAGE.conform(out)
@@ -193,19 +272,19 @@ def normalize_openai_costs(results: list[dict[str, Any]], config: CostConfig) ->
     _check_currency(_column(df, "amount.currency"), "USD", "OpenAI")
     line_item = _text(df, "line_item")
     project = _text(df, "project_id")
-    # Line items read "<model>, <kind>" (e.g. "gpt-4o-mini, input").
-    model = line_item.astype("object").where(
-        line_item.isna(), line_item.astype(str).str.split(", ", n=1).str[0]
-    )
+    # Line items read "<model>, <kind>" (e.g. "gpt-4o-mini, input") or name a tool or storage.
+    placed = classify_openai_line_items(line_item)
     out = pd.DataFrame(
         {
             "day": _days(df["bucket_start_time"]),
             "provider": OPENAI,
             "project_or_workspace_id": project,
             "line_item": line_item,
-            "model": model,
+            "model": placed["model"],
             "amount_usd": pd.to_numeric(_column(df, "amount.value", 0)).fillna(0.0),
             "tenant_id": _tenants(project, project, {}, config.mapping("openai_project_ids")),
+            "endpoint": placed["endpoint"],
+            "cost_component": placed["cost_component"],
         }
     )
     return PROVIDER_REPORTED_COSTS.conform(out)
@@ -226,6 +305,9 @@ def normalize_anthropic_costs(results: list[dict[str, Any]], config: CostConfig)
         + _text(df, "token_type").fillna(_text(df, "cost_type")).fillna("").astype(str)
     )
     cents = pd.to_numeric(_column(df, "amount", "0").astype(str), errors="raise")
+    placed = classify_anthropic_costs(
+        _text(df, "cost_type"), _text(df, "token_type"), description, _text(df, "model")
+    )
     out = pd.DataFrame(
         {
             "day": _days(df["bucket_starting_at"]),
@@ -237,110 +319,41 @@ def normalize_anthropic_costs(results: list[dict[str, Any]], config: CostConfig)
             "tenant_id": _tenants(
                 workspace, workspace, {}, config.mapping("anthropic_workspace_ids")
             ),
+            "endpoint": placed["endpoint"],
+            "cost_component": placed["cost_component"],
         }
     )
     return PROVIDER_REPORTED_COSTS.conform(out)
 
 
-# Synthetic probe sizes: far below any long-context threshold (128k+) for the standard tier,
-# above the 200k threshold for buckets the provider reports in its long-context window.
-_PROBE_TOKENS = 100_000
-_LONG_PROBE_TOKENS = 500_000
-_WEB_SEARCH_PROBE = 1_000
-_RATE_KEYS = ["provider", "model", "occurred_at", "service_tier", "batch", "long_context"]
-_PROBES = {
-    # component: (the probe's token columns, the cost column whose rate it measures)
-    "input": ({}, "cost_input_usd"),
-    "cache_read": ({"cache_read_tokens": 1}, "cost_cache_read_usd"),
-    "cache_write": ({"cache_write_tokens": 1}, "cost_cache_write_usd"),
-    "cache_write_1h": ({"cache_write_1h_tokens": 1}, "cost_cache_write_usd"),
-    "output": ({"output_tokens": 1}, "cost_output_usd"),
-}
-
-
-def _unit_rates(keys: pd.DataFrame, engine: Pricer) -> pd.DataFrame:
-    """USD per token of each component (and per web search) for each distinct pricing key,
-    measured by pricing one synthetic request per component with the engine itself."""
-    probes = []
-    size = keys["long_context"].map({True: _LONG_PROBE_TOKENS, False: _PROBE_TOKENS})
-    for component, (extra, _) in _PROBES.items():
-        # Every probe carries `size` input tokens so that it lands in the intended tier.
-        probe = keys.assign(probe=component, input_tokens=size)
-        for column in TOKEN_COLUMNS:
-            if column != "input_tokens":
-                probe[column] = size if column in extra else 0
-        probes.append(probe)
-    searches = keys.assign(probe="web_search", input_tokens=0)
-    for column in TOKEN_COLUMNS[1:]:
-        searches[column] = _WEB_SEARCH_PROBE if column == "web_search_requests" else 0
-    frame = pd.concat([*probes, searches], ignore_index=True)
-    priced = engine.price(frame.drop(columns=["long_context", "probe"]))
-    priced["probe"] = frame["probe"].to_numpy()
-    priced["long_context"] = frame["long_context"].to_numpy()
-    rates = keys.copy()
-    for component, (_, cost_column) in _PROBES.items():
-        rows = priced.loc[priced["probe"] == component]
-        per_token = pd.to_numeric(rows[cost_column]).fillna(0.0).to_numpy() / size.to_numpy()
-        rates[f"rate_{component}"] = per_token
-    first = priced.loc[priced["probe"] == "input"]
-    # `cost_other_usd` of a probe without searches is the per-request fee, if the model has one.
-    fee = pd.to_numeric(first["cost_other_usd"]).fillna(0.0).to_numpy()
-    rows = priced.loc[priced["probe"] == "web_search"]
-    searched = pd.to_numeric(rows["cost_other_usd"]).fillna(0.0).to_numpy()
-    rates["rate_web_search"] = (searched - fee) / _WEB_SEARCH_PROBE
-    rates["rate_request"] = fee
-    rates["price_version"] = first["price_version"].to_numpy()
-    rates["pricing_status"] = first["pricing_status"].to_numpy()
-    return rates
-
-
-def price_provider_usage(usage: pd.DataFrame, engine: Pricer) -> pd.DataFrame:
-    """`provider_usage_priced` rows: provider buckets priced by the same engine as the app log.
-
-    A bucket sums many requests, so pricing it as one request would put every busy bucket in
-    a long-context tier (which applies per request). Instead the engine prices one synthetic
-    request per component and distinct (provider, model, day, tier, batch, context window) and
-    the bucket's tokens are multiplied by those unit rates: exact, because prices are linear
-    within a tier. Anthropic reports each bucket's context window (`200k-1M` = long-context
-    rates); OpenAI buckets are priced at the standard tier. Each bucket is priced at its day's
-    midnight UTC, when that day's prices apply.
-    """
+def usage_by_endpoint(usage: pd.DataFrame) -> pd.DataFrame:
+    """Per endpoint: its unit, rows, requests, quantity in that unit (tokens: input + output)
+    and rows with unrecognized quantities; for run metadata."""
+    columns = ["endpoint", "unit", "rows", "requests", "quantity", "unrecognized_rows"]
     if usage.empty:
-        return PROVIDER_USAGE_PRICED.empty_frame()
-    frame = usage.reset_index(drop=True).copy()
-    frame["occurred_at"] = pd.to_datetime(frame["day"]).dt.tz_localize("UTC")
-    frame["batch"] = frame["batch"].astype("boolean").fillna(False).astype(bool)
-    window = frame["context_window"].astype("object").fillna("")
-    frame["long_context"] = window.astype(str).str.startswith("200k")
-    keys = frame[_RATE_KEYS].drop_duplicates().reset_index(drop=True)
-    rates = _unit_rates(keys, engine)
-    # merge on object keys with nulls: pandas matches None to None in merge keys
-    both = frame.merge(rates, on=_RATE_KEYS, how="left", validate="many_to_one")
-    tokens = {c: both[c].astype("int64") for c in TOKEN_COLUMNS}
-    uncached = (
-        tokens["input_tokens"]
-        - tokens["cache_read_tokens"]
-        - tokens["cache_write_tokens"]
-        - tokens["cache_write_1h_tokens"]
+        return pd.DataFrame(columns=columns)
+    provider = usage["provider"].astype(str)
+    names = _text(usage, "endpoint").fillna("(none)")
+    units = [endpoint_unit(p, n) for p, n in zip(provider, names, strict=True)]
+    quantity = _numbers(usage, "input_tokens") + _numbers(usage, "output_tokens")
+    for spec in ENDPOINTS.values():
+        if spec.column is not None and spec.column in usage.columns:
+            hit = names.eq(spec.name) & provider.eq(spec.provider)
+            quantity = quantity.where(~hit, _numbers(usage, spec.column))
+    frame = pd.DataFrame(
+        {
+            "endpoint": names,
+            "unit": pd.Series(units, index=usage.index, dtype="object").fillna("?"),
+            "requests": _numbers(usage, "requests"),
+            "quantity": quantity,
+            "odd": _text(usage, "unrecognized").notna(),
+        }
     )
-    both["cost_input_usd"] = uncached * both["rate_input"]
-    both["cost_cache_read_usd"] = tokens["cache_read_tokens"] * both["rate_cache_read"]
-    both["cost_cache_write_usd"] = (
-        tokens["cache_write_tokens"] * both["rate_cache_write"]
-        + tokens["cache_write_1h_tokens"] * both["rate_cache_write_1h"]
+    grouped = frame.groupby(["endpoint", "unit"], sort=True)
+    out = grouped.agg(
+        rows=("requests", "size"),
+        requests=("requests", "sum"),
+        quantity=("quantity", "sum"),
+        unrecognized_rows=("odd", "sum"),
     )
-    both["cost_output_usd"] = tokens["output_tokens"] * both["rate_output"]
-    both["cost_other_usd"] = (
-        tokens["web_search_requests"] * both["rate_web_search"]
-        + both["requests"].astype("int64") * both["rate_request"]
-    )
-    parts = [
-        "cost_input_usd",
-        "cost_cache_read_usd",
-        "cost_cache_write_usd",
-        "cost_output_usd",
-        "cost_other_usd",
-    ]
-    both[parts] = both[parts].round(9)
-    both["cost_usd"] = both[parts].sum(axis=1)
-    return PROVIDER_USAGE_PRICED.conform(both)
+    return out.reset_index()[columns]

@@ -1,4 +1,5 @@
-"""Provider names the pipeline accepts: the price catalog's, plus custom ones from overrides."""
+"""Provider names the pipeline accepts: the price catalog's, plus custom ones from overrides and
+rate cards."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from functools import cache
 
 from genai_prices import data_snapshot
 
-from cost_pipeline.lib.config import PriceOverride
+from cost_pipeline.lib.config import PriceOverride, RateCard
 
 
 @cache
@@ -16,6 +17,10 @@ def catalog_providers() -> frozenset[str]:
     return frozenset(p.id for p in data_snapshot.get_snapshot().providers)
 
 
-def known_providers(overrides: Iterable[PriceOverride] = ()) -> frozenset[str]:
-    """Catalog providers plus providers that only exist in price overrides (self-hosted models)."""
-    return catalog_providers() | {o.provider for o in overrides}
+def known_providers(
+    overrides: Iterable[PriceOverride] = (), rate_cards: Iterable[RateCard] = ()
+) -> frozenset[str]:
+    """Catalog providers plus providers that only exist in price overrides (self-hosted models)
+    or rate cards (services priced per character, second, image or request), lower case."""
+    custom = {o.provider.lower() for o in overrides} | {c.provider.lower() for c in rate_cards}
+    return catalog_providers() | custom

@@ -34,6 +34,13 @@ Explicit prices (custom or fine-tuned models) replace the catalog price; cache r
 without their own price are charged at `input_mtok` (genai-prices' leaf rule), web searches at 0.
 A discount multiplies every component of the catalog price by `1 - discount_pct / 100`; it is
 not applied on top of explicit prices.
+
+Units beyond tokens (`UNIT_COMPONENTS`): genai-prices prices some models per character
+(`input_mchars`: `tts-1`, `tts-1-hd`) or per hour of audio (`audio_hours`, or one direction's
+`input_audio_hours` / `output_audio_hours`: `whisper-1`, Groq and Mistral transcription,
+realtime voice models) and per request (`requests_kcount`: Perplexity). It has no per-image or
+per-video-second price. Rate cards (`config.RateCard`) price any provider's units on effective
+dates; a card's price of a unit replaces the catalog's (`with_cards`), never discounted.
 """
 
 from __future__ import annotations
@@ -62,16 +69,42 @@ from genai_prices.types import (
 )
 
 from cost_pipeline.catalog import MODEL_PRICES
-from cost_pipeline.lib.config import PriceOverride
+from cost_pipeline.lib.config import ImagePrice, PriceOverride, RateCard
 
 CATALOG_SOURCE = f"genai-prices {genai_prices.__version__}"
 OVERRIDE_SOURCE = "override"
+RATE_CARD_SOURCE = "rate_card"
 DEFAULT_PROVIDERS = ("openai", "anthropic")
 
 # Per-token categories, in the order of `ComponentRates.per_mtok`.
 TOKEN_COMPONENTS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+# Usage units beyond tokens, in the order of `ComponentRates.per_unit` (requests and images are
+# priced apart: per call, and per image size and quality).
+UNIT_COMPONENTS = ("characters", "audio_seconds", "video_seconds")
+# genai-prices price keys of each unit, with the number of units their price is for; the first
+# present is used (audio: the total, else the one direction the catalog prices).
+CATALOG_UNIT_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
+    "characters": (("input_mchars", 1_000_000),),
+    "audio_seconds": (
+        ("audio_hours", 3600),
+        ("input_audio_hours", 3600),
+        ("output_audio_hours", 3600),
+    ),
+    "video_seconds": (),
+}
+TOKEN_PRICE_KEYS = frozenset(
+    {
+        "input_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "cache_write_5m_mtok",
+        "cache_write_1h_mtok",
+        "output_mtok",
+    }
+)
 Price = Decimal | TieredPrices
 ZERO = Decimal(0)
+NO_UNITS: tuple[Decimal | None, ...] = (None,) * len(UNIT_COMPONENTS)
 
 
 @dataclass(frozen=True)
@@ -79,31 +112,38 @@ class ComponentRates:
     """What one request costs per unit, at one level of long-context tiering.
 
     `per_mtok` are USD per million tokens of each `TOKEN_COMPONENTS` leaf; `per_k_web_search`
-    is USD per thousand web searches and `per_k_requests` USD per thousand requests.
+    is USD per thousand web searches and `per_k_requests` USD per thousand requests; `per_unit`
+    is USD per one unit of each `UNIT_COMPONENTS` (None: the price has none for that unit).
     """
 
     per_mtok: tuple[Decimal, ...]
     per_k_web_search: Decimal = ZERO
     per_k_requests: Decimal = ZERO
+    per_unit: tuple[Decimal | None, ...] = NO_UNITS
 
     def scaled(self, factor: Decimal) -> ComponentRates:
         return ComponentRates(
             tuple(p * factor for p in self.per_mtok),
             self.per_k_web_search * factor,
             self.per_k_requests * factor,
+            tuple(None if p is None else p * factor for p in self.per_unit),
         )
 
 
 @dataclass(frozen=True)
 class TieredRates:
     """Rates at each long-context level: `levels[i]` applies when total input tokens exceed
-    `thresholds[i - 1]` (and not `thresholds[i]`); `levels[0]` is the base price."""
+    `thresholds[i - 1]` (and not `thresholds[i]`); `levels[0]` is the base price.
+    `tokens_priced`: whether the price has any token price at all (`tts-1` has none: its calls
+    are priced by characters only, and a call without characters cannot be priced)."""
 
     thresholds: tuple[int, ...]
     levels: tuple[ComponentRates, ...]
+    tokens_priced: bool = True
 
     def scaled(self, factor: Decimal) -> TieredRates:
-        return TieredRates(self.thresholds, tuple(level.scaled(factor) for level in self.levels))
+        levels = tuple(level.scaled(factor) for level in self.levels)
+        return TieredRates(self.thresholds, levels, self.tokens_priced)
 
 
 def _at(price: Price | None, input_tokens: int) -> Decimal:
@@ -133,14 +173,36 @@ def component_rates(model_price: ModelPrice) -> TieredRates:
         p.get("web_searches_kcount"),
         p.get("requests_kcount"),
     )
-    thresholds = sorted({t.start for v in prices if isinstance(v, TieredPrices) for t in v.tiers})
+    units = [_catalog_unit(p, unit) for unit in UNIT_COMPONENTS]
+    every = [*prices, *(u[0] for u in units if u is not None)]
+    thresholds = sorted({t.start for v in every if isinstance(v, TieredPrices) for t in v.tiers})
     # Level i is reached by any input in (thresholds[i-1], thresholds[i]]; price it at its low end.
     probes = [0, *(t + 1 for t in thresholds)]
     levels = tuple(
-        ComponentRates(tuple(_at(v, n) for v in prices[:5]), _at(prices[5], n), _at(prices[6], n))
+        ComponentRates(
+            tuple(_at(v, n) for v in prices[:5]),
+            _at(prices[5], n),
+            _at(prices[6], n),
+            tuple(None if u is None else _at(u[0], n) / u[1] for u in units),
+        )
         for n in probes
     )
-    return TieredRates(tuple(thresholds), levels)
+    return TieredRates(tuple(thresholds), levels, bool(TOKEN_PRICE_KEYS & p.keys()))
+
+
+def _catalog_unit(prices: Mapping[str, Price], unit: str) -> tuple[Price, int] | None:
+    """The catalog's price of `unit` and the number of units it is for, if it has one."""
+    return next(((prices[k], per) for k, per in CATALOG_UNIT_KEYS[unit] if k in prices), None)
+
+
+def catalog_units(model: ModelInfo) -> frozenset[str]:
+    """The units (`UNIT_COMPONENTS`, `requests`) any of the model's catalog prices charges."""
+    entries = model.prices if isinstance(model.prices, list) else [model.prices]
+    prices = [getattr(e, "prices", e) for e in entries]
+    prices += [v.prices for v in model.price_variants or ()]
+    keys = {k for p in prices for k, v in p.__dict__.items() if v is not None}
+    units = {u for u, options in CATALOG_UNIT_KEYS.items() if any(k in keys for k, _ in options)}
+    return frozenset(units | ({"requests"} if "requests_kcount" in keys else set()))
 
 
 def explicit_rates(override: PriceOverride) -> TieredRates:
@@ -214,13 +276,14 @@ USAGE_PRICE_KEYS = frozenset(
         "output_mtok",
         "web_searches_kcount",
         "requests_kcount",
+        *(key for options in CATALOG_UNIT_KEYS.values() for key, _ in options),
     }
 )
 
 
 def needs_other_usage(prices: ModelPrice) -> bool:
-    """Whether the price charges only units a call's token counts cannot express (characters,
-    audio seconds, images): pricing such a call from tokens would make it free."""
+    """Whether the price charges only units a call's record cannot express (document pages,
+    pixels, messages): pricing such a call from what it has would make it free."""
     keys = {k for k, v in prices.__dict__.items() if v is not None and not k.startswith("_")}
     return bool(keys) and not keys & USAGE_PRICE_KEYS
 
@@ -289,9 +352,11 @@ def price_boundaries(model: ModelInfo) -> tuple[set[date], set[time]]:
 # --- overrides ------------------------------------------------------------------------------
 
 
-def override_matches(
-    override: PriceOverride, provider: str, model: str, model_id: str | None
-) -> bool:
+Dated = PriceOverride | RateCard
+
+
+def override_matches(override: Dated, provider: str, model: str, model_id: str | None) -> bool:
+    """Whether an override's (or a rate card's) provider and model glob match a call."""
     if override.provider.lower() != provider.lower():
         return False
     glob = override.model.lower()
@@ -300,16 +365,94 @@ def override_matches(
     )
 
 
-def override_active(override: PriceOverride, day: date) -> bool:
+def override_active(override: Dated, day: date) -> bool:
     return (override.effective_from is None or day >= override.effective_from) and (
         override.effective_to is None or day <= override.effective_to
     )
 
 
-def override_boundaries(overrides: Sequence[PriceOverride]) -> set[date]:
+def override_boundaries(overrides: Sequence[Dated]) -> set[date]:
     """UTC dates at which an override starts or stops applying (its end date is inclusive)."""
     days = {o.effective_from for o in overrides if o.effective_from is not None}
     return days | {o.effective_to + timedelta(days=1) for o in overrides if o.effective_to}
+
+
+# --- rate cards -----------------------------------------------------------------------------
+
+_NO_TOKENS = TieredRates((), (ComponentRates((ZERO,) * len(TOKEN_COMPONENTS)),), False)
+
+
+@dataclass(frozen=True)
+class CardRates:
+    """What the active rate cards of a call add: its rates with the cards' unit prices in place
+    (catalog and override token prices kept), which units a card priced (`UNIT_COMPONENTS`
+    then `requests`), and the image prices of the last card that has some."""
+
+    rates: TieredRates
+    from_card: tuple[bool, ...]
+    images: tuple[ImagePrice, ...]
+
+
+def card_unit_price(card: RateCard, unit: str) -> Decimal | None:
+    """USD per one unit (`UNIT_COMPONENTS` or `requests`) of a card, or None if it has none."""
+    price = getattr(card, unit)
+    return None if price is None else price.usd / price.per
+
+
+def with_cards(rates: TieredRates | None, cards: Sequence[RateCard]) -> CardRates:
+    """`rates` (None: no token price) with the unit prices of the active `cards` (the last
+    card pricing a unit wins) replacing the catalog's."""
+    units: list[Decimal | None] = [None] * len(UNIT_COMPONENTS)
+    request: Decimal | None = None
+    images: tuple[ImagePrice, ...] = ()
+    for card in cards:
+        for i, unit in enumerate(UNIT_COMPONENTS):
+            price = card_unit_price(card, unit)
+            units[i] = price if price is not None else units[i]
+        price = card_unit_price(card, "requests")
+        request = price if price is not None else request
+        images = tuple(card.images) or images
+    base = rates if rates is not None else _NO_TOKENS
+    levels = tuple(
+        ComponentRates(
+            level.per_mtok,
+            level.per_k_web_search,
+            request * 1000 if request is not None else level.per_k_requests,
+            tuple(
+                c if c is not None else old for c, old in zip(units, level.per_unit, strict=True)
+            ),
+        )
+        for level in base.levels
+    )
+    from_card = (*(u is not None for u in units), request is not None)
+    return CardRates(TieredRates(base.thresholds, levels, base.tokens_priced), from_card, images)
+
+
+def normalized_label(value: object) -> str | None:
+    """An image size or quality as compared: trimmed, lower case (`1024X1024` = `1024x1024`)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().lower()
+
+
+def image_price(
+    prices: Sequence[ImagePrice], size: str | None, quality: str | None
+) -> Decimal | None:
+    """USD per image of the first entry matching `size` and `quality` (unset entries match any;
+    a call that does not say its size matches only entries without one)."""
+    for entry in prices:
+        if entry.size is not None and normalized_label(entry.size) != size:
+            continue
+        if entry.quality is not None and normalized_label(entry.quality) != quality:
+            continue
+        return entry.usd
+    return None
+
+
+def card_units(card: RateCard) -> frozenset[str]:
+    """The units a rate card prices (`UNIT_COMPONENTS`, `requests`, `images`)."""
+    units = {u for u in (*UNIT_COMPONENTS, "requests") if getattr(card, u) is not None}
+    return frozenset(units | ({"images"} if card.images else set()))
 
 
 def discount_factor(override: PriceOverride) -> Decimal:
@@ -317,16 +460,20 @@ def discount_factor(override: PriceOverride) -> Decimal:
 
 
 def price_version(
-    overrides: Sequence[PriceOverride], tier_fallback: Mapping[str, Decimal] | None = None
+    overrides: Sequence[PriceOverride],
+    tier_fallback: Mapping[str, Decimal] | None = None,
+    rate_cards: Sequence[RateCard] = (),
 ) -> str:
-    """Short stable hash of the catalog version, the overrides and the tier fallback
-    multipliers: changes on any repricing."""
+    """Short stable hash of the catalog version, the overrides, the tier fallback multipliers
+    and the rate cards: changes on any repricing."""
     content: dict[str, object] = {
         "catalog": CATALOG_SOURCE,
         "overrides": [o.model_dump(mode="json") for o in overrides],
     }
     if tier_fallback:
         content["tier_fallback"] = {k: str(v) for k, v in sorted(tier_fallback.items())}
+    if rate_cards:
+        content["rate_cards"] = [c.model_dump(mode="json") for c in rate_cards]
     payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -369,6 +516,7 @@ def _row(
         "web_search_ktok": float(base.per_k_web_search),
         "long_context_threshold": rates.thresholds[0] if rates.thresholds else None,
         "source": source,
+        **_unit_columns(base.per_unit, base.per_k_requests or None),
     }
     for c, v in zip(_CARD_COMPONENTS, long.per_mtok if long else (None,) * 5, strict=True):
         row[f"long_{c}_mtok"] = None if v is None else float(v)
@@ -376,6 +524,50 @@ def _row(
 
 
 _CARD_COMPONENTS = ("input", "cache_read", "cache_write", "cache_write_1h", "output")
+# `model_prices` columns of the units beyond tokens, and what one unit of the column is.
+_UNIT_CARD_COLUMNS = (
+    ("characters_mchar", Decimal(1_000_000)),
+    ("audio_hour", Decimal(3600)),
+    ("video_second", Decimal(1)),
+)
+
+
+def _unit_columns(per_unit: Sequence[Decimal | None], per_k_requests: Decimal | None) -> dict:
+    row: dict[str, float | None] = {
+        name: None if p is None else float(p * per)
+        for (name, per), p in zip(_UNIT_CARD_COLUMNS, per_unit, strict=True)
+    }
+    row["request_kcount"] = None if per_k_requests is None else float(per_k_requests)
+    return row
+
+
+def _card_rows(cards: Sequence[RateCard]) -> list[dict]:
+    """One `model_prices` row per rate card (its unit prices) and one per image price."""
+    rows: list[dict] = []
+    for card in cards:
+        until = card.effective_to + timedelta(days=1) if card.effective_to else None
+        base = {
+            "provider": card.provider,
+            "model_pattern": card.model,
+            "effective_from": _midnight(card.effective_from),
+            "effective_to": _midnight(until),
+            "batch": False,
+            "source": RATE_CARD_SOURCE,
+        }
+        units = [card_unit_price(card, u) for u in UNIT_COMPONENTS]
+        request = card_unit_price(card, "requests")
+        if any(u is not None for u in units) or request is not None:
+            rows.append(base | _unit_columns(units, None if request is None else request * 1000))
+        for image in card.images:
+            rows.append(
+                base
+                | {
+                    "image_size": image.size,
+                    "image_quality": image.quality,
+                    "image_usd": float(image.usd),
+                }
+            )
+    return rows
 
 
 def _catalog_rows(provider: Provider) -> list[dict]:
@@ -435,9 +627,9 @@ def _override_rows(overrides: Sequence[PriceOverride], catalog: list[dict]) -> l
             end = min(filter(None, (row["effective_to"], _midnight(until))), default=None)
             if start is not None and end is not None and start >= end:
                 continue
+            prices = ("_mtok", "_ktok", "_mchar", "_hour", "_kcount")
             scaled = {
-                k: v * factor if k.endswith(("_mtok", "_ktok")) and v is not None else v
-                for k, v in row.items()
+                k: v * factor if k.endswith(prices) and v is not None else v for k, v in row.items()
             }
             rows.append(
                 scaled | {"effective_from": start, "effective_to": end, "source": OVERRIDE_SOURCE}
@@ -446,17 +638,23 @@ def _override_rows(overrides: Sequence[PriceOverride], catalog: list[dict]) -> l
 
 
 def build_rate_card(
-    overrides: Sequence[PriceOverride] = (), *, providers: Sequence[str] = DEFAULT_PROVIDERS
+    overrides: Sequence[PriceOverride] = (),
+    *,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    rate_cards: Sequence[RateCard] = (),
+    tier_fallback: Mapping[str, Decimal] | None = None,
 ) -> pd.DataFrame:
     """The `model_prices` table: catalog list prices per model, price window and tier / batch
-    variant, plus one row per override (discounts expanded over the models they cover).
+    variant, plus one row per override (discounts expanded over the models they cover) and per
+    rate card (one more per image price).
 
     Prices are the effective leaf rates the engine charges (e.g. a model without a cache price
     shows its input price as `cache_read_mtok`); the long-context columns hold the first tier.
-    Override rows take precedence over catalog rows where both apply.
+    Override rows take precedence over catalog rows where both apply, and rate-card unit prices
+    over the catalog's. `price_version` is the engine's for the same configuration.
     """
     catalog = [row for pid in providers if (p := _provider(pid)) for row in _catalog_rows(p)]
-    rows = catalog + _override_rows(overrides, catalog)
+    rows = catalog + _override_rows(overrides, catalog) + _card_rows(rate_cards)
     card = pd.DataFrame(rows, columns=MODEL_PRICES.column_names)
-    card["price_version"] = price_version(overrides)
+    card["price_version"] = price_version(overrides, tier_fallback, rate_cards)
     return MODEL_PRICES.conform(card)

@@ -15,6 +15,11 @@ Definitions (per day and provider, and per model):
   against the provider's bill (rounding, a missing discount, a wrong rate).
 
 Models are compared without dated snapshot suffixes (`gpt-4.1-2025-04-14` is `gpt-4.1`).
+
+Only what the ledger prices in tokens is compared here (completions, embeddings, moderations,
+messages): usage and billed cost of endpoints billed in other units (images, characters,
+seconds, bytes, sessions) are reconciled line by line in `lib.line_items`, against the
+provider-reported cost.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import pandas as pd
 from cost_pipeline.catalog import DAILY_COST_SUMMARY, LLM_COST_RECONCILIATION
 from cost_pipeline.lib.pricing import UNPRICED_STATUSES
 from cost_pipeline.lib.provider_usage import ANTHROPIC, OPENAI, canonical_model
+from cost_pipeline.lib.usage_endpoints import billed_in_other_units, is_ledger_priced
 
 PROVIDERS = (OPENAI, ANTHROPIC)
 UNATTRIBUTED_TENANT = "__unattributed__"
@@ -35,6 +41,20 @@ UNATTRIBUTED_TENANT = "__unattributed__"
 MATERIAL_SHARE_PCT = 0.5
 _KEYS = ["day", "provider", "model"]
 _TOTAL_COLUMNS = ["requests", "input_tokens", "output_tokens", "cost_usd"]
+
+
+def token_priced(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of endpoints the ledger prices in tokens (all rows of frames without endpoints)."""
+    if df.empty or "endpoint" not in df.columns:
+        return df
+    return df.loc[is_ledger_priced(df["provider"], df["endpoint"])]
+
+
+def _token_billed(df: pd.DataFrame) -> pd.DataFrame:
+    """Reported cost but the line items of endpoints billed in other units."""
+    if df.empty or "endpoint" not in df.columns:
+        return df
+    return df.loc[~billed_in_other_units(df["provider"], df["endpoint"])]
 
 
 def _totals(df: pd.DataFrame, tenant_default: str | None) -> pd.DataFrame:
@@ -93,6 +113,8 @@ def reconcile(
     provider_reported_costs: pd.DataFrame,
 ) -> pd.DataFrame:
     """`llm_cost_reconciliation` rows: one per day and provider (model null), one per model."""
+    provider_usage_priced = token_priced(provider_usage_priced)
+    provider_reported_costs = _token_billed(provider_reported_costs)
     app = app_log_totals(priced_interactions).groupby(_KEYS)["cost_usd"].sum()
     use = provider_usage_totals(provider_usage_priced).groupby(_KEYS)["cost_usd"].sum()
     models = pd.concat(
@@ -294,7 +316,7 @@ def unattributed_summary_rows(
     signed. Only for the days and providers that have provider usage, so that the day's LLM
     total (app-log rows + these) equals the provider-usage cost there. Token and request
     columns carry the usage the log misses (never negative)."""
-    use = provider_usage_totals(provider_usage_priced)
+    use = provider_usage_totals(token_priced(provider_usage_priced))
     if use.empty:
         return DAILY_COST_SUMMARY.empty_frame()
     app = app_log_totals(priced_interactions)

@@ -59,7 +59,8 @@ MONEY_DOCS = {
     "cost_cache_read_usd": "USD for cache-read input tokens.",
     "cost_cache_write_usd": "USD for cache-write input tokens (5 minutes and 1 hour).",
     "cost_output_usd": "USD for output tokens.",
-    "cost_other_usd": "USD for everything else the price has (web searches, per-request fees).",
+    "cost_other_usd": "USD for everything else the price has (web searches, per-request fees), "
+    "or the whole cost an app reported (pricing_status app_reported).",
     "cost_usd": "Total USD, rounded half-even to 9 decimals; the components sum to it exactly.",
     "app_log_cost_usd": "The day's cost of the app's own log, priced by this pipeline.",
     "provider_usage_cost_usd": "The provider's usage report, priced with the same engine.",

@@ -33,6 +33,24 @@ when a record holds several shapes they must give the same canonical counts, or 
 quarantined (which one is right cannot be known). A record with no token field at all is
 quarantined as `no usage`, never loaded as zero tokens.
 
+Usage beyond tokens is read from any shape, the first present of: the top level, the `usage`
+object, the span attributes (this pipeline's names, no OTel convention has them):
+
+| column            | top level / `usage`                 | span attribute                    |
+|-------------------|-------------------------------------|-----------------------------------|
+| characters        | `characters`                        | `gen_ai.usage.characters`         |
+| audio_seconds     | `audio_seconds`, `usage.seconds`    | `gen_ai.usage.audio_seconds`      |
+| video_seconds     | `video_seconds`                     | `gen_ai.usage.video_seconds`      |
+| images            | `images`                            | `gen_ai.usage.images`             |
+| image_size        | `image_size` (top level)            | `gen_ai.request.image_size`       |
+| image_quality     | `image_quality` (top level)         | `gen_ai.request.image_quality`    |
+| requests          | `requests`                          | `gen_ai.usage.requests`           |
+| reported_cost_usd | `cost_usd`                          | `gen_ai.usage.cost_usd`           |
+
+(`usage.seconds` is OpenAI's transcription usage `{"type": "duration", "seconds": 3}`.) Counts
+(characters, images, requests) are integers, seconds and the cost non-negative numbers; a value
+given in two places must agree. A record with one of them and no token counts has usage.
+
 Canonical fields at the top level always win over span attributes; `id` stands in for a missing
 `event_id` (the response id of OpenAI and Anthropic). Provider names are normalized: lower case,
 and OTel's `gen_ai.system` values mapped to price-catalogue ids (`aws.bedrock` -> `aws`).
@@ -75,6 +93,37 @@ OTEL_USAGE = {
     "cache_write": ("gen_ai.usage.cache_creation.input_tokens",),
     "reasoning": ("gen_ai.usage.reasoning.output_tokens",),
 }
+# Units beyond tokens: the column, then where it may be logged (first present wins).
+UNIT_SOURCES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "characters": (
+        ("characters",),
+        ("usage", "characters"),
+        ("attributes", "gen_ai.usage.characters"),
+    ),
+    "audio_seconds": (
+        ("audio_seconds",),
+        ("usage", "audio_seconds"),
+        ("usage", "seconds"),
+        ("attributes", "gen_ai.usage.audio_seconds"),
+    ),
+    "video_seconds": (
+        ("video_seconds",),
+        ("usage", "video_seconds"),
+        ("attributes", "gen_ai.usage.video_seconds"),
+    ),
+    "images": (("images",), ("usage", "images"), ("attributes", "gen_ai.usage.images")),
+    "requests": (("requests",), ("usage", "requests"), ("attributes", "gen_ai.usage.requests")),
+    "reported_cost_usd": (
+        ("cost_usd",),
+        ("usage", "cost_usd"),
+        ("attributes", "gen_ai.usage.cost_usd"),
+    ),
+}
+WHOLE_UNITS = ("characters", "images", "requests")
+UNIT_TEXT = {
+    "image_size": (("image_size",), ("attributes", "gen_ai.request.image_size")),
+    "image_quality": (("image_quality",), ("attributes", "gen_ai.request.image_quality")),
+}
 OTEL_TEXT = (
     "gen_ai.provider.name",
     "gen_ai.system",
@@ -86,6 +135,8 @@ OTEL_TEXT = (
     "tenant_id",
     "user.id",
     "enduser.id",
+    "gen_ai.request.image_size",
+    "gen_ai.request.image_quality",
 )
 PROVIDER_ALIASES = {
     "aws.bedrock": "aws",
@@ -121,8 +172,20 @@ USAGE_FIELDS = [
     ("cache_creation", _struct("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")),
     ("server_tool_use", _struct("web_search_requests")),
 ]
+
+
+def _unit_fields(where: str) -> list[str]:
+    """Names of the unit fields read at the top level (`""`), in `usage` or in `attributes`."""
+    paths = [p for paths in UNIT_SOURCES.values() for p in paths]
+    return [p[-1] for p in paths if (p[0] if len(p) > 1 else "") == where]
+
+
 OTEL_ATTRIBUTES = pa.struct(
-    [*((n, NUM) for names in OTEL_USAGE.values() for n in names), *((n, TEXT) for n in OTEL_TEXT)]
+    [
+        *((n, NUM) for names in OTEL_USAGE.values() for n in names),
+        *((n, NUM) for n in _unit_fields("attributes")),
+        *((n, TEXT) for n in OTEL_TEXT),
+    ]
 )
 # What the JSON reader extracts (everything else in a record is ignored). Counts are float64 so
 # that 10.0, 1e20 or a 20-digit integer parse, and are judged here rather than failing a block.
@@ -133,7 +196,12 @@ LOG_SCHEMA = pa.schema(
         ("batch", pa.bool_()),
         ("latency_ms", NUM),
         *USAGE_FIELDS,
-        ("usage", pa.struct(USAGE_FIELDS)),
+        *((n, NUM) for n in _unit_fields("")),
+        *((name, TEXT) for name in UNIT_TEXT),
+        (
+            "usage",
+            pa.struct([*USAGE_FIELDS, *((n, NUM) for n in _unit_fields("usage"))]),
+        ),
         ("id", TEXT),
         ("attributes", OTEL_ATTRIBUTES),
         ("context", _struct("trace_id", "span_id", kind=TEXT)),
@@ -211,6 +279,8 @@ class Canonical:
     latency_ms: np.ndarray
     latency_present: np.ndarray
     batch: pa.Array
+    # Units beyond tokens (`UNIT_SOURCES`): float64 values, NaN where the record does not say.
+    units: dict[str, np.ndarray]
 
 
 class _Fields:
@@ -283,6 +353,26 @@ class _Fields:
         result = np.where(ok, values, 0).astype(np.int64), present
         self._counts[key] = result
         return result
+
+    def amount(self, path: Sequence[str], limit: float, why: str) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 values, NaN where absent or invalid; present mask) of a non-negative
+        number that may have a fraction (seconds, USD); above `limit` is `why`."""
+        values, present, not_number = lv.counts(self.get(path), self.n)
+        label = ".".join(path)
+        key = tuple(path)
+        shown = self._shown
+        numeric = present & ~not_number
+        with np.errstate(invalid="ignore"):
+            infinite = numeric & ~np.isfinite(values)
+            negative = numeric & ~infinite & (values < 0)
+            huge = numeric & ~infinite & ~negative & (values > limit)
+        self.reasons.add(
+            not_number | infinite, lambda rows: shown(key, rows, f"{label} is not a number")
+        )
+        self.reasons.add(negative, lambda rows: shown(key, rows, f"{label} is negative"))
+        self.reasons.add(huge, lambda rows: shown(key, rows, f"implausible_usage: {label} {why}"))
+        ok = numeric & ~infinite & ~negative & ~huge
+        return np.where(ok, values, np.nan), present
 
     def _shown(self, path: Sequence[str], rows: np.ndarray, prefix: str) -> list[str]:
         array = self.get(path)
@@ -409,8 +499,44 @@ def normalize_provider(provider: pa.Array) -> pa.Array:
     return pa.array(names, pa.string()).take(encoded.indices)
 
 
-def canonical(table: pa.Table, reasons: lv.Reasons, *, max_tokens: int) -> Canonical:
-    """Canonical columns of `table` (parsed records of any shape); problems go to `reasons`."""
+def _units(f: _Fields, max_cost: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each unit of `UNIT_SOURCES` (NaN: not given, or invalid) and the rows that give any;
+    places that disagree are a reason."""
+    out: dict[str, np.ndarray] = {}
+    any_given = np.zeros(f.n, dtype=bool)
+    for unit, paths in UNIT_SOURCES.items():
+        chosen = np.full(f.n, np.nan)
+        given = np.zeros(f.n, dtype=bool)
+        clash = np.zeros(f.n, dtype=bool)
+        for path in paths:
+            if unit in WHOLE_UNITS:
+                counts, present = f.count(path)
+                values = np.where(present, counts.astype(np.float64), np.nan)
+            elif unit == "reported_cost_usd":
+                values, present = f.amount(
+                    path, max_cost, f"is above the ceiling of ${max_cost:,.2f} per call"
+                )
+            else:
+                ceiling = f.max_tokens
+                values, present = f.amount(
+                    path, ceiling, f"is above the ceiling of {ceiling:,} per call"
+                )
+            clash |= given & present & (values != chosen) & ~np.isnan(values) & ~np.isnan(chosen)
+            chosen = np.where(given, chosen, values)
+            given |= present
+        f.reasons.add(clash, f"{unit} is given twice with different values")
+        out[unit] = chosen
+        any_given |= given
+    return out, any_given
+
+
+def canonical(
+    table: pa.Table, reasons: lv.Reasons, *, max_tokens: int, max_cost: float = 1000.0
+) -> Canonical:
+    """Canonical columns of `table` (parsed records of any shape); problems go to `reasons`.
+
+    `max_tokens` bounds every count (tokens, characters, images, requests, seconds) and
+    `max_cost` an app-reported cost (USD) of one call."""
     f = _Fields(table, reasons, max_tokens)
     n = f.n
     a = "attributes"
@@ -425,6 +551,7 @@ def canonical(table: pa.Table, reasons: lv.Reasons, *, max_tokens: int) -> Canon
         "model": f.text(("model",), (a, "gen_ai.response.model"), (a, "gen_ai.request.model")),
         "service_tier": f.text(("service_tier",)),
         "status": f.text(("status",)),
+        **{name: f.text(*paths) for name, paths in UNIT_TEXT.items()},
     }
     text["provider"] = normalize_provider(text["provider"])
 
@@ -473,10 +600,13 @@ def canonical(table: pa.Table, reasons: lv.Reasons, *, max_tokens: int) -> Canon
         disagree,
         "usage is given in more than one shape (e.g. top-level and `usage`) with different counts",
     )
+    units, units_given = _units(f, max_cost)
+    found |= units_given
     reasons.add(
         ~found,
         "no usage: the record has no token counts in any known shape (input_tokens, "
-        "usage.prompt_tokens, usage.input_tokens, gen_ai.usage.input_tokens, ...)",
+        "usage.prompt_tokens, usage.input_tokens, gen_ai.usage.input_tokens, ...) and no "
+        "other usage (characters, audio_seconds, video_seconds, images, requests, cost_usd)",
     )
     tokens = dict(zip(TOKEN_COLUMNS, (chosen[k] for k in _CANON), strict=True))
     batch, bad_batch = lv.booleans(f.get(("batch",)), n)
@@ -489,6 +619,7 @@ def canonical(table: pa.Table, reasons: lv.Reasons, *, max_tokens: int) -> Canon
         latency_ms=latency,
         latency_present=latency_p,
         batch=batch,
+        units=units,
     )
 
 

@@ -24,10 +24,13 @@ def flatten_buckets(
     """The results of every bucket, each with its bucket's start attached under `attach_as`.
 
     A bucket that is not an object with a `results` list and a start is a malformed page.
+    OpenAI's newer spec revisions name the list `result`: both are read.
     """
     out: list[dict[str, Any]] = []
     for bucket in buckets:
-        results = bucket.get("results") if isinstance(bucket, dict) else None
+        results = None
+        if isinstance(bucket, dict):
+            results = bucket.get("results", bucket.get("result"))
         if not isinstance(results, list) or bucket.get(start_key) is None:
             problem = f"malformed bucket (no {start_key}/results): {bucket!r:.200}"
             raise ApiError(service, endpoint, 200, problem)

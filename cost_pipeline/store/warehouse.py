@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -191,12 +193,18 @@ class Warehouse:
                         changes.append(f"added column {schema.name}.{c.name}")
             present_views = set(inspector.get_view_names())
             for view in views:
-                if view.name not in present_views:
-                    cols = ", ".join(f'"{c}"' for c in view.column_names)
-                    conn.exec_driver_sql(
-                        f"CREATE VIEW {view.name} AS SELECT {cols} FROM {view.view_of}"
-                    )
-                    changes.append(f"created view {view.name}")
+                cols = ", ".join(f'"{c}"' for c in view.column_names)
+                if view.name in present_views:
+                    # A view made before its table gained columns is re-made with them.
+                    have = [c["name"] for c in inspector.get_columns(view.name)]
+                    if have == view.column_names:
+                        continue
+                    conn.exec_driver_sql(f"DROP VIEW {view.name}")
+                conn.exec_driver_sql(
+                    f"CREATE VIEW {view.name} AS SELECT {cols} FROM {view.view_of}"
+                )
+                verb = "re-created" if view.name in present_views else "created"
+                changes.append(f"{verb} view {view.name}")
             if self.is_postgres:
                 for schema in stored:
                     if schema.day_partitioned:
@@ -817,9 +825,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # The busy timeout first: switching a fresh file to WAL takes a lock that other
     # processes opening it at the same moment must wait for, not fail on.
     cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # SQLite answers "locked" at once, without waiting, to a connection that switches a file
+    # to WAL or creates a table while another does the same: those two are retried.
+    for statement in (
+        "PRAGMA journal_mode=WAL",
+        "CREATE TABLE IF NOT EXISTS _write_lock (id INTEGER PRIMARY KEY)",
+    ):
+        for attempt in range(100):
+            try:
+                cur.execute(statement)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("CREATE TABLE IF NOT EXISTS _write_lock (id INTEGER PRIMARY KEY)")
     cur.close()
 
 

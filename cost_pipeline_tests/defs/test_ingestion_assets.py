@@ -7,6 +7,8 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 
 from cost_pipeline.catalog import PRICED_INTERACTIONS
@@ -290,3 +292,100 @@ def test_late_sensor_requests_a_day_whose_only_change_is_a_restatement(
     assert (meta["rows_loaded"], meta["restatements"]) == (0, 1)
     late = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
     assert [r.partition_key for r in late.run_requests] == ["2026-09-03"]
+
+
+def _config_with_cards(tmp_path: Path, name: str, cards: list) -> str:
+    """The pinned test configuration plus `rate_cards`, as a file for `CostConfigResource`."""
+    import os
+
+    import yaml
+
+    from cost_pipeline.lib.config import CONFIG_ENV
+
+    raw = yaml.safe_load(Path(os.environ[CONFIG_ENV]).read_text())
+    raw["rate_cards"] = [c.model_dump(mode="json", exclude_defaults=True) for c in cards]
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_a_mixed_log_of_units_prices_exactly_and_reprices_on_a_rate_card_change(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """Chat, embeddings, TTS by characters, transcription by seconds, images, a video vendor
+    priced by a rate card and an app-reported cost: every call at its published unit price;
+    a unit nothing prices is quarantined; a changed rate card re-prices the stored day."""
+    from decimal import Decimal
+
+    from cost_pipeline.defs.pricing.assets import priced_interactions
+    from cost_pipeline.defs.summaries.assets import summary_matches_priced_interactions
+    from cost_pipeline.lib.config import RateCard, load_config
+    from cost_pipeline.lib.pricing import PricingEngine
+    from cost_pipeline_tests.lib.test_usage_units import CARDS, MIXED, nanos, record
+
+    log_dir = tmp_path / "log"
+    records = [record(i, fields) for i, (fields, _, _) in enumerate(MIXED)]
+    records.append(record(99, {"provider": "luma", "model": "ray-2", "video_seconds": 5}))
+    records.append(record(98, {"provider": "elevenlabs", "model": "eleven_v3", "characters": 9}))
+    write_jsonl(log_dir / "mixed.jsonl", records)
+    v1 = _config_with_cards(tmp_path, "v1.yaml", CARDS)
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse_url),
+        "cost_config": CostConfigResource(path=v1),
+        "interaction_log": LandingFolderResource(path=str(log_dir)),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    ingest = dg.materialize(
+        [llm_interactions, no_quarantined_interactions], resources=resources, instance=instance
+    )
+    meta = metadata(ingest)
+    assert (meta["rows_loaded"], meta["rows_quarantined"]) == (len(MIXED), 2)
+    wh = Warehouse(warehouse_url)
+    reasons = sorted(wh.query("SELECT reason FROM quarantine")["reason"])
+    assert reasons[0].startswith("no price for characters (9) of elevenlabs/eleven_v3")
+    assert reasons[1].startswith("provider 'luma' is unknown")
+
+    def stored() -> pd.DataFrame:
+        frame = wh.read(PRICED_INTERACTIONS, days=[date(2026, 9, 2)])
+        return frame.set_index("event_id").loc[[f"u{i}" for i in range(len(MIXED))]]
+
+    rows = stored()
+    for (event_id, row), (_, expected, status) in zip(rows.iterrows(), MIXED, strict=True):
+        assert row["pricing_status"] == status, event_id
+        assert Decimal(f"{row['cost_usd']:.9f}") == nanos(expected), event_id
+    assert rows.loc["u3", "characters"] == 1234 and rows.loc["u6", "audio_seconds"] == 95.0
+    assert rows.loc["u8", "image_size"] == "1024X1024" and rows.loc["u8", "images"] == 2
+
+    # The video vendor's price changes: the stored day is re-priced under the new version.
+    cheaper = RateCard(provider="pika", model="pika-*", video_seconds={"usd": "0.05"})
+    v2_cards = [CARDS[0], cheaper, CARDS[2]]
+    v2 = _config_with_cards(tmp_path, "v2.yaml", v2_cards)
+    resources["cost_config"] = CostConfigResource(path=v2)
+    repriced = dg.materialize(
+        [priced_interactions], resources=resources, instance=instance, partition_key="2026-09-02"
+    )
+    mat = repriced.asset_materializations_for_node("priced_interactions")[0]
+    assert mat.metadata["repriced_calls"].value == len(MIXED)
+    after = stored()
+    version = PricingEngine.for_config(load_config(v2)).price_version
+    assert set(after["price_version"]) == {version}
+    pika = MIXED.index(next(m for m in MIXED if m[0].get("provider") == "pika"))
+    assert after.loc[f"u{pika}", "cost_usd"] == pytest.approx(0.325, abs=1e-12)
+    unchanged = after.index != f"u{pika}"
+    np.testing.assert_allclose(
+        after.loc[unchanged, "cost_usd"], rows.loc[unchanged, "cost_usd"], atol=1e-12
+    )
+    summary = dg.materialize(
+        [daily_cost_summary, summary_matches_priced_interactions],
+        resources=resources,
+        instance=instance,
+        partition_key="2026-09-02",
+    )
+    [matches] = summary.get_asset_check_evaluations()
+    assert matches.passed, matches.metadata
+    counts = wh.query(
+        "SELECT SUM(rate_card_requests) AS cards, SUM(app_reported_requests) AS reported "
+        "FROM daily_cost_summary WHERE cost_category = 'llm'"
+    ).iloc[0]
+    assert (int(counts["cards"]), int(counts["reported"])) == (4, 2)
+    wh.dispose()

@@ -1,4 +1,5 @@
-"""Provider assets end to end: real clients on loopback, demo twins, reconciliation checks."""
+"""Provider assets end to end: real clients on loopback (every OpenAI usage endpoint that bills),
+demo twins, reconciliation per provider, model and line item, and their checks."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from cost_pipeline.defs.ingestion.provider_assets import (
     provider_reported_costs,
 )
 from cost_pipeline.lib.schemas import TOKEN_COLUMNS
+from cost_pipeline.lib.usage_endpoints import OPENAI_ENDPOINT_NAMES
 from cost_pipeline.resources.anthropic_admin import AnthropicAdminResource, AnthropicAdminTwin
 from cost_pipeline.resources.openai_admin import OpenAIAdminResource, OpenAIAdminTwin
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
@@ -33,6 +35,14 @@ from cost_pipeline_tests.fakes.provider_admin import ProviderAdminFake
 DAY = "2026-09-02"
 DAY_START = int(datetime(2026, 9, 2, tzinfo=UTC).timestamp())
 INGESTION = [openai_usage, anthropic_usage, provider_reported_costs]
+ANTHROPIC_BILL = {  # the fake's Anthropic usage at list prices, in cents
+    "uncached_input_tokens": "15.6",
+    "cache_creation.ephemeral_5m_input_tokens": "1.5375",
+    "cache_read_input_tokens": "6.3",
+    "output_tokens": "14.7",
+    "web_search": "3",
+}
+OPENAI_BILL = sum(r["amount"]["value"] for r in fakes.openai_cost_samples(0)[0]["results"])
 
 
 @pytest.fixture
@@ -44,30 +54,8 @@ def wh_url(warehouse_url: str) -> str:
 @pytest.fixture
 def fake() -> Iterator[ProviderAdminFake]:
     with ProviderAdminFake(page_size=1, duplicate_pages=True) as server:
-        server.load(
-            fakes.OPENAI_USAGE,
-            [
-                {
-                    "object": "bucket",
-                    "start_time": DAY_START,
-                    "end_time": DAY_START + 86_400,
-                    "results": [
-                        {
-                            "object": "organization.usage.completions.result",
-                            "input_tokens": 120_000,
-                            "output_tokens": 8_000,
-                            "input_cached_tokens": 90_000,
-                            "num_model_requests": 42,
-                            "model": "gpt-4.1-mini-2025-04-14",
-                            "project_id": "proj_acme",
-                            "user_id": None,
-                            "api_key_id": "key_unknown",
-                            "batch": False,
-                        }
-                    ],
-                }
-            ],
-        )
+        for path, buckets in fakes.openai_usage_samples(DAY_START).items():
+            server.load(path, buckets)
         server.load(
             fakes.ANTHROPIC_USAGE,
             [
@@ -94,24 +82,7 @@ def fake() -> Iterator[ProviderAdminFake]:
                 }
             ],
         )
-        server.load(
-            fakes.OPENAI_COSTS,
-            [
-                {
-                    "object": "bucket",
-                    "start_time": DAY_START,
-                    "end_time": DAY_START + 86_400,
-                    "results": [
-                        {
-                            "object": "organization.costs.result",
-                            "amount": {"value": 0.07, "currency": "usd"},
-                            "line_item": "gpt-4.1-mini, input",
-                            "project_id": "proj_acme",
-                        }
-                    ],
-                }
-            ],
-        )
+        server.load(fakes.OPENAI_COSTS, fakes.openai_cost_samples(DAY_START))
         server.load(
             fakes.ANTHROPIC_COSTS,
             [
@@ -121,16 +92,22 @@ def fake() -> Iterator[ProviderAdminFake]:
                     "results": [
                         {
                             "currency": "USD",
-                            "amount": "31.5",
+                            "amount": cents,
                             "workspace_id": "wrkspc_birchwood",
-                            "description": "claude-sonnet-4-5, output_tokens",
+                            "description": f"claude-sonnet-4-5, {kind}",
                             "model": "claude-sonnet-4-5-20250929",
+                            "cost_type": "web_search" if kind == "web_search" else "tokens",
+                            "token_type": None if kind == "web_search" else kind,
                         }
+                        # list prices: $3 / $3.75 / $0.30 / $15 per MTok, $10 per 1k searches
+                        for kind, cents in ANTHROPIC_BILL.items()
                     ],
                 }
             ],
         )
         server.fail(fakes.OPENAI_USAGE, 429, retry_after="0")
+        server.fail(fakes.OPENAI_IMAGES, 429, retry_after="0")
+        server.fail(fakes.OPENAI_VECTOR_STORES, 500, times=2)
         server.fail(fakes.ANTHROPIC_COSTS, 500, times=2)
         yield server
 
@@ -156,20 +133,113 @@ def test_ingestion_from_real_clients_replaces_the_day(wh_url, fake) -> None:
     wh = Warehouse(wh_url)
     day = date.fromisoformat(DAY)
     oa = wh.read(OPENAI_USAGE, days=[day])
-    assert oa[["input_tokens", "cache_read_tokens", "requests"]].values.tolist() == [
+    completions = oa.loc[oa["endpoint"] == "completions"]
+    assert completions[["input_tokens", "cache_read_tokens", "requests"]].values.tolist() == [
         [120_000, 90_000, 42]
     ]
-    assert oa["tenant_id"].tolist() == ["acme"]  # project mapping; the key is not mapped
+    assert set(oa["tenant_id"]) == {"acme"}  # project mapping; the key is not mapped
+    assert sorted(set(oa["endpoint"])) == sorted(OPENAI_ENDPOINT_NAMES)
     an = wh.read(ANTHROPIC_USAGE, days=[day])
     assert an["input_tokens"].tolist() == [52_000 + 4_100 + 210_000]
-    assert an["tenant_id"].tolist() == ["birchwood"]
-    costs = wh.read(PROVIDER_REPORTED_COSTS, days=[day]).sort_values("provider")
-    assert costs["amount_usd"].tolist() == [0.315, 0.07]
+    assert an["tenant_id"].tolist() == ["birchwood"] and an["endpoint"].tolist() == ["messages"]
+    costs = wh.read(PROVIDER_REPORTED_COSTS, days=[day])
+    by_provider = costs.groupby("provider")["amount_usd"].sum()
+    assert by_provider["anthropic"] == pytest.approx(0.411375, abs=1e-9)
+    assert by_provider["openai"] == pytest.approx(OPENAI_BILL)
+    assert costs["endpoint"].notna().all()
     meta = result.asset_materializations_for_node("openai_usage")[0].metadata
-    assert meta["rows"].value == 1
+    assert meta["rows"].value == 9 and meta["unrecognized_rows"].value == 0  # images: 2 groups
+    rows = meta["by_endpoint"].value.splitlines()
+    assert any("audio_transcriptions" in r and "| seconds" in r for r in rows)
     assert "OpenAI admin API" in meta["source"].value
     for value in (m.value for m in meta.values()):
         assert fake.openai_key not in str(value)
+
+
+def test_every_endpoint_reconciles_per_line_item(wh_url, fake) -> None:
+    from cost_pipeline.catalog import LLM_LINE_ITEM_RECONCILIATION
+    from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
+    from cost_pipeline.defs.summaries.line_items import (
+        line_items_match_provider_costs,
+        llm_line_item_reconciliation,
+    )
+
+    bill = fake.buckets[fakes.OPENAI_COSTS]
+    bill[0]["results"].append(  # a line item no usage endpoint explains
+        {
+            "object": "organization.costs.result",
+            "amount": {"value": 0.25, "currency": "usd"},
+            "line_item": "Web search tool calls",
+            "project_id": "proj_acme",
+        }
+    )
+    result = dg.materialize(
+        [
+            *INGESTION,
+            provider_usage_priced,
+            llm_line_item_reconciliation,
+            line_items_match_provider_costs,
+        ],
+        partition_key=DAY,
+        resources=real_resources(wh_url, fake),
+    )
+    assert result.success
+    recon = Warehouse(wh_url).read(LLM_LINE_ITEM_RECONCILIATION, days=[date.fromisoformat(DAY)])
+    lines = recon.loc[recon["status"] != "total"]
+    totals = recon.loc[recon["status"] == "total"].set_index(["provider", "endpoint"])
+    # nothing dropped: every billed dollar is on a line
+    assert lines["provider_reported_cost_usd"].sum() == pytest.approx(OPENAI_BILL + 0.25 + 0.411375)
+
+    priced = lines.loc[lines["status"] == "priced"].set_index(["model", "cost_component"])
+    for model, component in [
+        ("gpt-4.1-mini", "input"),
+        ("gpt-4.1-mini", "cached_input"),
+        ("gpt-4.1-mini", "output"),
+        ("claude-sonnet-4-5", "input"),
+        ("claude-sonnet-4-5", "cache_write"),
+        ("claude-sonnet-4-5", "cached_input"),
+        ("claude-sonnet-4-5", "output"),
+        ("claude-sonnet-4-5", "other"),
+    ]:
+        assert priced.loc[(model, component), "drift_pct"] == pytest.approx(0, abs=1e-6), model
+    embeddings = lines.loc[lines["endpoint"] == "embeddings"].iloc[0]
+    assert embeddings["status"] == "priced" and embeddings["ledger_cost_usd"] == pytest.approx(0.05)
+    assert totals.loc[("openai", "completions"), "coverage_pct"] == pytest.approx(100)
+    assert totals.loc[("anthropic", "messages"), "coverage_pct"] == pytest.approx(100)
+    moderation = lines.loc[lines["endpoint"] == "moderations"].iloc[0]
+    assert moderation["status"] == "usage_only" and moderation["ledger_cost_usd"] == 0  # free
+
+    units = {
+        "images": ("images", 15),
+        "audio_speeches": ("characters", 45_000),
+        "audio_transcriptions": ("seconds", 1_830),
+        "vector_stores": ("bytes", 3 * 1024**3),
+        "code_interpreter_sessions": ("sessions", 17),
+    }
+    for endpoint, (unit, quantity) in units.items():
+        total = totals.loc[("openai", endpoint)]
+        assert (total["unit"], total["usage_quantity"]) == (unit, quantity), endpoint
+        assert pd.isna(total["ledger_cost_usd"]) and total["coverage_pct"] == 0
+        assert f"no ledger price for unit {unit}" in total["note"]
+        rows = lines.loc[lines["endpoint"] == endpoint]
+        assert set(rows["status"]) == {"no_ledger_price"}, endpoint
+        assert rows["provider_reported_cost_usd"].notna().all(), endpoint
+
+    unplaced = lines.loc[lines["endpoint"].isna()].iloc[0]
+    assert unplaced["status"] == "unknown_endpoint"
+    assert unplaced["line_item"] == "Web search tool calls"
+
+    check = result.get_asset_check_evaluations()[0]
+    assert check.check_name == "line_items_match_provider_costs"
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "'Web search tool calls'" in check.description
+    assert "gpt-4.1-mini" not in check.description  # priced line items reconcile
+    no_price = check.metadata["no_ledger_price"].value
+    for name in ("dall-e-3, image generation", "tts-1", "whisper-1", "File search storage"):
+        assert name in no_price
+    meta = result.asset_materializations_for_node("llm_line_item_reconciliation")[0].metadata
+    assert meta["openai_images_coverage_pct"].value == 0
+    assert meta["openai_embeddings_coverage_pct"].value == pytest.approx(100)
 
 
 def test_unconfigured_sources_materialize_empty_partitions(wh_url) -> None:
@@ -227,6 +297,10 @@ def test_demo_reconciliation_shows_coverage_drift_and_the_mislabelled_model(
 ) -> None:
     from cost_pipeline.catalog import LLM_COST_RECONCILIATION, PROVIDER_USAGE_PRICED
     from cost_pipeline.defs.pricing.provider_assets import provider_usage_priced
+    from cost_pipeline.defs.summaries.line_items import (
+        line_items_match_provider_costs,
+        llm_line_item_reconciliation,
+    )
     from cost_pipeline.defs.summaries.reconciliation import (
         app_log_matches_provider_usage,
         llm_cost_reconciliation,
@@ -243,6 +317,8 @@ def test_demo_reconciliation_shows_coverage_drift_and_the_mislabelled_model(
             llm_cost_reconciliation,
             app_log_matches_provider_usage,
             provider_reported_costs_match_usage,
+            llm_line_item_reconciliation,
+            line_items_match_provider_costs,
         ],
         partition_key=DAY,
         resources={
@@ -273,6 +349,10 @@ def test_demo_reconciliation_shows_coverage_drift_and_the_mislabelled_model(
     assert f"likely mislabelled model: the log says {logged_as} (" in app.description
     assert f"the provider served {served_as} (" in app.description
     assert checks["provider_reported_costs_match_usage"].passed
+    # the twins bill each line item at list price, rounded: every line item reconciles
+    assert checks["line_items_match_provider_costs"].passed, checks[
+        "line_items_match_provider_costs"
+    ].description
 
     # the summary's unattributed rows top the app log up to the provider truth
     usage = wh.read(PROVIDER_USAGE_PRICED, days=[demo_day])

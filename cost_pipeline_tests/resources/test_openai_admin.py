@@ -1,4 +1,5 @@
-"""The OpenAI admin client against a loopback fake: paging, retries, errors, secrecy."""
+"""The OpenAI admin client against a loopback fake: paging, retries, errors, secrecy, and every
+usage endpoint that bills (its group-bys and its native unit)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,24 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cost_pipeline.lib.provider_usage import normalize_openai_costs, normalize_openai_usage
+from cost_pipeline.lib.provider_usage import (
+    normalize_openai_costs,
+    normalize_openai_usage,
+    usage_by_endpoint,
+)
+from cost_pipeline.lib.usage_endpoints import OPENAI_ENDPOINT_NAMES
 from cost_pipeline.resources.http import ApiError
 from cost_pipeline.resources.openai_admin import OpenAIAdminResource
-from cost_pipeline_tests.fakes.provider_admin import OPENAI_COSTS, OPENAI_USAGE, ProviderAdminFake
+from cost_pipeline_tests.fakes.provider_admin import (
+    OPENAI_COSTS,
+    OPENAI_GROUP_BY,
+    OPENAI_IMAGES,
+    OPENAI_USAGE,
+    OPENAI_USAGE_PATHS,
+    OPENAI_VECTOR_STORES,
+    ProviderAdminFake,
+    openai_usage_samples,
+)
 
 DAY0 = 1_788_220_800  # 2026-09-01T00:00:00Z
 DAY = 86_400
@@ -183,3 +198,88 @@ def test_costs_normalize_to_usd_per_project(client, demo_config) -> None:
     assert costs["amount_usd"].sum() == pytest.approx(1.25 * 4 + 6)
     assert set(costs["tenant_id"]) == {"acme"}
     assert set(costs["model"]) == {"gpt-4.1-mini"}
+
+
+# -- every usage endpoint that bills ------------------------------------------------------------
+
+SAMPLE_DAY = DAY0 + DAY  # 2026-09-02
+
+
+@pytest.fixture
+def every_endpoint(fake: ProviderAdminFake) -> ProviderAdminFake:
+    for path, buckets in openai_usage_samples(SAMPLE_DAY).items():
+        fake.load(path, buckets)
+    return fake
+
+
+def test_usage_pulls_every_endpoint_with_its_documented_group_by(every_endpoint, client) -> None:
+    results = client.usage(start=START, end=END)
+    by_endpoint = {r["usage_endpoint"] for r in results}
+    assert by_endpoint == set(OPENAI_ENDPOINT_NAMES)
+    for path in OPENAI_USAGE_PATHS:
+        calls = every_endpoint.calls(path)
+        assert calls and all(c.status == 200 for c in calls), path  # no group_by was refused
+        assert set(calls[0].params["group_by"]) <= OPENAI_GROUP_BY[path]
+    images = every_endpoint.calls(OPENAI_IMAGES)[0].params["group_by"]
+    assert {"size", "source"} <= set(images)
+    assert every_endpoint.calls(OPENAI_VECTOR_STORES)[0].params["group_by"] == ["project_id"]
+
+
+def test_undocumented_group_by_is_refused_by_the_fake(every_endpoint) -> None:
+    client = OpenAIAdminResource(
+        admin_key=every_endpoint.openai_key, base_url=every_endpoint.base_url
+    )
+    with pytest.raises(ApiError) as err:
+        client._buckets("/organization/usage/vector_stores", START, END, ("model",))
+    assert err.value.status == 400 and "group_by" in str(err.value)
+
+
+def test_misbehaving_endpoints_are_retried_and_deduplicated(
+    every_endpoint, client, demo_config
+) -> None:
+    every_endpoint.duplicate_pages = True
+    every_endpoint.load(
+        OPENAI_IMAGES,
+        openai_usage_samples(DAY0)[OPENAI_IMAGES] + openai_usage_samples(SAMPLE_DAY)[OPENAI_IMAGES],
+    )
+    every_endpoint.fail(OPENAI_IMAGES, 429, retry_after="0", message="rate limited")
+    every_endpoint.fail(OPENAI_VECTOR_STORES, 500, times=2)
+    results = client.usage(start=START, end=END, endpoints=("images", "vector_stores"))
+    assert [c.status for c in every_endpoint.calls(OPENAI_IMAGES)][:2] == [429, 200]
+    assert [c.status for c in every_endpoint.calls(OPENAI_VECTOR_STORES)][:3] == [500, 500, 200]
+    usage = normalize_openai_usage(results, demo_config)
+    images = usage.loc[usage["endpoint"] == "images"]
+    assert len(images) == 4  # two days x two groups, the repeated page counted once
+    assert images["images"].sum() == 2 * (12 + 3)
+
+
+def test_bucket_list_named_result_is_read(fake, client) -> None:
+    bucket = usage_bucket(0)
+    bucket["result"] = bucket.pop("results")  # newer spec revisions' name for the list
+    fake.load(OPENAI_USAGE, [bucket])
+    assert len(client.usage_completions(start=START, end=END)) == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "column", "value", "unit"),
+    [
+        ("completions", "input_tokens", 120_000, "tokens"),
+        ("embeddings", "input_tokens", 2_500_000, "tokens"),
+        ("moderations", "input_tokens", 40_000, "tokens"),
+        ("images", "images", 15, "images"),
+        ("audio_speeches", "characters", 45_000, "characters"),
+        ("audio_transcriptions", "audio_seconds", 1_830.0, "seconds"),
+        ("vector_stores", "usage_bytes", 3 * 1024**3, "bytes"),
+        ("code_interpreter_sessions", "sessions", 17, "sessions"),
+    ],
+)
+def test_each_endpoint_normalizes_to_its_native_unit(
+    every_endpoint, client, demo_config, endpoint, column, value, unit
+) -> None:
+    results = client.usage(start=START, end=END, endpoints=(endpoint,))
+    usage = normalize_openai_usage(results, demo_config)
+    assert set(usage["endpoint"]) == {endpoint}
+    assert usage[column].sum() == value
+    assert usage["unrecognized"].isna().all()
+    assert set(usage["tenant_id"]) == {"acme"}
+    assert usage_by_endpoint(usage)["unit"].tolist() == [unit]

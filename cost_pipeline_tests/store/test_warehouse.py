@@ -259,3 +259,18 @@ def test_chunked_reads_equal_one_read(warehouse: Warehouse) -> None:
 
 def test_redacted_url_hides_the_password() -> None:
     assert "s3cret" not in redact_url("postgresql+psycopg2://u:s3cret@db:5432/costs")
+
+
+def test_migrate_remakes_a_view_made_before_its_table_gained_columns(
+    warehouse: Warehouse,
+) -> None:
+    warehouse.migrate()
+    with warehouse.engine.begin() as conn:
+        conn.exec_driver_sql("DROP VIEW llm_interactions")
+        conn.exec_driver_sql(
+            "CREATE VIEW llm_interactions AS SELECT event_id, day FROM priced_interactions"
+        )
+    assert "re-created view llm_interactions" in warehouse.migrate()
+    assert not any("view" in change for change in warehouse.migrate())
+    columns = warehouse.query("SELECT * FROM llm_interactions WHERE 1 = 0").columns
+    assert list(columns) == LLM_INTERACTIONS.column_names

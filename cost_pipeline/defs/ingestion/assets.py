@@ -67,7 +67,7 @@ def llm_interactions(
 
     config = cost_config.get()
     engine = PricingEngine.for_config(config)
-    providers = known_providers(config.price_overrides)
+    providers = known_providers(config.price_overrides, config.rate_cards)
     zones = {t.id: t.timezone for t in config.tenants}
     today = datetime.now(UTC).date()
     window = (config.first_partition_day(today), today + timedelta(days=FUTURE_DAYS))
@@ -99,7 +99,7 @@ def llm_interactions(
             counts = {"duplicates": 0, "restated": 0, "replaced": 0, "quarantined": 0, "staged": 0}
             quarantine: list[pd.DataFrame] = []
             # The next chunk is read and priced while the database loads the previous one.
-            chunks = _priced_chunks(path, providers, engine, window, counts, quarantine)
+            chunks = _priced_chunks(path, providers, engine, config, window, counts, quarantine)
             restate = Restatements(
                 into=INTERACTION_REVISIONS,
                 compare=RESTATED_COLUMNS,
@@ -180,13 +180,20 @@ def _priced_chunks(
     path,
     providers,
     engine: PricingEngine,
+    config,
     window: tuple[date, date],
     counts: dict[str, int],
     quarantined: list[pd.DataFrame],
 ) -> Iterator[tuple[pa.Table, list[str]]]:
     """The file's valid calls in range, priced, as Arrow; its quarantine rows into
     `quarantined` (written by the caller, in the file's transaction)."""
-    for chunk in iter_log_file(path, known_providers=providers):
+    chunks = iter_log_file(
+        path,
+        known_providers=providers,
+        bounds=config.plausibility,
+        priced_units=engine.priced_units,
+    )
+    for chunk in chunks:
         inside, outside = split_by_window(chunk.good, *window)
         quarantine = chunk.quarantine
         if len(outside):

@@ -23,6 +23,7 @@ from cost_pipeline.lib.provider_usage import (
     normalize_anthropic_usage,
     normalize_openai_costs,
     normalize_openai_usage,
+    usage_by_endpoint,
 )
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.schemas import TableSchema
@@ -46,6 +47,7 @@ def _usage_metadata(usage: pd.DataFrame, source: str) -> dict[str, Any]:
         .sort_values("input_tokens", ascending=False)
         .reset_index()
     )
+    endpoints = usage_by_endpoint(usage)
     return {
         "source": source,
         "rows": len(usage),
@@ -54,6 +56,9 @@ def _usage_metadata(usage: pd.DataFrame, source: str) -> dict[str, Any]:
         "cache_read_tokens": int(usage["cache_read_tokens"].sum()),
         "output_tokens": int(usage["output_tokens"].sum()),
         "unmapped_rows": int(usage["tenant_id"].isna().sum()),
+        # Quantities the normalizer does not know: kept, and reported per line item downstream.
+        "unrecognized_rows": int(usage["unrecognized"].notna().sum()),
+        "by_endpoint": dg.MetadataValue.md(markdown_table(endpoints)),
         "by_model": dg.MetadataValue.md(markdown_table(by_model)),
     }
 
@@ -86,8 +91,11 @@ def _materialize_usage(
     partitions_def=daily_partitions,
     backfill_policy=SINGLE_RUN,
     description=(
-        "OpenAI completions usage of the day (1d buckets by model, project, API key and batch), "
-        "normalized to the token convention and mapped to tenants. Needs OPENAI_ADMIN_KEY."
+        "OpenAI usage of the day from every usage endpoint that bills (completions, embeddings, "
+        "moderations in tokens; images; audio speeches in characters; audio transcriptions in "
+        "seconds; vector stores in bytes; code interpreter sessions), 1d buckets with each "
+        "endpoint's native unit, normalized to the token convention and mapped to tenants. "
+        "Needs OPENAI_ADMIN_KEY."
     ),
 )
 @for_each_day
@@ -102,7 +110,7 @@ def openai_usage(
         warehouse,
         OPENAI_USAGE,
         openai_admin,
-        openai_admin.usage_completions,
+        openai_admin.usage,
         normalize_openai_usage,
         cost_config.get(),
     )
@@ -144,7 +152,8 @@ def anthropic_usage(
     backfill_policy=SINGLE_RUN,
     description=(
         "What OpenAI's and Anthropic's cost endpoints bill for the day, in USD "
-        "(Anthropic's cents strings converted). Unconfigured providers contribute no rows."
+        "(Anthropic's cents strings converted), each line item placed on its usage endpoint "
+        "and cost component. Unconfigured providers contribute no rows."
     ),
 )
 @for_each_day
@@ -170,17 +179,16 @@ def provider_reported_costs(
     costs = costs.loc[costs["day"] == day]
     warehouse.get().replace_partition(PROVIDER_REPORTED_COSTS, day, costs)
     by_provider = costs.groupby("provider")["amount_usd"].sum().round(6)
-    top = (
-        costs.groupby(["provider", "model"], dropna=False)["amount_usd"]
-        .sum()
-        .nlargest(10)
-        .reset_index()
-    )
+    # Tool and storage line items name no model: they show under their line item.
+    named = costs.assign(model=costs["model"].fillna(costs["line_item"]).fillna("(none)"))
+    top = named.groupby(["provider", "model"])["amount_usd"].sum().nlargest(10).reset_index()
     return dg.MaterializeResult(
         metadata={
             "source": "; ".join(f"{k}: {v}" for k, v in sources.items()) or NOT_CONFIGURED,
             "rows": len(costs),
             "total_cost_usd": round(float(costs["amount_usd"].sum()), 6),
+            # Line items no rule places on an endpoint: kept, and warned about per line item.
+            "unplaced_line_items": int(costs["endpoint"].isna().sum()),
             **{f"{p}_cost_usd": float(v) for p, v in by_provider.items()},
             "top_models": dg.MetadataValue.md(markdown_table(top)),
         }

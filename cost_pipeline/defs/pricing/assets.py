@@ -17,7 +17,10 @@ from cost_pipeline.store.enforcement import counters_against_calls, refresh_coun
 @dg.asset(
     group_name="pricing",
     kinds={"python", "sql"},
-    description="Effective-dated rate card: the genai-prices snapshot plus negotiated overrides.",
+    description=(
+        "Effective-dated rate card: the genai-prices snapshot plus negotiated overrides and the "
+        "configured rate cards of units beyond tokens (characters, seconds, images, requests)."
+    ),
 )
 def model_prices(
     warehouse: WarehouseResource, cost_config: CostConfigResource

@@ -12,6 +12,7 @@ from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each
 from cost_pipeline.lib.pricing import UNPRICED_STATUSES, PricingEngine
 from cost_pipeline.lib.provider_usage import price_provider_usage
 from cost_pipeline.lib.reporting import markdown_table
+from cost_pipeline.lib.usage_endpoints import is_ledger_priced
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 
 
@@ -23,7 +24,9 @@ from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResou
     deps=[openai_usage, anthropic_usage, dg.AssetKey("model_prices")],
     description=(
         "OpenAI and Anthropic usage buckets of the day priced with the same rate card as the "
-        "app log, so the two can be compared model by model."
+        "app log, so the two can be compared model by model. Buckets billed in units the rate "
+        "card has no price for (images, characters, seconds, bytes, sessions) get no cost and "
+        "status incomplete_usage; they are reconciled against the provider's bill per line item."
     ),
 )
 @for_each_day
@@ -42,12 +45,10 @@ def provider_usage_priced(
     priced = price_provider_usage(usage, engine)
     wh.replace_partition(PROVIDER_USAGE_PRICED, day, priced)
     unknown = priced.loc[priced["pricing_status"].isin(UNPRICED_STATUSES)]
-    by_model = (
-        priced.groupby(["provider", "model"], dropna=False)["cost_usd"]
-        .sum()
-        .nlargest(10)
-        .reset_index()
-    )
+    other_units = ~is_ledger_priced(priced["provider"], priced["endpoint"])
+    # Vector stores and code interpreter usage name no model: shown under their endpoint.
+    named = priced.assign(model=priced["model"].fillna(priced["endpoint"]).fillna("(none)"))
+    by_model = named.groupby(["provider", "model"])["cost_usd"].sum().nlargest(10).reset_index()
     by_tenant = (
         priced.assign(tenant_id=priced["tenant_id"].fillna("(unmapped)"))
         .groupby("tenant_id")["cost_usd"]
@@ -62,6 +63,7 @@ def provider_usage_priced(
             "rows": len(priced),
             "total_cost_usd": round(total, 6),
             "unpriced_rows": len(unknown),
+            "rows_in_units_without_ledger_price": int(other_units.sum()),
             "top_models": dg.MetadataValue.md(markdown_table(by_model)),
             "top_tenants": dg.MetadataValue.md(markdown_table(by_tenant)),
         }
