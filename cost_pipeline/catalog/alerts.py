@@ -36,6 +36,13 @@ ALERT_OUTBOX = TableSchema(
         col("fact_key", "str", doc="tenant:period:kind:ref, the same for every channel"),
         col("transport", "str", doc="slack | email | webhook (null: slack)"),
         col("receipt", "str", doc="Slack ts, email Message-ID or webhook event id"),
+        # Added with the digests; null on every other row.
+        col(
+            "attachments",
+            "json",
+            doc="files the message carries (a digest's chart): a JSON list of {filename, "
+            "mime_type, title, data (base64)}",
+        ),
     ),
     partition_column=None,
     unique=("alert_key",),

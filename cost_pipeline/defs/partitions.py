@@ -51,7 +51,23 @@ def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCon
     """Every UTC day of the run's partition (one day, or a range in a single-run backfill)."""
     keys = context.partition_key_range
     first, last = date.fromisoformat(keys.start), date.fromisoformat(keys.end)
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return not_past_retention([first + timedelta(days=i) for i in range((last - first).days + 1)])
+
+
+def not_past_retention(days: list[date]) -> list[date]:
+    """`days`, unless one is before the first day the ledger can still rebuild: with retention
+    configured (`retention.days`), the raw rows of older days may be gone, and rebuilding a day
+    from nothing would silently replace its summaries with zeros. That fails, loudly."""
+    config = load_config(environment.config_file() or None)
+    if config.retention.raw_days() is None or not days:
+        return days
+    first = config.first_partition_day(datetime.now(UTC).date())
+    if days[0] < first:
+        raise dg.Failure(
+            f"{days[0]} is before {first}, the first day retention keeps the raw rows of "
+            f"(retention.days): its summaries are final and are not rebuilt"
+        )
+    return days
 
 
 def day_chunks(days: list[date], size: int = 31) -> list[list[date]]:
@@ -65,7 +81,7 @@ def partition_day(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     current = _DAY.get()
     if current is not None:
         return current
-    return date.fromisoformat(context.partition_key)
+    return not_past_retention([date.fromisoformat(context.partition_key)])[0]
 
 
 def for_each_day(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ from cost_pipeline.lib.config import CostConfig, load_config
 from cost_pipeline.resources.anthropic_admin import AnthropicAdminResource, AnthropicAdminTwin
 from cost_pipeline.resources.email import EmailResource
 from cost_pipeline.resources.focus_exports import FocusExports, FocusExportsTwin
+from cost_pipeline.resources.fx import EcbRatesResource, EcbRatesTwin
 from cost_pipeline.resources.kubecost import KubecostResource, KubecostTwin
 from cost_pipeline.resources.landing import LandingFolderResource
 from cost_pipeline.resources.openai_admin import OpenAIAdminResource, OpenAIAdminTwin
@@ -67,6 +68,11 @@ def build_resources(config: CostConfig | None = None) -> dict[str, Any]:
         )
     else:
         kubecost = KubecostTwin(cost_config=cost_config) if demo else KubecostResource()
+    if _env("ECB_RATES_URL") or not demo:
+        ecb_rates = EcbRatesResource(url=_env("ECB_RATES_URL"))
+    else:
+        window = config.demo.window(datetime.now(UTC).date())
+        ecb_rates = EcbRatesTwin(first_day=window[0].isoformat(), last_day=window[-1].isoformat())
     focus_dir = environment.env_or_demo_dir("FOCUS_EXPORT_DIR", "focus", demo=demo)
     if demo and not _env("FOCUS_EXPORT_DIR"):
         focus_exports = FocusExportsTwin(path=focus_dir, cost_config=cost_config)
@@ -88,6 +94,7 @@ def build_resources(config: CostConfig | None = None) -> dict[str, Any]:
         "anthropic_admin": anthropic,
         "kubecost": kubecost,
         "focus_exports": focus_exports,
+        "ecb_rates": ecb_rates,
         "slack": SlackResource(
             bot_token=_secret("SLACK_BOT_TOKEN"),
             default_channel=_env("SLACK_CHANNEL", config.alerts.default_channel),

@@ -23,11 +23,13 @@ The tenant is the sub-account (`SubAccountId`, `x_TenantId`); project columns ar
 `InvoiceId` is null: a chargeback ledger row is not invoiced (FOCUS, and the validator, want it
 null or set on every row alike); the provider's invoice id of a cloud row is `x_SourceInvoiceId`.
 `export_problems` reconciles an export with the ledger: `EffectiveCost` (ledger currency) sums to
-the summary total.
+the summary total. `ledger_to_focus_range` and `filter_focus` cut the export to some tenants and
+a range of days (a tenant's statement, an export on demand).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 from pathlib import Path
 
@@ -618,3 +620,58 @@ def read_focus_export(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def filter_focus(
+    focus: pd.DataFrame,
+    *,
+    tenant_ids: Collection[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> pd.DataFrame:
+    """The rows of `tenant_ids` (`x_TenantId`; None: every tenant) whose charge period starts on
+    a UTC day in `start..end` (inclusive; None: open)."""
+    keep = pd.Series(True, index=focus.index)
+    if tenant_ids is not None:
+        keep &= focus["x_TenantId"].astype(str).isin(set(tenant_ids))
+    day = pd.to_datetime(focus["ChargePeriodStart"], utc=True).dt.date
+    if start is not None:
+        keep &= day >= start
+    if end is not None:
+        keep &= day <= end
+    return focus[keep].reset_index(drop=True)
+
+
+def ledger_to_focus_range(
+    summary: pd.DataFrame,
+    *,
+    config: CostConfig,
+    start: date,
+    end: date,
+    cloud_costs: pd.DataFrame | None = None,
+    tenant_ids: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """FOCUS rows (`COLUMNS`) of the days `start..end`, each month with its own billing period,
+    of `tenant_ids` only when given. Unmapped cloud cost is spread over every tenant first (as
+    in the monthly export), so a tenant's rows hold its share of it."""
+    frames = []
+    months = sorted({d.replace(day=1) for d in pd.date_range(start, end).date})
+    day = pd.to_datetime(summary["day"]).dt.date
+    for month in months:
+        days = set(month_days(month))
+        rows = summary[day.isin(days)]
+        cloud = None
+        if cloud_costs is not None:
+            cloud = cloud_costs[pd.to_datetime(cloud_costs["day"]).dt.date.isin(days)]
+        if rows.empty and (cloud is None or cloud.empty):
+            continue
+        focus = ledger_to_focus(rows, config=config, month=month, cloud_costs=cloud)
+        frames.append(filter_focus(focus, tenant_ids=tenant_ids, start=start, end=end))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def focus_csv(df: pd.DataFrame) -> bytes:
+    """An export as CSV bytes, written as `write_focus_month` writes its CSV."""
+    return df.to_csv(index=False, float_format="%.9f").encode()

@@ -42,7 +42,9 @@ Why a re-send is not a duplicate depends on the channel, because only Slack can 
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -200,15 +202,68 @@ class SendError(Exception):
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file a message carries (a digest's chart): on Slack it is uploaded into the message's
+    thread, in an email it is an inline part the HTML shows as `cid:<content_id>`."""
+
+    filename: str
+    mime_type: str
+    data: bytes
+    title: str = ""
+
+    @property
+    def content_id(self) -> str:
+        """The same on every attempt (a hash of the name and bytes), short enough for one
+        header line."""
+        digest = hashlib.sha256(self.filename.encode() + b"\0" + self.data).hexdigest()[:24]
+        return f"{digest}@cost-pipeline"
+
+
+def encode_attachments(attachments: list[Attachment]) -> str | None:
+    """The `attachments` column of an outbox row (None without any)."""
+    if not attachments:
+        return None
+    return json.dumps(
+        [
+            {
+                "filename": a.filename,
+                "mime_type": a.mime_type,
+                "title": a.title,
+                "data": base64.b64encode(a.data).decode(),
+            }
+            for a in attachments
+        ]
+    )
+
+
+def decode_attachments(value: Any) -> tuple[Attachment, ...]:
+    """The files of an outbox row's `attachments` column (none when null or empty)."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return ()
+    items = json.loads(value) if isinstance(value, str) else value
+    return tuple(
+        Attachment(
+            filename=str(i["filename"]),
+            mime_type=str(i.get("mime_type") or "application/octet-stream"),
+            data=base64.b64decode(i["data"]),
+            title=str(i.get("title") or ""),
+        )
+        for i in items or []
+    )
+
+
+@dataclass(frozen=True)
 class Outgoing:
     """One message to send: the outbox rows it delivers (one, or a Slack digest's), where to,
-    and what it says. `facts` are the rows' tenant_id, period, kind, ref, day and fact_key."""
+    and what it says. `facts` are the rows' tenant_id, period, kind, ref, day and fact_key;
+    `attachments` the files of a single row that carries some (never bundled in a digest)."""
 
     keys: list[str]
     channel: str
     text: str
     blocks: list[dict]
     facts: list[dict[str, Any]]
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def metadata(self) -> dict[str, Any]:

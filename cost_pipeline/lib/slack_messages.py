@@ -97,7 +97,7 @@ def budget_message(
     pct_text = "n/a" if pct is None or pd.isna(pct) else f"{float(pct):.1f}%"
     limit_kind = {"budget": "budget", "hard_cap": "tier hard cap", "included": "included usage"}
     limit_name = limit_kind.get(str(status.get("limit_kind")), "limit")
-    if status.get("node_kind"):  # a node of the budget hierarchy: its budget, maybe rolled over
+    if _node_name(status):  # a node of the budget hierarchy: its budget, maybe rolled over
         rollover = status.get("rollover_usd")
         carried = rollover is not None and not pd.isna(rollover) and float(rollover) > 0
         limit_name = f"budget (incl. {usd(rollover)} rolled over)" if carried else "budget"
@@ -124,7 +124,7 @@ def budget_message(
             f"({daily_text}); {spent_text} of {usd(status.get('limit_usd'))} {limit_name} "
             f"in {status['period']} so far"
         )
-    asset = "budget_node_status" if status.get("node_kind") else "budget_status"
+    asset = "budget_node_status" if _node_name(status) else "budget_status"
     link = asset_url(ui_url, asset, str(status["day"]))
     blocks = [
         _header(f"{title} — {tenant_name}"),
@@ -230,6 +230,14 @@ def channel_for(config: CostConfig, tenant_id: str) -> str:
     return own or config.alerts.default_channel
 
 
+def _node_name(row: Mapping[str, Any]) -> str | None:
+    """The name of a budget node's row (`budget_node_status`); None for a tenant's row."""
+    kind, name = row.get("node_kind"), row.get("name")
+    if not isinstance(kind, str) or not kind:
+        return None
+    return name if isinstance(name, str) and name else str(row.get("tenant_id"))
+
+
 def _name(config: CostConfig, tenant_id: str) -> str:
     tenant = config.tenants_by_id.get(tenant_id)
     return tenant.name if tenant else ("the company" if tenant_id == COMPANY else tenant_id)
@@ -246,7 +254,7 @@ def budget_alerts(status: pd.DataFrame, facts: pd.DataFrame, config: CostConfig)
             kind=row["kind"],
             ref=str(row["ref"]),
             # A budget node's row names it (`budget_node_status.name`); a tenant's does not.
-            tenant_name=row.get("name") or _name(config, row["tenant_id"]),
+            tenant_name=_node_name(row) or _name(config, row["tenant_id"]),
             ui_url=config.alerts.dagster_ui_url,
         )
         out.append(_alert(row, config, text, blocks))

@@ -9,6 +9,11 @@ name, `channels:read` (`groups:read`).
 Posting never retries a connection error inside the client: the request may have been accepted,
 and only the history can tell. 429s are retried after `Retry-After` (nothing was accepted).
 
+A message may carry files (a digest's chart, `lib.outbox.Attachment`): `attach_files` uploads
+them with `files_upload_v2` into the message's thread once the message is posted, skipping any
+file whose title the thread already shows, so a retry after a lost answer completes the thread
+without a second copy. Files need the `files:write` scope (and the history scopes above).
+
 Without a bot token the resource is its own offline twin: `post_message` logs the message and
 returns None, and the outbox records the alert as `dry_run` — never lost, never sent.
 """
@@ -17,15 +22,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
-from cost_pipeline.lib.outbox import SendError, keys_in_metadata
+from cost_pipeline.lib.outbox import Attachment, SendError, keys_in_metadata
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +163,70 @@ class SlackResource(dg.ConfigurableResource):
         raise SendError(
             f"slack conversations.history of {target}: more than {self.history_max_pages} pages "
             "since the first attempt; cannot tell whether it was sent",
+            retryable=True,
+        )
+
+    def attach_files(
+        self,
+        *,
+        channel: str | None,
+        thread_ts: str,
+        attachments: Sequence[Attachment],
+        check_thread: bool = True,
+    ) -> list[str]:
+        """Upload `attachments` into the thread of the message `thread_ts`; return the titles
+        uploaded (none in dry-run).
+
+        With `check_thread` (a retry: an earlier upload's answer may be lost), a file whose title
+        the thread already shows is not uploaded again. Raises `SendError`."""
+        target = channel or self.default_channel
+        if self.dry_run or not attachments:
+            return []
+        reader, writer = self.client(), self.client(retry_connection_errors=False)
+        uploaded: list[str] = []
+        try:
+            channel_id = self._channel_id(reader, target)
+            if channel_id is None:
+                raise SendError(f"slack: no channel {target} to attach files to", retryable=False)
+            present = self._thread_files(reader, channel_id, thread_ts) if check_thread else set()
+            for attachment in attachments:
+                title = attachment.title or attachment.filename
+                if title in present:
+                    continue
+                writer.files_upload_v2(
+                    channel=channel_id,
+                    thread_ts=thread_ts,
+                    file=attachment.data,
+                    filename=attachment.filename,
+                    title=title,
+                    alt_txt=title,
+                )
+                uploaded.append(title)
+        except SlackApiError as exc:
+            raise _send_error("files upload", target, exc) from None
+        except (SlackRequestError, OSError, ValueError) as exc:
+            raise SendError(
+                f"slack files upload to {target}: {type(exc).__name__}", retryable=True
+            ) from None
+        return uploaded
+
+    def _thread_files(self, client: WebClient, channel_id: str, thread_ts: str) -> set[str]:
+        """The titles (and names) of the files in a message's thread."""
+        titles: set[str] = set()
+        cursor: str | None = None
+        for _ in range(self.history_max_pages):
+            page = client.conversations_replies(
+                channel=channel_id, ts=thread_ts, limit=self.history_page_size, cursor=cursor
+            )
+            for message in page.get("messages") or []:
+                for file in message.get("files") or []:
+                    titles.update(str(file[k]) for k in ("title", "name") if file.get(k))
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return titles
+        raise SendError(
+            f"slack conversations.replies of {thread_ts}: more than {self.history_max_pages} "
+            "pages; cannot tell which files it has",
             retryable=True,
         )
 

@@ -253,6 +253,7 @@ def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> N
     checks = result.get_asset_check_evaluations()
     assert sorted((c.check_name, c.passed) for c in checks) == [
         ("focus_deliveries_complete", True),
+        ("foreign_currency_converted", True),
         ("infra_cost_is_conserved", True),
         ("k8s_source_answered", True),
         ("k8s_stored_equals_response", True),

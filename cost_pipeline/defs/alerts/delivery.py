@@ -25,6 +25,7 @@ from cost_pipeline.lib.outbox import (
     Sender,
     SendError,
     backoff,
+    decode_attachments,
 )
 from cost_pipeline.store.outbox import claim, record_failure, record_sent, release
 from cost_pipeline.store.warehouse import Warehouse
@@ -43,7 +44,8 @@ def drain(
     transport: str = SLACK,
 ) -> DrainResult:
     """Claim the due alerts of `transport` and send them: one message each, or one digest per
-    destination with more than `digest_after` (when `build_digest` is given). Rows tried before
+    destination with more than `digest_after` (when `build_digest` is given; a row carrying
+    files, a report digest, is always sent on its own with them). Rows tried before
     are looked up with `find` first (None: nothing to look up — a dry run, or a channel whose
     receiver recognises a re-send by its id). The first retryable failure ends the channel's
     tick: the rest go back to `pending` untried, with backoff (the service is likely down;
@@ -55,19 +57,29 @@ def drain(
     if find is not None:
         claimed = _settle_tried(warehouse, claimed, find, now, result, max_attempts, transport)
     batches: list[Outgoing] = []
-    for channel, group in claimed.groupby("channel", sort=True):
+    for channel, rows in claimed.groupby("channel", sort=True):
+        # A row with files (a report digest) is always its own message, never bundled.
+        has_files = _attachments(rows).map(bool)
+        group = rows[~has_files]
         if build_digest is not None and len(group) > digest_after:
             text, blocks = build_digest(group)
             batches.append(
                 Outgoing(group["alert_key"].tolist(), str(channel), text, blocks, _facts(group))
             )
-        else:
-            for _, row in group.iterrows():
-                blocks = json.loads(row["blocks"]) if row["blocks"] else []
-                one = group.loc[[row.name]]
-                batches.append(
-                    Outgoing([row["alert_key"]], str(channel), row["text"], blocks, _facts(one))
+            group = group.iloc[0:0]
+        for _, row in pd.concat([group, rows[has_files]]).iterrows():
+            blocks = json.loads(row["blocks"]) if row["blocks"] else []
+            one = rows.loc[[row.name]]
+            batches.append(
+                Outgoing(
+                    [row["alert_key"]],
+                    str(channel),
+                    row["text"],
+                    blocks,
+                    _facts(one),
+                    decode_attachments(row.get("attachments")),
                 )
+            )
     for i, message in enumerate(batches):
         keys = message.keys
         try:
@@ -95,6 +107,13 @@ def drain(
         result.messages += 1
         result.digests += int(len(keys) > 1)
     return result
+
+
+def _attachments(rows: pd.DataFrame) -> pd.Series:
+    """Each row's `attachments` column value (None on rows from before the column)."""
+    if "attachments" not in rows:
+        return pd.Series(None, index=rows.index, dtype=object)
+    return rows["attachments"].where(rows["attachments"].notna(), None)
 
 
 def _facts(rows: pd.DataFrame) -> list[dict]:

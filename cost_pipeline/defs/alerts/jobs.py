@@ -3,7 +3,9 @@
 Sending happens here, in a run, never in a sensor: it is logged, retried on the next tick and,
 through the outbox, done once per fact and channel. Routing (`channels` in the configuration)
 decides which channels — Slack, email, the signed webhook — get a row for each fact; each
-channel is drained on its own, so one that is down does not hold up the others.
+channel is drained on its own, so one that is down does not hold up the others. A row carrying
+files (a report digest's chart) sends them too: on Slack into its message's thread, completed
+when the message is found again after a failure; by email inline in an HTML part.
 """
 
 # No `from __future__ import annotations`: Dagster reads op annotations at definition time.
@@ -13,10 +15,17 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pandas as pd
 
-from cost_pipeline.catalog import BUDGET_NODE_STATUS, BUDGET_STATUS
+from cost_pipeline.catalog import ALERT_OUTBOX, BUDGET_NODE_STATUS, BUDGET_STATUS
 from cost_pipeline.defs.alerts.delivery import drain
+from cost_pipeline.lib.email_html import email_html
 from cost_pipeline.lib.messages import email_body, email_subject, webhook_event
-from cost_pipeline.lib.outbox import Outgoing, route_alerts
+from cost_pipeline.lib.outbox import (
+    Attachment,
+    Outgoing,
+    SendError,
+    decode_attachments,
+    route_alerts,
+)
 from cost_pipeline.lib.slack_messages import (
     anomaly_alerts,
     budget_alerts,
@@ -29,6 +38,7 @@ from cost_pipeline.resources.slack import SlackResource
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.resources.webhook import WebhookResource
 from cost_pipeline.store import outbox
+from cost_pipeline.store.warehouse import Warehouse
 
 
 class AlertFactsConfig(dg.Config):
@@ -43,6 +53,16 @@ BUDGET_KINDS = ("budget_threshold", "forecast_breach", "daily_limit")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _files(wh: Warehouse, keys: list[str]) -> dict[str, tuple[Attachment, ...]]:
+    """The files of the outbox rows `keys` that carry any (a report digest's chart)."""
+    if not keys:
+        return {}
+    rows = wh.read(ALERT_OUTBOX, where={"alert_key": keys}, columns=["alert_key", "attachments"])
+    pairs = zip(rows["alert_key"], rows["attachments"], strict=True)
+    files = {k: decode_attachments(a) for k, a in pairs}
+    return {k: f for k, f in files.items() if f}
 
 
 @dg.op(description="Insert the run's alert facts into `alert_outbox` (new facts only).")
@@ -130,20 +150,49 @@ def send_alerts(
         )
         if slack.dry_run:
             context.log.info(f"[dry-run] Slack {message.channel}: {message.text}")
+        elif message.attachments and ts is not None:
+            attach(message.channel, ts, message.attachments, key=message.fact_key, retry=False)
         return ts
 
+    def attach(
+        channel: str, ts: str, files: tuple[Attachment, ...], *, key: str, retry: bool
+    ) -> None:
+        """A message's files follow it into its thread. A transient failure fails the row: the
+        next attempt finds the message in the history and uploads only what its thread lacks. A
+        permanent one (a missing scope) leaves the message delivered without them."""
+        try:
+            slack.attach_files(channel=channel, thread_ts=ts, attachments=files, check_thread=retry)
+        except SendError as exc:
+            if exc.retryable:
+                raise
+            context.log.warning(f"{key}: delivered without its files: {exc}")
+
     def find(channel: str, oldest: datetime, keys: list[str]) -> dict[str, str]:
-        return slack.find_sent(channel=channel, oldest=oldest, keys=keys)
+        found = slack.find_sent(channel=channel, oldest=oldest, keys=keys)
+        # A message found again may have lost its files with the answer: complete its thread.
+        for key, files in _files(wh, list(found)).items():
+            attach(channel, found[key], files, key=key, retry=True)
+        return found
 
     def to_email(message: Outgoing) -> str | None:
         subject = email_subject(message.text, message.blocks)
         if email.dry_run:
             context.log.info(f"[dry-run] email to {message.channel}: {subject}")
+        html = None
+        if message.attachments:
+            html = email_html(
+                message.text,
+                message.blocks,
+                images=list(message.attachments),
+                fact_key=message.fact_key,
+            )
         return email.send(
             to=[a.strip() for a in message.channel.split(",") if a.strip()],
             subject=subject,
             body=email_body(message.text, message.blocks, fact_key=message.fact_key),
             fact_key=message.fact_key,
+            html=html,
+            inline=message.attachments,
         )
 
     def to_webhook(message: Outgoing) -> str | None:

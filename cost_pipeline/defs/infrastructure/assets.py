@@ -42,12 +42,14 @@ from cost_pipeline.lib.focus_export import (
     validate_focus,
     write_focus_month,
 )
+from cost_pipeline.lib.fx import FxRates, config_rates, fx_summary, to_usd
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.focus_exports import FocusExports
 from cost_pipeline.resources.http import ApiError
 from cost_pipeline.resources.kubecost import KubernetesAllocations
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
+from cost_pipeline.store.fx import rates_for
 
 CHANGED_DAYS = "changed_days"
 K8S_SOURCE = "k8s_allocations"
@@ -365,7 +367,7 @@ def k8s_allocations(
     kinds={"python", "sql"},
     partitions_def=daily_partitions,
     backfill_policy=SINGLE_RUN,
-    deps=[cloud_costs, k8s_allocations],
+    deps=[cloud_costs, k8s_allocations, "fx_rates"],
     check_specs=[
         dg.AssetCheckSpec(
             "infra_cost_is_conserved",
@@ -373,7 +375,16 @@ def k8s_allocations(
             partitions_def=daily_partitions,
             blocking=True,
             description="Per source and day, the allocated total equals the source total.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "foreign_currency_converted",
+            asset="infra_cost_allocation",
+            partitions_def=daily_partitions,
+            description=(
+                "Every cloud cost billed in another currency was converted at its charge date's "
+                "rate; a row without a rate is left out of the USD totals and named here."
+            ),
+        ),
     ],
     description=(
         "Cloud and Kubernetes cost per tenant and day: direct cost, plus unmapped, shared and "
@@ -389,21 +400,25 @@ def infra_cost_allocation(
     day = partition_day(context)
     wh = warehouse.get()
     cloud = wh.read(CLOUD_COSTS, days=[day])
-    # Rows billed in another currency wait for conversion: never added into USD totals.
+    config = cost_config.get()
+    # Rows billed in another currency are converted at their charge day's rate; a row with no
+    # rate waits, never added into USD totals.
     foreign = cloud[cloud["needs_fx"].fillna(False).astype(bool)]
+    converted, foreign = to_usd(foreign, FxRates(rates_for(wh, day, day), config_rates(config)))
     if len(foreign):
         context.log.warning(
             f"{day}: {len(foreign)} cloud row(s) in {sorted(foreign['currency'].unique())} "
-            "left out of the USD allocation until they can be converted"
+            "left out of the USD allocation: no exchange rate for their charge date"
         )
+    usd_rows = cloud[~cloud["needs_fx"].fillna(False).astype(bool)]
     ledger = pd.concat(
         [
-            cloud_ledger(cloud.drop(foreign.index)),
+            cloud_ledger(pd.concat([usd_rows, converted], ignore_index=True)),
             k8s_ledger(wh.read(K8S_ALLOCATIONS, days=[day])),
         ],
         ignore_index=True,
     )
-    allocation = allocate(ledger, cost_config.get())
+    allocation = allocate(ledger, config)
     rows = wh.replace_partition(INFRA_COST_ALLOCATION, day, allocation)
     stored = wh.read(INFRA_COST_ALLOCATION, days=[day])
     balance = conservation(ledger, stored)
@@ -419,9 +434,29 @@ def infra_cost_allocation(
             "rule": cost_config.get().allocation.rule,
             "total_cost_usd": round(float(stored["cost_usd"].sum()), 6),
             "shared_cost_usd": round(float(stored["shared_cost"].sum()), 6),
+            "non_usd_rows_converted": len(converted),
+            "non_usd_converted": dg.MetadataValue.md(markdown_table(fx_summary(converted))),
             "non_usd_rows_left_out": len(foreign),
             "top_tenants": dg.MetadataValue.md(markdown_table(by_tenant)),
         }
+    )
+    yield dg.AssetCheckResult(
+        check_name="foreign_currency_converted",
+        passed=foreign.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(foreign)} row(s) in {', '.join(sorted(foreign['currency'].unique()))} without "
+            f"an exchange rate on {day}: left out of the USD totals"
+            if len(foreign)
+            else f"{len(converted)} row(s) in other currencies converted at their charge day's rate"
+        ),
+        metadata={
+            "rows_left_out": len(foreign),
+            "rows_converted": len(converted),
+            "left_out": dg.MetadataValue.md(
+                markdown_table(foreign[["currency", "provider", "service_name", "effective_cost"]])
+            ),
+        },
     )
     yield dg.AssetCheckResult(
         check_name="infra_cost_is_conserved",
@@ -465,6 +500,13 @@ def focus_export(
     summary = wh.read(DAILY_COST_SUMMARY, days=days)
     # Cloud rows of the days the summary holds: the export restates the ledger, nothing more.
     cloud = wh.read(CLOUD_COSTS, days=sorted(set(summary["day"])))
+    # Rows billed in another currency appear as the ledger counted them: in USD at their charge
+    # day's rate where it has one (their billed amounts stay in `cloud_costs`).
+    foreign = cloud["needs_fx"].fillna(False).astype(bool)
+    if foreign.any():
+        fx = FxRates(rates_for(wh, days[0], days[-1]), config_rates(config))
+        converted, waiting = to_usd(cloud[foreign], fx)
+        cloud = pd.concat([cloud[~foreign], converted[cloud.columns], waiting], ignore_index=True)
     focus = ledger_to_focus(summary, config=config, month=month, cloud_costs=cloud)
     paths = write_focus_month(focus, focus_exports.export_dir(), month)
     summary_total = float(summary["cost_usd"].sum())

@@ -9,6 +9,7 @@ from cost_pipeline.defs.infrastructure.assets import (
     infra_cost_allocation,
     k8s_allocations,
 )
+from cost_pipeline.defs.infrastructure.fx import fx_rates
 from cost_pipeline.defs.partitions import monthly_partitions
 
 focus_export_job = dg.define_asset_job(
@@ -19,7 +20,7 @@ focus_export_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[cloud_costs, k8s_allocations, infra_cost_allocation, focus_export],
+    assets=[fx_rates, cloud_costs, k8s_allocations, infra_cost_allocation, focus_export],
     jobs=[focus_export_job],
     schedules=[
         dg.build_schedule_from_partitioned_job(

@@ -1,0 +1,1 @@
+"""The maintenance domain: the warehouse's upkeep (retention)."""
