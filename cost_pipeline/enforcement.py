@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -88,9 +88,11 @@ class Enforcer:
         provider: str | None = None,
         estimated_cost: float = 0.0,
         *,
+        user: str | None = None,
         now: datetime | None = None,
     ) -> Decision:
-        """Whether `tenant` may make this call now, and why (see the module docstring)."""
+        """Whether `tenant` (its `agent`, `model`, `provider` and end `user`) may make this call
+        now, and why (see the module docstring)."""
         config = self.config
         now = now or datetime.now(UTC)
         settings = config.enforcement
@@ -106,7 +108,7 @@ class Enforcer:
         decision = evaluate(
             entry.spend,
             entry.limits,
-            {"tenant": tenant, "agent": agent, "model": model, "provider": provider},
+            {"tenant": tenant, "agent": agent, "model": model, "provider": provider, "user": user},
             estimated_cost=estimated_cost,
             now=now,
             fail_mode=entry.fail_mode,
@@ -125,13 +127,17 @@ class Enforcer:
             cached is not None
             and cached.loaded >= time.monotonic() - config.enforcement.cache_seconds
             and cached.period.start <= now < cached.period.end
+            and cached.day == now.date()
             and not self._breaker.watching(tenant)
         ):
             return cached
         period = period_of(now, tenant_timezone(config, tenant))
-        spend = store.tenant_state(self.warehouse, tenant, period.key, COUNTER_SOURCE)
+        spend = store.tenant_state(
+            self.warehouse, tenant, period.key, COUNTER_SOURCE, now.astimezone(UTC).date()
+        )
         entry = _Entry(
             time.monotonic(),
+            now.astimezone(UTC).date(),
             period,
             spend,
             limits_for(config, tenant),
@@ -145,6 +151,7 @@ class Enforcer:
 @dataclass(frozen=True)
 class _Entry:
     loaded: float
+    day: date  # the UTC day its daily spend is of
     period: Period
     spend: TenantSpend
     limits: list[Limit]
@@ -163,13 +170,14 @@ def decide(
     provider: str | None = None,
     estimated_cost: float = 0.0,
     *,
+    user: str | None = None,
     warehouse_url: str | None = None,
     config_path: str | None = None,
     now: datetime | None = None,
 ) -> Decision:
     """`Enforcer.decide` on the process's shared enforcer for this warehouse and config."""
     return _enforcer(warehouse_url, config_path).decide(
-        tenant, agent, model, provider, estimated_cost, now=now
+        tenant, agent, model, provider, estimated_cost, user=user, now=now
     )
 
 

@@ -71,6 +71,8 @@ class TenantSpend:
     llm_usd: dict[tuple[str, str], float] = field(default_factory=dict)
     unpriced_calls: dict[tuple[str, str], int] = field(default_factory=dict)
     other_usd: float = 0.0
+    # Priced LLM spend of the current UTC day (a daily budget is measured on UTC days).
+    day_usd: float = 0.0
     refreshed_at: datetime | None = None
     actions: tuple[Action, ...] = ()
     error: str | None = None  # why the state could not be read
@@ -80,7 +82,7 @@ class TenantSpend:
 class Limit:
     """A monthly limit: `counts` llm (priced LLM calls) or all (plus allocated other cost)."""
 
-    kind: str  # hard_cap, budget or scope_limit
+    kind: str  # hard_cap, budget, daily_budget or scope_limit
     scope: str
     scope_value: str
     limit_usd: float
@@ -92,7 +94,12 @@ class Limit:
 
     @property
     def subject(self) -> str:
-        name = {"hard_cap": "tier hard cap", "budget": "budget", "scope_limit": "limit"}[self.kind]
+        name = {
+            "hard_cap": "tier hard cap",
+            "budget": "budget",
+            "daily_budget": "daily budget",
+            "scope_limit": "limit",
+        }[self.kind]
         return name if self.scope == "tenant" else f"{self.scope} {self.scope_value} {name}"
 
 
@@ -128,6 +135,17 @@ def limits_for(config: CostConfig, tenant_id: str) -> list[Limit]:
                 "",
                 float(tenant.budget.monthly_usd),
                 "all",
+                tenant.budget.blocking,
+            )
+        )
+    if tenant.budget.daily_usd is not None:
+        out.append(
+            Limit(
+                "daily_budget",
+                "tenant",
+                "",
+                float(tenant.budget.daily_usd),
+                "llm",
                 tenant.budget.blocking,
             )
         )
@@ -186,18 +204,19 @@ def evaluate(
         if not limit.applies(call):
             continue
         key = (limit.scope, limit.scope_value)
-        spent = spend.llm_usd.get(key, 0.0)
+        spent = spend.day_usd if limit.kind == "daily_budget" else spend.llm_usd.get(key, 0.0)
         if limit.counts == "all" and limit.scope == "tenant":
             spent += spend.other_usd
         remaining = limit.limit_usd - spent
         unpriced = spend.unpriced_calls.get(key, 0)
         note = f"; {unpriced} unpriced call(s) not in the spend" if unpriced else ""
         reached = spent + max(estimated_cost, 0.0) >= limit.limit_usd
+        when = "today (UTC)" if limit.kind == "daily_budget" else f"in {spend.period}"
         if limit.blocking and reached:
             return Decision(
                 False,
-                f"{limit.subject} reached: {spent:.2f} of {limit.limit_usd:.2f} USD spent in "
-                f"{spend.period}{note}",
+                f"{limit.subject} reached: {spent:.2f} of {limit.limit_usd:.2f} USD spent "
+                f"{when}{note}",
                 OPEN,
                 limit.limit_usd,
                 spent,
@@ -208,7 +227,7 @@ def evaluate(
         candidate = Decision(
             True,
             f"within the {limit.subject}: {remaining:.2f} of {limit.limit_usd:.2f} USD left "
-            f"in {spend.period}{note}" + ("" if limit.blocking else " (not blocking)"),
+            f"{when}{note}" + ("" if limit.blocking else " (not blocking)"),
             CLOSED,
             limit.limit_usd,
             spent,

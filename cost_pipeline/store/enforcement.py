@@ -60,12 +60,13 @@ def refresh_counters(
     if days:
         groups = pd.read_sql(
             sa.text(
-                f"SELECT day, tenant_id, agent_id, model, provider, {_bucket_sql(warehouse)} AS b, "
+                "SELECT day, tenant_id, agent_id, model, provider, user_id, "
+                f"{_bucket_sql(warehouse)} AS b, "
                 "COUNT(*) AS calls, "
                 f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 0 ELSE cost_usd END) AS cost, "
                 f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 1 ELSE 0 END) AS unpriced "
                 "FROM priced_interactions WHERE day IN :days "
-                "GROUP BY day, tenant_id, agent_id, model, provider, b"
+                "GROUP BY day, tenant_id, agent_id, model, provider, user_id, b"
             ).bindparams(sa.bindparam("days", expanding=True)),
             conn,
             params={"days": list(days)},
@@ -86,8 +87,8 @@ def refresh_counters(
 
 
 def counter_rows(groups: pd.DataFrame, zones: Mapping[str, str]) -> pd.DataFrame:
-    """`spend_counters` rows from calls grouped by day, tenant, agent, model, provider and
-    15-minute bucket: one row per day, tenant, local month and scope."""
+    """`spend_counters` rows from calls grouped by day, tenant, agent, model, provider, end user
+    and 15-minute bucket: one row per day, tenant, local month and scope."""
     columns = SPEND_COUNTERS.column_names
     if groups.empty:
         return pd.DataFrame(columns=columns)
@@ -108,18 +109,29 @@ def counter_rows(groups: pd.DataFrame, zones: Mapping[str, str]) -> pd.DataFrame
     return rows[columns]
 
 
-def tenant_state(warehouse: Warehouse, tenant_id: str, period: str, source: str) -> TenantSpend:
+def tenant_state(
+    warehouse: Warehouse, tenant_id: str, period: str, source: str, today: date | None = None
+) -> TenantSpend:
     """Everything `decide` needs about one tenant's spend in local month `period`; a warehouse
     that cannot answer (down, not migrated) gives an unknown state that names the error."""
     try:
-        return _tenant_state(warehouse, tenant_id, period, source)
+        return _tenant_state(warehouse, tenant_id, period, source, today)
     except sa.exc.SQLAlchemyError as exc:
         reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
         return TenantSpend(tenant_id=tenant_id, period=period, error=reason)
 
 
-def _tenant_state(warehouse: Warehouse, tenant_id: str, period: str, source: str) -> TenantSpend:
+def _tenant_state(
+    warehouse: Warehouse, tenant_id: str, period: str, source: str, today: date | None
+) -> TenantSpend:
     with warehouse.connect() as conn:
+        day_usd = conn.execute(
+            sa.text(
+                "SELECT SUM(cost_usd) FROM spend_counters WHERE tenant_id = :t AND day = :d "
+                "AND scope = 'tenant'"
+            ),
+            {"t": tenant_id, "d": today or datetime.now(UTC).date()},
+        ).scalar()
         spend = conn.execute(
             sa.text(
                 "SELECT scope, scope_value, SUM(cost_usd) AS cost, SUM(calls) AS calls, "
@@ -152,6 +164,7 @@ def _tenant_state(warehouse: Warehouse, tenant_id: str, period: str, source: str
         llm_usd={(r.scope, r.scope_value): float(r.cost or 0) for r in spend},
         unpriced_calls={(r.scope, r.scope_value): int(r.unpriced or 0) for r in spend},
         other_usd=float(other.other_cost_usd or 0) if other is not None else 0.0,
+        day_usd=float(day_usd or 0),
         refreshed_at=_aware(refreshed),
         actions=tuple(
             Action(

@@ -45,7 +45,7 @@ CONFIG = CostConfig.model_validate(
 def spend(tenant: str, usd: float, *, other: float = 0.0, **scoped: float) -> TenantSpend:
     llm = {("tenant", ""): usd}
     llm.update({("agent", k): v for k, v in scoped.items()})
-    return TenantSpend(tenant, "2026-10", llm, {}, other, NOW - timedelta(minutes=5))
+    return TenantSpend(tenant, "2026-10", llm, {}, other, refreshed_at=NOW - timedelta(minutes=5))
 
 
 def decide(state: TenantSpend, *, agent: str | None = None, cost: float = 0.0, now=NOW):
@@ -103,16 +103,18 @@ def test_overrides_let_calls_through_until_they_expire_and_suspensions_stop_a_sc
 
 
 def test_unknown_state_follows_the_tiers_fail_mode() -> None:
-    stale = TenantSpend("f1", "2026-10", {}, {}, 0.0, NOW - timedelta(hours=5))
+    stale = TenantSpend("f1", "2026-10", {}, {}, 0.0, refreshed_at=NOW - timedelta(hours=5))
     d = decide(stale)
     assert not d.allowed and d.state == UNKNOWN and "fails closed" in d.reason
-    never = TenantSpend("p2", "2026-10", {}, {}, 0.0, None)
+    never = TenantSpend("p2", "2026-10", {}, {}, 0.0, refreshed_at=None)
     d = decide(never)
     assert d.allowed and d.state == UNKNOWN and "last counted never" in d.reason
 
 
 def test_unpriced_calls_are_named_not_counted_as_zero() -> None:
-    state = TenantSpend("f1", "2026-10", {("tenant", ""): 2.0}, {("tenant", ""): 3}, 0.0, NOW)
+    state = TenantSpend(
+        "f1", "2026-10", {("tenant", ""): 2.0}, {("tenant", ""): 3}, 0.0, refreshed_at=NOW
+    )
     assert "3 unpriced call(s) not in the spend" in decide(state).reason
 
 
@@ -123,7 +125,7 @@ def test_the_breaker_goes_open_half_open_closed() -> None:
     assert breaker.watching("f1")
     # The budget resets: a new period starts under the cap -> half-open, watched.
     at = NOW + timedelta(days=12)
-    reset = TenantSpend("f1", "2026-11", {("tenant", ""): 0.0}, {}, 0.0, at)
+    reset = TenantSpend("f1", "2026-11", {("tenant", ""): 0.0}, {}, 0.0, refreshed_at=at)
     d = breaker.apply("f1", decide(reset, now=at), at, cooldown)
     assert d.allowed and d.state == HALF_OPEN and "under watch" in d.reason
     later = at + timedelta(minutes=10)
@@ -139,3 +141,45 @@ def test_a_half_open_limit_reopens_at_once_when_reached_again() -> None:
     assert breaker.apply("f1", decide(spend("f1", 2.0)), NOW, cooldown).state == HALF_OPEN
     again = breaker.apply("f1", decide(spend("f1", 10.5)), NOW, cooldown)
     assert not again.allowed and again.state == OPEN
+
+
+def test_a_blocking_daily_budget_and_an_end_user_limit() -> None:
+    config = CostConfig.model_validate(
+        {
+            "tiers": {"pro": {"name": "Pro"}},
+            "tenants": [
+                {
+                    "id": "p",
+                    "name": "P",
+                    "tier": "pro",
+                    "budget": {"monthly_usd": 1000, "daily_usd": 20, "blocking": True},
+                    "limits": [{"scope": "user", "value": "u-42", "monthly_usd": 5}],
+                }
+            ],
+        }
+    )
+    state = TenantSpend(
+        "p",
+        "2026-10",
+        {("tenant", ""): 100.0, ("user", "u-42"): 6.0},
+        day_usd=19.0,
+        refreshed_at=NOW,
+    )
+
+    def ask(user: str | None, cost: float):
+        return evaluate(
+            state,
+            limits_for(config, "p"),
+            {"tenant": "p", "user": user},
+            estimated_cost=cost,
+            now=NOW,
+            fail_mode="open",
+            max_staleness=timedelta(hours=1),
+        )
+
+    assert not ask("u-42", 0.0).allowed  # that end user's own limit
+    assert ask("u-7", 0.5).allowed
+    today = ask("u-7", 2.0)
+    assert not today.allowed and today.reason.startswith(
+        "daily budget reached: 19.00 of 20.00 USD spent today (UTC)"
+    )
