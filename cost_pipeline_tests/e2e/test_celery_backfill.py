@@ -292,6 +292,16 @@ def test_celery_backfill_of_a_week_equals_a_single_process_run(
         (single_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         single_env = _env(single_home, single_warehouse, config, landing)  # in_process: default
 
+        # The instance's schema exists before the workers start, as in production (the
+        # deployment migrates it): two workers creating it at the same moment race in
+        # dagster-postgres ("type run_tags already exists").
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"],
+            env=celery_env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         _purge(broker)
         stack.callback(_purge, broker)
         with ThreadPoolExecutor(max_workers=1) as pool:
