@@ -121,8 +121,8 @@ class Enforcer:
 
     def _entry(self, config: CostConfig, tenant: str, now: datetime) -> _Entry:
         cached = self._cache.get(tenant)
-        # Reused for `cache_seconds` within the same period; a tenant whose limit is open or
-        # half-open is re-read on every call.
+        # Reused for `cache_seconds` within the same period and UTC day; a tenant whose limit
+        # is half-open is re-read on every call.
         if (
             cached is not None
             and cached.loaded >= time.monotonic() - config.enforcement.cache_seconds

@@ -12,7 +12,8 @@ States, per tenant and limit, as a circuit breaker:
 - `half-open`: a limit that was open is no longer reached (the budget reset at a new period, the
   limit was raised, a credit or an override); calls go through while the breaker watches, and
   the decision re-reads the spend on every call, for `cooldown_seconds`; then `closed`. A call
-  that reaches the limit again opens it at once.
+  that reaches the limit again opens it at once. (Open and closed states are cached for
+  `cache_seconds`.)
 - `unknown`: no spend state fresh enough (`max_staleness_seconds`): the tier's `fail_mode` says
   whether the call goes through; the reason says the state is unknown.
 
@@ -280,5 +281,7 @@ class Breaker:
         return decision
 
     def watching(self, tenant_id: str) -> bool:
-        """Whether a limit of the tenant is open or half-open (its spend is re-read each call)."""
-        return any(k[0] == tenant_id for k in self._memory)
+        """Whether a limit of the tenant is half-open: its spend is then re-read on each call,
+        so a limit reached again opens at once. (An open limit is cached like a closed one: a
+        denial may outlive an override or a credit by `cache_seconds`.)"""
+        return any(k[0] == tenant_id and v[0] == HALF_OPEN for k, v in self._memory.items())

@@ -122,12 +122,13 @@ def test_the_breaker_goes_open_half_open_closed() -> None:
     breaker, cooldown = Breaker(), timedelta(minutes=15)
     over = decide(spend("f1", 11.0))
     assert breaker.apply("f1", over, NOW, cooldown).state == OPEN
-    assert breaker.watching("f1")
+    assert not breaker.watching("f1")  # an open limit is cached like a closed one
     # The budget resets: a new period starts under the cap -> half-open, watched.
     at = NOW + timedelta(days=12)
     reset = TenantSpend("f1", "2026-11", {("tenant", ""): 0.0}, {}, 0.0, refreshed_at=at)
     d = breaker.apply("f1", decide(reset, now=at), at, cooldown)
     assert d.allowed and d.state == HALF_OPEN and "under watch" in d.reason
+    assert breaker.watching("f1")  # re-read on every call while half-open
     later = at + timedelta(minutes=10)
     assert breaker.apply("f1", decide(reset, now=later), later, cooldown).state == HALF_OPEN
     done = at + timedelta(minutes=16)
