@@ -59,15 +59,25 @@ def media_calls(config: CostConfig, day: date) -> list[dict]:
 def write_demo_media(
     config: CostConfig, out: Path, days: Sequence[date], *, fresh: bool = False
 ) -> None:
-    """One `media-<day>.jsonl` per demo day in the demo's interaction log folder (kept if
-    present, unless `fresh`); nothing when the configuration has no rate card for them."""
+    """The demo days' speech and video calls in the demo's interaction log folder, one
+    `media-<first>_<last>.jsonl` for the days no earlier file covers (all of them again when
+    `fresh`): one file, one ingestion transaction, however many days; nothing when the
+    configuration has no rate card for them."""
     carded = {card.provider for card in config.rate_cards}
     if not {provider for _, provider, *_ in SERVICES} <= carded:
         return
     folder = out / "interactions"
     folder.mkdir(parents=True, exist_ok=True)
-    for day in days:
-        path = folder / f"media-{day.isoformat()}.jsonl"
-        if path.exists() and not fresh:
+    covered: set[date] = set()
+    for path in folder.glob("media-*.jsonl"):
+        if fresh:
+            path.unlink()
             continue
-        path.write_text("".join(json.dumps(c) + "\n" for c in media_calls(config, day)))
+        first, _, last = path.stem.removeprefix("media-").partition("_")
+        start, end = date.fromisoformat(first), date.fromisoformat(last or first)
+        covered |= {start + timedelta(days=i) for i in range((end - start).days + 1)}
+    missing = [d for d in days if d not in covered]
+    if missing:
+        path = folder / f"media-{missing[0].isoformat()}_{missing[-1].isoformat()}.jsonl"
+        calls = [c for day in missing for c in media_calls(config, day)]
+        path.write_text("".join(json.dumps(c) + "\n" for c in calls))

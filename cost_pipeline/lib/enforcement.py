@@ -119,6 +119,13 @@ class Decision:
     checked: tuple[str, ...] = ()
 
 
+def counted_scopes(config: CostConfig) -> tuple[str, ...]:
+    """The scopes `spend_counters` keeps: tenant, agent, model and provider always; end users
+    only when a limit needs them (there can be as many users as calls)."""
+    users = any(limit.scope == "user" for t in config.tenants for limit in t.limits)
+    return tuple(s for s in SCOPES if s != "user" or users)
+
+
 def limits_for(config: CostConfig, tenant_id: str) -> list[Limit]:
     """The tenant's limits from the configuration; only blocking ones deny calls."""
     tenant = config.tenants_by_id[tenant_id]

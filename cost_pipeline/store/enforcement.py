@@ -49,24 +49,26 @@ def refresh_counters(
     *,
     source: str | None,
     refreshed_at: datetime | None = None,
+    scopes: Sequence[str] = ("tenant", "agent", "model", "provider"),
 ) -> int:
     """Recompute `spend_counters` of `days` from `priced_interactions`, inside `conn`'s
     transaction, and mark `source` refreshed at `refreshed_at` (an ingestion says the counters
     are current; a re-pricing of one day passes no source). Returns the rows written.
 
-    `zones` maps tenant id to its time zone (a tenant not configured counts in UTC)."""
+    `zones` maps tenant id to its time zone (a tenant not configured counts in UTC); `scopes`
+    are those to count (`lib.enforcement.counted_scopes`)."""
     table = warehouse.table(SPEND_COUNTERS)
     written = 0
     if days:
+        keys = ", ".join(SCOPES[s] for s in SCOPES if s in scopes and SCOPES[s])
         groups = pd.read_sql(
             sa.text(
-                "SELECT day, tenant_id, agent_id, model, provider, user_id, "
-                f"{_bucket_sql(warehouse)} AS b, "
+                f"SELECT day, tenant_id, {keys}, {_bucket_sql(warehouse)} AS b, "
                 "COUNT(*) AS calls, "
                 f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 0 ELSE cost_usd END) AS cost, "
                 f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 1 ELSE 0 END) AS unpriced "
                 "FROM priced_interactions WHERE day IN :days "
-                "GROUP BY day, tenant_id, agent_id, model, provider, user_id, b"
+                f"GROUP BY day, tenant_id, {keys}, b"
             ).bindparams(sa.bindparam("days", expanding=True)),
             conn,
             params={"days": list(days)},
@@ -93,20 +95,25 @@ def counter_rows(groups: pd.DataFrame, zones: Mapping[str, str]) -> pd.DataFrame
     if groups.empty:
         return pd.DataFrame(columns=columns)
     g = groups.copy()
-    start = pd.to_datetime(g["b"].astype("int64") * BUCKET_SECONDS, unit="s", utc=True)
-    g["period"] = local_period_keys(start, g["tenant_id"].map(zones).fillna("UTC"))
+    g["tz"] = g["tenant_id"].map(zones).fillna("UTC")
     g["cost"] = pd.to_numeric(g["cost"]).fillna(0.0)
+    # The local month of each (zone, bucket), computed once per pair, not per row.
+    pairs = g[["tz", "b"]].drop_duplicates().reset_index(drop=True)
+    start = pd.to_datetime(pairs["b"].astype("int64") * BUCKET_SECONDS, unit="s", utc=True)
+    pairs["period"] = local_period_keys(start, pairs["tz"])
+    g = g.merge(pairs, on=["tz", "b"], how="left")
     frames = []
-    for scope in SCOPES:
-        value = "" if scope == "tenant" else g[SCOPES[scope]].fillna("").astype(str)
-        frames.append(g.assign(scope=scope, scope_value=value))
-    rows = (
-        pd.concat(frames, ignore_index=True)
-        .groupby(["day", "tenant_id", "period", "scope", "scope_value"], as_index=False)
-        .agg(cost_usd=("cost", "sum"), calls=("calls", "sum"), unpriced_calls=("unpriced", "sum"))
-    )
-    rows = rows[(rows["scope"] == "tenant") | (rows["scope_value"] != "")]
-    return rows[columns]
+    for scope, column in SCOPES.items():
+        if column and column not in g.columns:
+            continue  # a scope not counted
+        keys = ["day", "tenant_id", "period"] + ([column] if column else [])
+        part = g.groupby(keys, as_index=False, dropna=False).agg(
+            cost_usd=("cost", "sum"), calls=("calls", "sum"), unpriced_calls=("unpriced", "sum")
+        )
+        value = part[column].fillna("").astype(str) if column else ""
+        part = part.assign(scope=scope, scope_value=value)
+        frames.append(part if not column else part[part["scope_value"] != ""])
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def tenant_state(
@@ -375,3 +382,17 @@ def record_config(
                 at=now, actor=f"config file {path}", action="config_change", reason=None
             )
             warehouse.append(ENFORCEMENT_AUDIT, rows, conn=conn)
+
+
+def lacks_user_scope(warehouse: Warehouse, day: date) -> bool:
+    """Whether `day` has calls with an end user but no user-scope counters (counted before a
+    user limit was configured)."""
+    users = warehouse.query(
+        "SELECT COUNT(*) AS n FROM priced_interactions WHERE day = :d AND user_id IS NOT NULL "
+        "AND user_id <> ''",
+        {"d": day},
+    )
+    counted = warehouse.query(
+        "SELECT COUNT(*) AS n FROM spend_counters WHERE day = :d AND scope = 'user'", {"d": day}
+    )
+    return int(users["n"].iloc[0]) > 0 and int(counted["n"].iloc[0]) == 0

@@ -413,9 +413,17 @@ def test_the_demo_media_calls_load_and_price_by_the_demo_rate_cards(tmp_path: Pa
     write_demo_media(config, tmp_path, days)
     assert media_calls(config, days[0]) == media_calls(config, days[0])  # seed-determined
     engine = PricingEngine.for_config(config)
-    for day in days:
-        good, quarantine = read(tmp_path / "interactions" / f"media-{day}.jsonl", engine)
-        assert quarantine.empty and len(good) > 0
-        assert set(good["pricing_status"]) == {"rate_card"}
-        assert (good["cost_usd"] > 0).all() and (good["cost_units_usd"] == good["cost_usd"]).all()
-        assert set(good["tenant_id"]) <= {"beacon", "delta"}
+    # One file for the days, whatever their number (one ingestion transaction).
+    (path,) = (tmp_path / "interactions").glob("media-*.jsonl")
+    assert path.name == "media-2026-09-14_2026-09-19.jsonl"
+    good, quarantine = read(path, engine)
+    assert quarantine.empty and len(good) > 0
+    assert set(pd.to_datetime(good["day"]).dt.date) == set(days)
+    assert set(good["pricing_status"]) == {"rate_card"}
+    assert (good["cost_usd"] > 0).all() and (good["cost_units_usd"] == good["cost_usd"]).all()
+    assert set(good["tenant_id"]) <= {"beacon", "delta"}
+    write_demo_media(config, tmp_path, [*days, date(2026, 9, 20)])  # only the new day is written
+    assert sorted(p.name for p in (tmp_path / "interactions").glob("media-*.jsonl")) == [
+        "media-2026-09-14_2026-09-19.jsonl",
+        "media-2026-09-20_2026-09-20.jsonl",
+    ]

@@ -28,6 +28,7 @@ from cost_pipeline.catalog import (
     QUARANTINE,
 )
 from cost_pipeline.defs.ingestion.sensors import NEW_ROWS_BY_DAY
+from cost_pipeline.lib.enforcement import counted_scopes
 from cost_pipeline.lib.interaction_log import file_digest, iter_log_file
 from cost_pipeline.lib.partition_window import split_by_window
 from cost_pipeline.lib.prefetch import prefetched
@@ -69,6 +70,7 @@ def llm_interactions(
     engine = PricingEngine.for_config(config)
     providers = known_providers(config.price_overrides, config.rate_cards)
     zones = {t.id: t.timezone for t in config.tenants}
+    scopes = counted_scopes(config)
     today = datetime.now(UTC).date()
     window = (config.first_partition_day(today), today + timedelta(days=FUTURE_DAYS))
     seen = set(wh.read(INGESTED_FILES, where={"source": [SOURCE]}, columns=["sha256"])["sha256"])
@@ -112,7 +114,13 @@ def llm_interactions(
             # `enforcement.decide` sees the calls as soon as they are stored, never before.
             touched = sorted({date.fromisoformat(str(d)) for d in [*by_day, *restate.by_day]})
             refresh_counters(
-                wh, conn, touched, zones, source=SOURCE, refreshed_at=restate.revised_at
+                wh,
+                conn,
+                touched,
+                zones,
+                source=SOURCE,
+                refreshed_at=restate.revised_at,
+                scopes=scopes,
             )
             loaded = sum(by_day.values())
             # Rows staged but neither new nor restating a stored call: exact repeats of stored

@@ -7,11 +7,16 @@ import dagster as dg
 from cost_pipeline.catalog import LLM_INTERACTIONS, MODEL_PRICES, PRICED_INTERACTIONS
 from cost_pipeline.defs.ingestion.assets import llm_interactions
 from cost_pipeline.defs.partitions import SINGLE_RUN, daily_partitions, for_each_day, partition_day
+from cost_pipeline.lib.enforcement import counted_scopes
 from cost_pipeline.lib.pricing import UNPRICED_STATUSES, PricingEngine
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
-from cost_pipeline.store.enforcement import counters_against_calls, refresh_counters
+from cost_pipeline.store.enforcement import (
+    counters_against_calls,
+    lacks_user_scope,
+    refresh_counters,
+)
 
 
 @dg.asset(
@@ -60,29 +65,32 @@ def priced_interactions(
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     wh = warehouse.get()
-    engine = PricingEngine.for_config(cost_config.get())
+    config = cost_config.get()
+    engine = PricingEngine.for_config(config)
+    zones, scopes = {t.id: t.timezone for t in config.tenants}, counted_scopes(config)
     versions = queries.price_versions(wh, day)
     stale = int(versions.loc[versions["price_version"] != engine.price_version, "calls"].sum())
     if stale:
         context.log.info(f"{day}: {stale:,} call(s) priced with an older rate card: re-pricing")
         columns = LLM_INTERACTIONS.column_names
-        zones = {t.id: t.timezone for t in cost_config.get().tenants}
         wh.rewrite_day(
             PRICED_INTERACTIONS,
             day,
             lambda frame: engine.price(frame[columns]),
             # The live spend counters follow the new prices in the same transaction.
-            then=lambda conn: refresh_counters(wh, conn, [day], zones, source=None),
+            then=lambda conn: refresh_counters(wh, conn, [day], zones, source=None, scopes=scopes),
         )
         versions = queries.price_versions(wh, day)
     # The close reconciles the live counters with the stored calls: a day ingested before the
-    # counters existed, or changed outside an ingestion, is recounted (and said so).
+    # counters existed (or before a user limit asked for user counters), or changed outside an
+    # ingestion, is recounted, and said so.
     repaired = _counters_off(counters_against_calls(wh, day))
+    if "user" in scopes and lacks_user_scope(wh, day):
+        repaired = max(repaired, 1)
     if repaired:
-        context.log.warning(f"{day}: live spend counters of {repaired} tenant(s) recounted")
-        zones = {t.id: t.timezone for t in cost_config.get().tenants}
+        context.log.warning(f"{day}: live spend counters recounted ({repaired} tenant(s) off)")
         with wh.transaction(lock_key=f"spend_counters:day={day}") as conn:
-            refresh_counters(wh, conn, [day], zones, source=None)
+            refresh_counters(wh, conn, [day], zones, source=None, scopes=scopes)
     calls = int(versions["calls"].sum())
     cost = float(versions["cost_usd"].sum())
     unpriced = int(versions.loc[versions["pricing_status"].isin(UNPRICED_STATUSES), "calls"].sum())
