@@ -38,7 +38,7 @@ focus-validator: $(FOCUS_VENV)/bin/focus-validator
 
 ## The test suite (warehouse and instance tests on SQLite and PostgreSQL).
 test: install $(FOCUS_VENV)/bin/focus-validator
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 4
 
 ## Dagster UI and daemon on the same instance the demo wrote to.
 ui: install $(DAGSTER_HOME)/dagster.yaml

@@ -75,11 +75,17 @@ def _figures(rows: pd.DataFrame) -> dict[str, float | int]:
     }
 
 
+# What every rollup asset shares: its group, kinds, the daily partitions, one run per range.
+DAILY_ROLLUP = {
+    "group_name": "rollups",
+    "kinds": {"python", "sql"},
+    "partitions_def": daily_partitions,
+    "backfill_policy": SINGLE_RUN,
+}
+
+
 @dg.asset(
-    group_name="rollups",
-    kinds={"python", "sql"},
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
+    **DAILY_ROLLUP,
     deps=[priced_interactions],
     description=(
         "Per UTC day, one row per workflow run: a root call and its descendants through "
@@ -121,10 +127,7 @@ def workflow_runs(
 
 
 @dg.asset(
-    group_name="rollups",
-    kinds={"python", "sql"},
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
+    **DAILY_ROLLUP,
     deps=[priced_interactions],
     description=(
         "Per UTC day, tenant and end user: calls, unpriced calls, cost and tokens — who "
@@ -152,10 +155,7 @@ def end_user_costs(
 
 
 @dg.asset(
-    group_name="rollups",
-    kinds={"python", "sql"},
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
+    **DAILY_ROLLUP,
     deps=[priced_interactions],
     description=(
         "Per UTC day, tenant and agent: cost, calls, cost per successful call, tokens per "
@@ -182,10 +182,7 @@ def agent_costs(
 
 
 @dg.asset(
-    group_name="rollups",
-    kinds={"python", "sql"},
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
+    **DAILY_ROLLUP,
     deps=[priced_interactions, tenant_unit_economics],
     description=(
         "Per tenant, tenant-local month and agent: the agent's LLM cost against its share of "
