@@ -62,11 +62,8 @@ HYSTERESIS = 0.2
 # Caching counts as applied once a day's cache reads reach this share of the assumed hit rate.
 ADOPTED_HIT_RATE = 0.8
 NANO = Decimal("1e-9")
-ROW_COLUMNS = [
-    "day",
-    *KEY,
-    "status",
-    "since_day",
+# The figures of a recommendation, kept as they were when it is carried over.
+_FIGURE_COLUMNS = (
     "current_monthly_usd",
     "projected_monthly_usd",
     "saving_monthly_usd",
@@ -77,9 +74,8 @@ ROW_COLUMNS = [
     "evidence_days",
     "unpriced_calls",
     "unfit_calls",
-    "window_start",
-    "covered_days",
-]
+)
+ROW_COLUMNS = ["day", *KEY, "status", "since_day", *_FIGURE_COLUMNS, "window_start", "covered_days"]
 _NONE = "\x00none"  # stands for a null key part (an agent-less call) when keys are compared
 
 
@@ -172,20 +168,6 @@ def recommend(
     return out.sort_values(
         ["saving_monthly_usd", "tenant_id"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
-
-
-_FIGURE_COLUMNS = (
-    "current_monthly_usd",
-    "projected_monthly_usd",
-    "saving_monthly_usd",
-    "saving_pct",
-    "confidence",
-    "assumptions",
-    "evidence_calls",
-    "evidence_days",
-    "unpriced_calls",
-    "unfit_calls",
-)
 
 
 def _figures(sums: pd.Series, covered: int, settings: Recommendations) -> dict[str, Any]:
