@@ -22,6 +22,8 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
+from cost_pipeline.lib.config import CostConfig
+
 USD, EUR = "USD", "EUR"
 MAX_RATE_AGE_DAYS = 7
 RATE_COLUMNS = ["day", "currency", "per_eur", "source"]
@@ -118,11 +120,10 @@ class FxRates:
 AMOUNT_COLUMNS = ("billed_cost", "effective_cost", "list_cost", "contracted_cost")
 
 
-def config_rates(config: object) -> list[ConfiguredRate]:
+def config_rates(config: CostConfig) -> list[ConfiguredRate]:
     """The configured fallback rates (`fx.rates`) of a `CostConfig`."""
     return [
-        ConfiguredRate(r.currency, r.effective_from, Decimal(r.per_usd))
-        for r in config.fx.rates  # type: ignore[attr-defined]
+        ConfiguredRate(r.currency, r.effective_from, Decimal(r.per_usd)) for r in config.fx.rates
     ]
 
 

@@ -8,7 +8,8 @@ from datetime import date, timedelta
 import pandas as pd
 
 from cost_pipeline.catalog import FX_RATES
-from cost_pipeline.lib.fx import MAX_RATE_AGE_DAYS
+from cost_pipeline.lib.config import CostConfig
+from cost_pipeline.lib.fx import MAX_RATE_AGE_DAYS, FxRates, config_rates
 from cost_pipeline.store.warehouse import Warehouse
 
 
@@ -25,3 +26,8 @@ def rates_for(warehouse: Warehouse, first: date, last: date) -> pd.DataFrame:
     since = first - timedelta(days=MAX_RATE_AGE_DAYS)
     days = [since + timedelta(days=i) for i in range((last - since).days + 1)]
     return warehouse.read(FX_RATES, where={"day": days})
+
+
+def fx_rates(warehouse: Warehouse, config: CostConfig, first: date, last: date) -> FxRates:
+    """The rates (stored ECB rates and the configured fallbacks) for charges of [first, last]."""
+    return FxRates(rates_for(warehouse, first, last), config_rates(config))

@@ -42,14 +42,14 @@ from cost_pipeline.lib.focus_export import (
     validate_focus,
     write_focus_month,
 )
-from cost_pipeline.lib.fx import FxRates, config_rates, fx_summary, to_usd
+from cost_pipeline.lib.fx import fx_summary, to_usd
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.focus_exports import FocusExports
 from cost_pipeline.resources.http import ApiError
 from cost_pipeline.resources.kubecost import KubernetesAllocations
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
-from cost_pipeline.store.fx import rates_for
+from cost_pipeline.store.fx import fx_rates
 
 CHANGED_DAYS = "changed_days"
 K8S_SOURCE = "k8s_allocations"
@@ -404,7 +404,7 @@ def infra_cost_allocation(
     # Rows billed in another currency are converted at their charge day's rate; a row with no
     # rate waits, never added into USD totals.
     foreign = cloud[cloud["needs_fx"].fillna(False).astype(bool)]
-    converted, foreign = to_usd(foreign, FxRates(rates_for(wh, day, day), config_rates(config)))
+    converted, foreign = to_usd(foreign, fx_rates(wh, config, day, day))
     if len(foreign):
         context.log.warning(
             f"{day}: {len(foreign)} cloud row(s) in {sorted(foreign['currency'].unique())} "
@@ -504,8 +504,7 @@ def focus_export(
     # day's rate where it has one (their billed amounts stay in `cloud_costs`).
     foreign = cloud["needs_fx"].fillna(False).astype(bool)
     if foreign.any():
-        fx = FxRates(rates_for(wh, days[0], days[-1]), config_rates(config))
-        converted, waiting = to_usd(cloud[foreign], fx)
+        converted, waiting = to_usd(cloud[foreign], fx_rates(wh, config, days[0], days[-1]))
         cloud = pd.concat([cloud[~foreign], converted[cloud.columns], waiting], ignore_index=True)
     focus = ledger_to_focus(summary, config=config, month=month, cloud_costs=cloud)
     paths = write_focus_month(focus, focus_exports.export_dir(), month)

@@ -17,7 +17,7 @@ from cost_pipeline.catalog import CLOUD_COSTS, DAILY_COST_SUMMARY
 from cost_pipeline.defs.partitions import monthly_partitions
 from cost_pipeline.lib.config import CostConfig
 from cost_pipeline.lib.display import cents, to_decimal
-from cost_pipeline.lib.fx import FxRates, config_rates
+from cost_pipeline.lib.fx import FxRates
 from cost_pipeline.lib.report_files import ReportFolder, output_url
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.lib.statements import (
@@ -28,7 +28,7 @@ from cost_pipeline.lib.statements import (
     xlsx_totals,
 )
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
-from cost_pipeline.store.fx import rates_for
+from cost_pipeline.store.fx import fx_rates
 from cost_pipeline.store.warehouse import Warehouse
 
 
@@ -50,14 +50,16 @@ def write_statements(
     start: date,
     end: date,
     tenant_ids: list[str] | None = None,
+    fx: FxRates | None = None,
 ) -> tuple[ReportFolder, list[StatementFiles], pd.DataFrame]:
-    """Write every tenant's statement files for `start..end`; return the folder, the bundles
-    and the range's `daily_cost_summary` rows they were made from."""
+    """Write every tenant's statement files for `start..end` (amounts in a tenant's currency at
+    `fx`, read here when not given); return the folder, the bundles and the range's
+    `daily_cost_summary` rows they were made from."""
     folder = report_folder(config)
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     summary = wh.read(DAILY_COST_SUMMARY, days=days)
     cloud = cloud_costs(wh, summary)
-    fx = FxRates(rates_for(wh, start, end), config_rates(config))
+    fx = fx or fx_rates(wh, config, start, end)
     bundles = statement_bundle(
         summary,
         config=config,
@@ -138,8 +140,8 @@ def tenant_statements(
     end = (pd.Timestamp(month) + pd.offsets.MonthEnd(0)).date()
     config = cost_config.get()
     wh = warehouse.get()
-    folder, bundles, summary = write_statements(wh, config, month, end)
-    fx = FxRates(rates_for(wh, month, end), config_rates(config))
+    fx = fx_rates(wh, config, month, end)
+    folder, bundles, summary = write_statements(wh, config, month, end, fx=fx)
     check = reconciliation(folder, bundles, summary, fx)
     yield dg.MaterializeResult(
         metadata={
