@@ -537,17 +537,36 @@ def score_days(
     return ANOMALY_SCORES.conform(out.drop(columns=drop_cols))
 
 
+COARSE_DRIVERS = {"provider": 2, "category": 2, "cluster": 2, "region": 1, "sub_account": 1}
+TENANT_RANK = 3
+
+
+def driver_rank(drivers: pd.Series) -> pd.Series:
+    """How broad each driver is: 0 a service, namespace, agent or model; 1 a region or account;
+    2 a provider, service category or cluster; 3 the tenant total."""
+    rank = drivers.str.extract(r"^([a-z_]+):", expand=False).map(COARSE_DRIVERS).fillna(0)
+    return rank.where(drivers != "tenant", TENANT_RANK).astype(int)
+
+
+def episode_speakers(scores: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per group of `keys` (a tenant's drivers flagged from the same start): of those
+    with at least half the group's largest dollar impact, the most specific driver, then the
+    largest impact. A namespace that makes most of its cluster's jump speaks for it, so the
+    alert names the namespace first."""
+    size = scores["impact_usd"].abs().fillna(0)
+    largest = size.groupby([scores[k] for k in keys]).transform("max")
+    ranked = scores.assign(_rank=driver_rank(scores["driver"]), _size=size)
+    ranked = ranked[size >= 0.5 * largest]
+    ranked = ranked.sort_values(["_rank", "_size"], ascending=[True, False])
+    return ranked.drop_duplicates(keys).drop(columns=["_rank", "_size"])
+
+
 def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
     flagged = out["severity"] != "none"
     # The largest driver: among those with at least half the largest excess, the most specific
     # (a service, namespace, agent or model before a region or account, before a provider,
     # service category or cluster).
-    coarse = (
-        out["driver"]
-        .str.extract(r"^([a-z_]+):", expand=False)
-        .map({"provider": 2, "category": 2, "cluster": 2, "region": 1, "sub_account": 1})
-    )
-    coarse = coarse.fillna(0)
+    coarse = driver_rank(out["driver"])
     cand = out[flagged & (out["driver"] != "tenant")].assign(
         excess=lambda f: (f["actual_usd"] - f["expected_usd"]).abs(),
         coarse=coarse,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib.anomaly import RANK, AnomalyParams, score_days
+from cost_pipeline.lib.anomaly import RANK, AnomalyParams, episode_speakers, score_days
 
 DAY = date(2026, 6, 17)  # a Wednesday
 WEEKLY = np.array([1.2, 1.2, 1.2, 1.2, 1.2, 0.4, 0.4])
@@ -261,9 +261,9 @@ def test_a_range_scores_each_day_as_it_would_alone() -> None:
 def test_the_alert_sent_for_an_infra_spike_names_the_service_or_namespace(
     kind, mult, driver
 ) -> None:
-    """The alert sensor sends one message per tenant and start: the row with the largest dollar
-    impact. Whichever row that is (the tenant, `category:Compute`, `cluster:prod-1`, `provider:`,
-    the service or namespace itself), its reason names the `service:` / `namespace:` driver."""
+    """The alert sensor sends one message per tenant and start: the most specific of the rows
+    with a large dollar impact, here the service or namespace itself. Every other flagged row
+    (the tenant, `category:Compute`, `cluster:prod-1`, `provider:`) names it in its reason."""
     daily, detail, days = _infra_tenant(kind, mult)
     scores = score_days(daily, [days[90]], detail=detail, budgets={"infra": 9000.0})
     alerts = scores[scores["severity"].map(RANK) >= RANK["high"]]
@@ -271,8 +271,9 @@ def test_the_alert_sent_for_an_infra_spike_names_the_service_or_namespace(
     assert alerts["impact_usd"].min() >= 0.01 * 9000.0  # the budget share sets the minimum
     for row in alerts.itertuples():
         assert driver in row.reason, row.reason
-    sent = alerts.loc[alerts["impact_usd"].abs().idxmax()]
-    assert driver in sent["reason"] and sent["since_day"] == days[90]
+    sent = episode_speakers(alerts, ["tenant_id", "since_day"])
+    assert len(sent) == 1
+    assert sent["driver"].iloc[0] == driver and sent["since_day"].iloc[0] == days[90]
 
 
 def test_a_step_needs_a_week_of_persistence_and_the_data_start_is_no_step() -> None:
@@ -430,3 +431,28 @@ def test_count_shift_tests_calls_against_their_poisson_noise(
     ratio, z = count_shift(calls, starts, np.array([days - 1]), np.arange(days) % 7, ShiftParams())
     assert np.median(ratio[:, 0]) == pytest.approx(factor, abs=0.3 if rate < 10 else 0.05)
     assert (np.abs(z[:, 0]) >= 5).all() if moved else (np.abs(z[:, 0]) < 5).all()
+
+
+def test_the_most_specific_large_driver_speaks_for_an_episode():
+    """A namespace that makes most of its cluster's jump is named first; a small service is
+    not, however specific; the tenant total speaks only when nothing else is large."""
+    scores = pd.DataFrame(
+        {
+            "tenant_id": ["t"] * 4 + ["u"],
+            "start": ["2026-11-23"] * 4 + ["2026-11-20"],
+            "driver": [
+                "tenant",
+                "cluster:prod-1",
+                "namespace:tenant-t",
+                "service:Amazon S3",
+                "tenant",
+            ],
+            "impact_usd": [45.1, 45.8, 34.6, 4.0, -120.0],
+        }
+    )
+    speakers = episode_speakers(scores, ["tenant_id", "start"])
+    assert list(speakers.columns) == list(scores.columns)
+    assert dict(zip(speakers["tenant_id"], speakers["driver"], strict=True)) == {
+        "t": "namespace:tenant-t",
+        "u": "tenant",
+    }

@@ -15,6 +15,7 @@ import pandas as pd
 
 from cost_pipeline import environment
 from cost_pipeline.defs.alerts.jobs import alert_delivery_job
+from cost_pipeline.lib import anomaly
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.resources.warehouse import WarehouseResource
@@ -127,13 +128,12 @@ def anomaly_alert_sensor(
     )
     scores = scores[scores["tenant_id"] != COMPANY]
     start = scores["since_day"].where(scores["since_day"].notna(), scores["day"]).astype(str)
-    # One incident, one message: of a tenant's drivers flagged from the same start, the one
-    # with the largest dollar impact speaks for the episode (its reason names the driver).
-    scores = scores.assign(_start=start, _size=scores["impact_usd"].abs().fillna(0))
-    scores = scores.sort_values("_size", ascending=False).drop_duplicates(["tenant_id", "_start"])
+    # One incident, one message: of a tenant's drivers flagged from the same start, the most
+    # specific of the large ones speaks for the episode (its reason names the driver).
+    scores = anomaly.episode_speakers(scores.assign(_start=start), ["tenant_id", "_start"])
     facts = scores.assign(
         period=scores["_start"].str[:7], kind="anomaly", ref="incident@" + scores["_start"]
-    ).drop(columns=["_start", "_size"])
+    ).drop(columns=["_start"])
     return _request("anomaly", _new_facts(warehouse, facts), cursor, "high or critical anomalies")
 
 
