@@ -31,6 +31,7 @@ fallback are at most medium; more than 10 % of the option's calls excluded costs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -122,6 +123,9 @@ def recommend(
     `evidence`: the window's evidence rows (with `day`); `usage_today`: `day`'s calls per
     tenant, agent, provider and model; `previous`: the rows of the day before (any columns of
     `ROW_COLUMNS`, possibly empty); `covered`: days the monthly figures are scaled from.
+
+    Thresholds and moves are told for every option at once (column arithmetic on the window's
+    sums); only the rows kept are then written out one by one.
     """
     ev = _keyed(evidence, KEY)
     window = ev.groupby(KEY, sort=False)[SUMS].sum()
@@ -131,48 +135,69 @@ def recommend(
     used = _keyed(usage_today, GROUP)
     prev = _keyed(previous, KEY).set_index(KEY) if len(previous) else None
 
-    rows: list[dict[str, Any]] = []
     keys = list(window.index)
+    # Each option's sums as one row of floats, as `window.loc[key]` would give them.
+    sums = window.to_numpy(dtype=np.float64)
+    col = {c: sums[:, i] for i, c in enumerate(window.columns)}
+    kinds = np.array([k[4] for k in keys], dtype=object)
+    status_before: dict[tuple, Any] = {}
     if prev is not None:
-        active = prev[prev["status"].isin(ACTIVE)]
-        keys += [k for k in active.index if k not in window.index]
-    for key in keys:
-        figures = _figures(window.loc[key], covered, settings) if key in window.index else None
-        before = prev.loc[key] if prev is not None and key in prev.index else None
-        was_active = before is not None and before["status"] in ACTIVE
-        qualifies = figures is not None and _qualifies(
-            key, window.loc[key], figures, settings, slack=1 + HYSTERESIS if was_active else 1
-        )
-        adopted = _adopted(key, _expected(window, key, covered), today, used, settings)
-        if was_active:
-            status = "applied" if adopted else ("open" if qualifies else "gone")
-            since = before["since_day"]
-        elif qualifies and not adopted:
-            status, since = "new", day
+        status_before = dict(zip(prev.index, prev["status"], strict=True))
+    was_active = np.array([status_before.get(k) in ACTIVE for k in keys], dtype=bool)
+    since_before: dict[tuple, Any] = {}
+    if prev is not None and was_active.any():
+        since_before = dict(zip(prev.index, prev["since_day"], strict=True))
+    current = [monthly(v, covered) for v in col["current_usd"]]
+    projected = [monthly(v, covered) for v in col["projected_usd"]]
+    qualifies = _qualifying(col, kinds, current, projected, was_active, settings)
+    adopted = _adoption(window.index, kinds, col, today, used, covered, settings)
+
+    rows: list[dict[str, Any]] = []
+    for i in np.flatnonzero(was_active | (qualifies & ~adopted)):
+        key = keys[i]
+        if was_active[i]:
+            status = "applied" if adopted[i] else ("open" if qualifies[i] else "gone")
+            since = since_before[key]
         else:
-            continue
-        if figures is None:  # gone or applied without evidence left: yesterday's figures
-            figures = {c: before[c] for c in _FIGURE_COLUMNS}
-        rows.append(
-            {
-                "day": day,
-                **{c: _unkeyed(v) for c, v in zip(KEY, key, strict=True)},
-                "status": status,
-                "since_day": since,
-                **figures,
-                "window_start": day - timedelta(days=covered - 1),
-                "covered_days": covered,
-            }
-        )
+            status, since = "new", day
+        values = dict(zip(window.columns, sums[i], strict=True))
+        figures = _figures(key, values, current[i], projected[i], settings)
+        rows.append(_row(day, key, status, since, figures, covered))
+    if prev is not None:
+        # Yesterday's new or open ones without evidence left: gone, with yesterday's figures.
+        active = prev[prev["status"].isin(ACTIVE)]
+        for key in active.index:
+            if key not in window.index:
+                before = prev.loc[key]
+                figures = {c: before[c] for c in _FIGURE_COLUMNS}
+                rows.append(_row(day, key, "gone", before["since_day"], figures, covered))
     out = pd.DataFrame(rows, columns=ROW_COLUMNS)
     return out.sort_values(
         ["saving_monthly_usd", "tenant_id"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
 
 
-def _figures(sums: pd.Series, covered: int, settings: Recommendations) -> dict[str, Any]:
-    current = monthly(sums["current_usd"], covered)
-    projected = monthly(sums["projected_usd"], covered)
+def _row(
+    day: date, key: tuple, status: str, since: Any, figures: dict[str, Any], covered: int
+) -> dict[str, Any]:
+    return {
+        "day": day,
+        **{c: _unkeyed(v) for c, v in zip(KEY, key, strict=True)},
+        "status": status,
+        "since_day": since,
+        **figures,
+        "window_start": day - timedelta(days=covered - 1),
+        "covered_days": covered,
+    }
+
+
+def _figures(
+    key: tuple,
+    sums: Mapping[str, Any],
+    current: Decimal,
+    projected: Decimal,
+    settings: Recommendations,
+) -> dict[str, Any]:
     saving = current - projected
     calls = int(sums["calls"])
     excluded = int(sums["unpriced_calls"]) + int(sums["unfit_calls"])
@@ -182,14 +207,14 @@ def _figures(sums: pd.Series, covered: int, settings: Recommendations) -> dict[s
         "saving_monthly_usd": float(saving),
         "saving_pct": float(saving / current * 100) if current > 0 else None,
         "confidence": confidence(
-            str(sums.name[4]),
+            str(key[4]),
             calls=calls,
             days=int(sums["evidence_days"]),
             window=settings.window_days,
             excluded_share=excluded / (calls + excluded) if calls + excluded else 0.0,
             fallback=int(sums["fallback_calls"]) > 0,
         ),
-        "assumptions": assumptions(sums, settings),
+        "assumptions": _assumptions(key, sums, settings),
         "evidence_calls": calls,
         "evidence_days": int(sums["evidence_days"]),
         "unpriced_calls": int(sums["unpriced_calls"]),
@@ -197,70 +222,101 @@ def _figures(sums: pd.Series, covered: int, settings: Recommendations) -> dict[s
     }
 
 
-def _qualifies(
-    key: tuple,
-    sums: pd.Series,
-    figures: dict[str, Any],
+def _qualifying(
+    sums: dict[str, np.ndarray],
+    kinds: np.ndarray,
+    current: list[Decimal],
+    projected: list[Decimal],
+    was_active: np.ndarray,
     settings: Recommendations,
-    *,
-    slack: float,
-) -> bool:
-    """Whether the option is worth recommending; `slack` > 1 loosens each floor and ceiling by
-    that factor (an open recommendation is not dropped for a hair on either side)."""
-    if sums["calls"] * slack < settings.min_calls:
-        return False
-    saving = Decimal(str(figures["saving_monthly_usd"])) * Decimal(str(slack))
-    if saving < settings.min_monthly_saving_usd:
-        return False
-    if key[4] == CACHING:
-        share = sums["cache_read_tokens"] / sums["input_tokens"] if sums["input_tokens"] else 1
-        return share <= settings.caching.max_cache_read_share * slack
-    return True
+) -> np.ndarray:
+    """Whether each option is worth recommending. One recommended yesterday (`was_active`) has
+    each floor and ceiling loosened by `1 + HYSTERESIS` (not dropped for a hair on either
+    side)."""
+    slack = np.where(was_active, 1 + HYSTERESIS, 1.0)
+    ok = sums["calls"] * slack >= settings.min_calls
+    for i in np.flatnonzero(ok):
+        # The saving as stored (a float), loosened in Decimal.
+        saving = Decimal(str(float(current[i] - projected[i])))
+        ok[i] = saving * Decimal(str(1 + HYSTERESIS if was_active[i] else 1)) >= (
+            settings.min_monthly_saving_usd
+        )
+    caching = kinds == CACHING
+    if caching.any():
+        ok[caching] &= _share(sums["cache_read_tokens"], sums["input_tokens"], 1.0)[caching] <= (
+            settings.caching.max_cache_read_share * slack[caching]
+        )
+    return ok
 
 
-def _expected(window: pd.DataFrame, key: tuple, covered: int) -> float:
-    """Calls a day the window's usage of `key` makes on average (excluded ones too)."""
-    if key not in window.index:
-        return 0.0
-    row = window.loc[key]
-    return float(row["calls"] + row["unpriced_calls"] + row["unfit_calls"]) / max(covered, 1)
+def _share(part: np.ndarray, whole: np.ndarray, empty: float) -> np.ndarray:
+    """`part / whole`, `empty` where `whole` is 0."""
+    out = np.full(len(whole), empty)
+    np.divide(part, whole, out=out, where=whole != 0)
+    return out
 
 
-def _adopted(
-    key: tuple,
-    expected: float,
+def _adoption(
+    index: pd.MultiIndex,
+    kinds: np.ndarray,
+    sums: dict[str, np.ndarray],
     today: pd.DataFrame,
     used: pd.DataFrame,
+    covered: int,
     settings: Recommendations,
-) -> bool:
-    """Whether `key`'s usage moved to its option on the day (see the module doc); `expected` is
-    the window's daily average of calls the option applies to."""
-    if expected < MIN_EXPECTED_CALLS:
-        return False  # too few calls a day to tell a move from a quiet day
-    tenant, agent, provider, model, kind, option = key
-    if kind == SUBSTITUTION:
-        mine = used[
-            (used["tenant_id"] == tenant)
-            & (used["agent_id"] == agent)
-            & (used["provider"] == provider)
-        ]
-        ids = np.array([catalog_id(str(provider), str(m)) for m in mine["model"]], dtype=object)
-        old = int(mine.loc[mine["model"] == model, "calls"].sum())
-        new = int(mine.loc[ids == catalog_id(str(provider), str(option)), "calls"].sum())
-        return new > 0 and old <= ADOPTED_SHARE * expected
-    if key not in today.index:
-        return False
-    row = today.loc[key]
-    if kind == CACHING:
-        if row["calls"] < ADOPTED_SHARE * expected or not row["input_tokens"]:
-            return False
-        share = row["cache_read_tokens"] / row["input_tokens"]
-        caching = settings.caching
-        return share > caching.max_cache_read_share and share >= ADOPTED_HIT_RATE * (
-            caching.assumed_hit_rate
+) -> np.ndarray:
+    """Whether each option's usage moved to it on the day (see the module doc): compared with
+    the window's daily average of the calls the option applies to (excluded ones too)."""
+    expected = (sums["calls"] + sums["unpriced_calls"] + sums["unfit_calls"]) / max(covered, 1)
+    # Too few calls a day to tell a move from a quiet day.
+    enough = expected >= MIN_EXPECTED_CALLS
+    adopted = np.zeros(len(index), dtype=bool)
+    substitution = enough & (kinds == SUBSTITUTION)
+    if substitution.any():
+        adopted[substitution] = _substituted(
+            list(index[substitution]), expected[substitution], used
         )
-    old = int(row["calls"] + row["unpriced_calls"] + row["unfit_calls"])
-    return row["other_calls"] > 0 and old <= ADOPTED_SHARE * expected
+    rest = enough & ~substitution
+    if not rest.any() or today.empty:
+        return adopted
+    # The day's sums of each option (missing: no call of it today), as floats.
+    on_day = today.reindex(index)
+    present = on_day["calls"].notna().to_numpy()
+    day_sums = {c: on_day[c].to_numpy(dtype=np.float64) for c in SUMS}
+    calls = day_sums["calls"]
+    caching = rest & present & (kinds == CACHING)
+    caching &= ~(calls < ADOPTED_SHARE * expected) & (day_sums["input_tokens"] != 0)
+    share = _share(day_sums["cache_read_tokens"], day_sums["input_tokens"], 0.0)
+    cache = settings.caching
+    adopted |= (
+        caching
+        & (share > cache.max_cache_read_share)
+        & (share >= ADOPTED_HIT_RATE * cache.assumed_hit_rate)
+    )
+    other = rest & present & ~(kinds == CACHING)
+    old = calls + day_sums["unpriced_calls"] + day_sums["unfit_calls"]
+    adopted |= other & (day_sums["other_calls"] > 0) & (old <= ADOPTED_SHARE * expected)
+    return adopted
+
+
+def _substituted(keys: list[tuple], expected: np.ndarray, used: pd.DataFrame) -> np.ndarray:
+    """Whether each model substitution `keys` names moved: the day has calls on the option
+    (matched by catalog id) and at most `ADOPTED_SHARE` of `expected` left on the old model."""
+    calls = used["calls"].to_numpy()
+    where = list(zip(used["tenant_id"], used["agent_id"], used["provider"], strict=True))
+    on_model: dict[tuple, int] = {}
+    on_id: dict[tuple, int] = {}
+    for place, model, n in zip(where, used["model"], calls, strict=True):
+        on_model[(*place, model)] = on_model.get((*place, model), 0) + int(n)
+        found = (*place, catalog_id(str(place[2]), str(model)))
+        on_id[found] = on_id.get(found, 0) + int(n)
+    out = np.zeros(len(keys), dtype=bool)
+    for i, (tenant, agent, provider, model, _, option) in enumerate(keys):
+        place = (tenant, agent, provider)
+        old = on_model.get((*place, model), 0)
+        new = on_id.get((*place, catalog_id(str(provider), str(option))), 0)
+        out[i] = new > 0 and old <= ADOPTED_SHARE * expected[i]
+    return out
 
 
 def best_saving(rows: pd.DataFrame) -> float:
@@ -288,8 +344,13 @@ def confidence(
 
 
 def assumptions(sums: pd.Series, settings: Recommendations) -> str:
-    """What a figure assumes, in a sentence or three."""
-    _, _, provider, model, kind, option = sums.name
+    """What a figure assumes, in a sentence or three (`sums`: an option's window sums, named by
+    its key)."""
+    return _assumptions(sums.name, sums, settings)
+
+
+def _assumptions(key: tuple, sums: Mapping[str, Any], settings: Recommendations) -> str:
+    _, _, provider, model, kind, option = key
     unfit, unpriced = int(sums["unfit_calls"]), int(sums["unpriced_calls"])
     if kind == SUBSTITUTION:
         window = context_window(str(provider).lower(), str(option))

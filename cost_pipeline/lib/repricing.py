@@ -124,7 +124,8 @@ def day_evidence(
     ]
     evidence = combine([p for p in parts if len(p)], EVIDENCE_COLUMNS)
     usage = (
-        calls.assign(calls=1, unpriced_calls=_is_unpriced(calls["pricing_status"]).astype(int))
+        calls[["day", *GROUP]]
+        .assign(calls=1, unpriced_calls=_is_unpriced(calls["pricing_status"]).astype(int))
         .groupby(["day", *GROUP], dropna=False, sort=False)[["calls", "unpriced_calls"]]
         .sum()
         .reset_index()
@@ -244,10 +245,14 @@ def _alternative(provider: object, model: object, settings: Recommendations) -> 
 
 
 def _per_model(calls: pd.DataFrame, fn: Callable[[str, str], object]) -> np.ndarray:
-    """`fn(provider, model)` for each call, evaluated once per distinct pair (vectorized)."""
-    codes, uniques = pd.MultiIndex.from_arrays([calls["provider"], calls["model"]]).factorize()
-    values = np.empty(len(uniques) + 1, dtype=object)  # the last: a call without either
-    values[:-1] = [fn(p, m) for p, m in uniques]
+    """`fn(provider, model)` for each call, evaluated once per distinct pair (vectorized: the
+    pair's code from each column's codes, no tuple per call)."""
+    p_codes, providers = pd.factorize(calls["provider"], use_na_sentinel=False)
+    m_codes, models = pd.factorize(calls["model"], use_na_sentinel=False)
+    n = max(len(models), 1)
+    codes, pairs = pd.factorize(p_codes.astype(np.int64) * n + m_codes)
+    values = np.empty(len(pairs), dtype=object)
+    values[:] = [fn(providers[i], models[j]) for i, j in zip(*np.divmod(pairs, n), strict=True)]
     return values[codes]
 
 

@@ -50,13 +50,15 @@ def _day_evidence(
         e, u = repricing.day_evidence(chunk, settings, engine)
         evidence.append(e)
         usage.append(u)
+    if len(evidence) == 1:  # one chunk (the usual day): already summed per key
+        return evidence[0], usage[0]
     return (
         repricing.combine(evidence, repricing.EVIDENCE_COLUMNS),
         repricing.combine(usage, repricing.USAGE_COLUMNS),
     )
 
 
-def _metadata(rows: pd.DataFrame, usage: pd.DataFrame, covered: int) -> dict:
+def _metadata(rows: pd.DataFrame, window_unpriced: int, covered: int) -> dict:
     active = rows[rows["status"].isin(rec.ACTIVE)]
     by_kind = active.groupby("kind")["saving_monthly_usd"].sum()
     return {
@@ -73,7 +75,7 @@ def _metadata(rows: pd.DataFrame, usage: pd.DataFrame, covered: int) -> dict:
         },
         "covered_days": covered,
         # Calls of the window the ledger could not price: in no figure, never counted as $0.
-        "window_unpriced_calls": int(usage["unpriced_calls"].sum()),
+        "window_unpriced_calls": window_unpriced,
         "top_recommendations": dg.MetadataValue.md(
             markdown_table(active[TOP_COLUMNS], max_rows=15)
         ),
@@ -127,7 +129,7 @@ def cost_recommendations(
         results.append(
             dg.MaterializeResult(
                 metadata=_metadata(
-                    rows, pd.concat([usage[d] for d in window], ignore_index=True), covered
+                    rows, sum(int(usage[d]["unpriced_calls"].sum()) for d in window), covered
                 )
             )
         )
