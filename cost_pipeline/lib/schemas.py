@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pandas.api.types import infer_dtype
 
 Kind = Literal["str", "int", "float", "money", "bool", "date", "datetime", "json"]
 
@@ -166,8 +167,14 @@ class TableSchema:
         Missing nullable columns are added as nulls; a missing non-nullable column, a null in a
         non-nullable column or a value under a column's bound raises `SchemaError` naming the
         table, the column and an example.
+
+        Called on every chunk read from and written to the warehouse, so a column already in
+        its stored form costs one vectorized check, not a conversion (see `_coerce`). The
+        result is a new frame (it shares no memory with `df`) with a fresh `RangeIndex`.
         """
-        columns: dict[str, pd.Series] = {}
+        index = pd.RangeIndex(len(df))
+        columns: dict[str, ArrayLike | pd.Series] = {}
+        unchanged = True
         for c in self.columns:
             if c.name in df.columns:
                 series = df[c.name]
@@ -175,60 +182,248 @@ class TableSchema:
                 series = pd.Series(None, index=df.index, dtype="object")
             else:
                 raise SchemaError(f"{self.name}: missing required column {c.name!r}")
-            columns[c.name] = _coerce(series, c, self.name)
+            source = _array(series)
+            values = _coerce(series, source, c, self.name)
+            unchanged = unchanged and values is source
+            # An object array goes in as a Series of that dtype: pandas would infer datetimes
+            # in a bare one (a column of NaT, of datetime objects), a Series it leaves alone.
+            if values.dtype == object:
+                values = pd.Series(values, index=index, dtype=object, copy=False)
+            columns[c.name] = values
+        if unchanged and _is_plain(df, self.column_names):
+            # `df` is in stored form already: its copy is the frame built below, made faster.
+            return df.copy()
         # One frame from all columns at once (inserting them one by one is quadratic in pandas).
-        return pd.DataFrame(columns, index=df.index).reset_index(drop=True)
+        # Arrays on a fresh index, not `df`'s Series: nothing to align, and the copy pandas
+        # makes when it consolidates the columns is the only one (no `reset_index` copy).
+        return pd.DataFrame(columns, index=index)
 
 
-def _already(series: pd.Series, kind: str) -> bool:
-    """Whether `series` already has the stored form of `kind` (conform leaves it as it is)."""
-    dtype = series.dtype
-    if kind == "int":
-        return dtype == np.int64
-    if kind == "float":
-        return dtype == np.float64
-    if kind == "datetime":
-        return isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC"
-    if kind == "date":
-        return (
-            pd.api.types.is_object_dtype(dtype)
-            and pd.api.types.infer_dtype(series, skipna=False) == "date"
-        )
-    if kind in ("str", "json"):
-        return pd.api.types.is_object_dtype(dtype) and not series.isna().any()
-    return False
+ArrayLike = np.ndarray | pd.api.extensions.ExtensionArray
+
+# Integers a float64 holds exactly (so no conversion below decides a rounding case).
+_EXACT_FLOAT_INT = 2.0**53
 
 
-def _coerce(series: pd.Series, c: Column, table: str) -> pd.Series:
+def _array(series: pd.Series) -> ArrayLike:
+    """The array behind `series`, without a copy: the ndarray, or the extension array."""
+    if isinstance(series.dtype, pd.api.extensions.ExtensionDtype):
+        return series.array
+    return series.to_numpy(copy=False)
+
+
+def _is_plain(df: pd.DataFrame, names: list[str]) -> bool:
+    """Whether `df` is a plain frame of exactly the columns `names` on a default index."""
+    index, columns = df.index, df.columns
+    return (
+        type(df) is pd.DataFrame
+        and isinstance(index, pd.RangeIndex)
+        and index.start == 0
+        and index.step == 1
+        and index.name is None
+        and type(columns) is pd.Index
+        and columns.dtype == object
+        and columns.name is None
+        and list(columns) == names
+        and not df.attrs
+        and df.flags.allows_duplicate_labels
+    )
+
+
+def _coerce(series: pd.Series, values: ArrayLike, c: Column, table: str) -> ArrayLike:
+    """`series` (whose array is `values`) in the stored form of column `c`, checked against its
+    nullability and bound; `values` itself when it is in that form already."""
     try:
-        if _already(series, c.kind):
-            result = series
-        elif c.kind == "int":
-            values = pd.to_numeric(series, errors="raise")
-            result = values.astype("Int64") if values.isna().any() else values.astype("int64")
-        elif c.kind in ("float", "money"):
-            result = pd.to_numeric(series, errors="raise").astype("float64")
-        elif c.kind == "bool":
-            result = series.astype("boolean")
-        elif c.kind == "date":
-            result = pd.to_datetime(series, errors="raise").dt.date
-            result = result.astype("object")
-        elif c.kind == "datetime":
-            result = pd.to_datetime(series, errors="raise", utc=True)
+        fast = _stored(values, c)
+        if fast is not None:
+            result, nulls = fast
         else:
-            result = series.astype("object").where(series.notna(), None)
-        if c.kind == "money":
-            result = result.round(MONEY_DECIMALS)
+            result, nulls = _convert(series, c), None
     except (ValueError, TypeError) as exc:
         raise SchemaError(f"{table}.{c.name}: cannot read values as {c.kind}: {exc}") from exc
-    if not c.nullable and result.isna().any():
-        raise SchemaError(f"{table}.{c.name}: {int(result.isna().sum())} null value(s) not allowed")
+    if not c.nullable:
+        if nulls is None:
+            nulls = _null_count(result)
+        if nulls:
+            raise SchemaError(f"{table}.{c.name}: {nulls} null value(s) not allowed")
     if c.min_value is not None and len(result):
-        below = result.dropna() < c.min_value
-        if bool(np.asarray(below).any()):
-            example = result.dropna()[below].iloc[0]
-            raise SchemaError(f"{table}.{c.name}: value {example!r} is below {c.min_value}")
+        _check_bound(result, c, table)
     return result
+
+
+def _convert(series: pd.Series, c: Column) -> ArrayLike:
+    """The general path: `series` converted to the stored form of `c.kind`."""
+    if c.kind == "int":
+        values = pd.to_numeric(series, errors="raise")
+        if values.dtype == np.float64:
+            fast = _float_to_int(values.to_numpy())
+            if fast is not None:
+                return fast[0]
+        return _array(values.astype("Int64") if values.isna().any() else values.astype("int64"))
+    if c.kind in ("float", "money"):
+        result = pd.to_numeric(series, errors="raise").astype("float64")
+        return _array(result.round(MONEY_DECIMALS) if c.kind == "money" else result)
+    if c.kind == "bool":
+        return _array(series.astype("boolean"))
+    if c.kind == "date":
+        return _array(pd.to_datetime(series, errors="raise").dt.date.astype("object"))
+    if c.kind == "datetime":
+        return _array(pd.to_datetime(series, errors="raise", utc=True))
+    return _array(series.astype("object").where(series.notna(), None))
+
+
+def _stored(values: ArrayLike, c: Column) -> tuple[ArrayLike, int | None] | None:
+    """`values` in the stored form of `c.kind` by a fast path, or None when there is none.
+
+    Returns the stored values and their number of nulls if the fast path knows it (else None).
+    Each fast path gives exactly what `_convert` gives for the same values (tested in
+    `cost_pipeline_tests/lib/test_schemas_conform.py`); values it is not sure of go there.
+    """
+    if not isinstance(values, np.ndarray):
+        return _stored_extension(values, c)
+    kind, dtype = c.kind, values.dtype
+    if dtype.kind == "O":
+        if kind in ("str", "json"):
+            return _stored_text(values)
+        if kind == "date":
+            # `date` objects (a datetime is one too) and `NaT`, the one null `infer_dtype` lets
+            # in here, and the one such value that is not equal to itself.
+            if infer_dtype(values, skipna=False) != "date":
+                return None
+            return values, None if c.nullable else int((values != values).sum())
+        if kind in ("int", "float", "money"):
+            floats = _object_floats(values)
+            if floats is None:
+                return None
+            if kind == "int":
+                return _float_to_int(floats)
+            return (floats.round(MONEY_DECIMALS) if kind == "money" else floats), None
+        return None
+    if kind == "int" and dtype == np.int64:
+        return values, 0
+    if kind == "int" and dtype == np.float64:
+        return _float_to_int(values)
+    if kind == "float" and dtype == np.float64:
+        return values, None
+    if kind == "money" and dtype == np.float64:
+        rounded = values.round(MONEY_DECIMALS)
+        # Rounded already (equal values are equal bits here, the sign of a zero too)?
+        return (values if np.array_equal(rounded, values, equal_nan=True) else rounded), None
+    if kind == "money" and dtype == np.int64:
+        return values.astype(np.float64).round(MONEY_DECIMALS), None
+    if kind == "datetime" and dtype.kind == "M":
+        return _utc(values), None
+    return None
+
+
+def _stored_extension(
+    values: pd.api.extensions.ExtensionArray, c: Column
+) -> tuple[ArrayLike, int | None] | None:
+    """`_stored` for an extension array (Int64, boolean, tz-aware datetimes)."""
+    dtype = values.dtype
+    if c.kind == "int" and dtype == "Int64":
+        nulls = values.isna()
+        if nulls.any():
+            return values, int(nulls.sum())
+        return values.to_numpy(dtype=np.int64), 0
+    if c.kind == "bool" and dtype == "boolean":
+        return values, None
+    if c.kind == "datetime" and isinstance(dtype, pd.DatetimeTZDtype):
+        return (values if str(dtype.tz) == "UTC" else _utc(values)), None
+    return None
+
+
+def _stored_text(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """An object array of a `str` or `json` column with its nulls as None, and their count."""
+    # Only `str` values (one C-level pass): nothing is null, nothing to replace.
+    if infer_dtype(values, skipna=False) == "string":
+        return values, 0
+    nulls = pd.isna(values)
+    count = int(nulls.sum())
+    # Unless every null is None already (a null compares unequal to None unless it is None).
+    if count and values[nulls].tolist().count(None) != count:
+        values = values.copy()
+        values[nulls] = None
+    return values, count
+
+
+def _utc(values: ArrayLike) -> ArrayLike:
+    """Datetime64 values, naive (taken as UTC) or zoned, as UTC; as `_convert` does it, but
+    without the cache of `to_datetime`, which looks up the unique values: it pays off for text
+    to parse, not for values that only get or change a time zone."""
+    return _array(pd.to_datetime(pd.Series(values), errors="raise", utc=True, cache=False))
+
+
+def _object_floats(values: np.ndarray) -> np.ndarray | None:
+    """The float64 array `pd.to_numeric` makes of an object array of nulls (None, NaN, NA) and
+    whole numbers with at least one null; None for anything else (left to `pd.to_numeric`).
+
+    This is what a nullable INTEGER or REAL column of a SQLite read holds: pandas leaves a
+    column of numbers and None as objects."""
+    if not len(values):
+        return None
+    inferred = infer_dtype(values, skipna=True)
+    if inferred == "empty":
+        return np.full(len(values), np.nan)
+    if inferred != "integer":
+        return None
+    nulls = pd.isna(values)
+    if not nulls.any():
+        return None  # pd.to_numeric keeps integers without a null as int64
+    floats = np.full(len(values), np.nan)
+    try:
+        floats[~nulls] = values[~nulls].astype(np.float64)
+    except OverflowError:
+        return None
+    if not np.all(np.abs(floats[~nulls]) < _EXACT_FLOAT_INT):
+        return None
+    return floats
+
+
+def _float_to_int(values: np.ndarray) -> tuple[ArrayLike, int] | None:
+    """float64 values with NaN as Int64, as pandas converts them, and their null count.
+
+    None (use the general path) when no value is NaN or a value is not a whole number that
+    float64 holds exactly, so that no error or rounding case is decided here.
+    """
+    nulls = np.isnan(values)
+    count = int(nulls.sum())
+    if not count:
+        return None
+    present = values[~nulls]
+    if not (np.all(np.abs(present) < _EXACT_FLOAT_INT) and np.all(np.trunc(present) == present)):
+        return None
+    data = values.copy()
+    data[nulls] = 1  # what pandas holds under the mask of an IntegerArray
+    return pd.arrays.IntegerArray(data.astype(np.int64), nulls), count
+
+
+def _null_count(values: ArrayLike) -> int:
+    """How many of `values` are null (NaN, None, NA, NaT)."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "iub":
+            return 0
+        if values.dtype.kind == "f":
+            return int(np.isnan(values).sum())
+    return int(pd.isna(values).sum())
+
+
+def _check_bound(values: ArrayLike, c: Column, table: str) -> None:
+    """Raise `SchemaError` with the first value under `c.min_value` (nulls are not checked)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        below = values < c.min_value  # NaN compares False
+    elif isinstance(values, pd.arrays.IntegerArray | pd.arrays.FloatingArray):
+        below = (values < c.min_value).to_numpy(dtype=bool, na_value=False)
+    else:
+        present = pd.Series(values).dropna()
+        below = present < c.min_value
+        if bool(np.asarray(below).any()):
+            example = present[below].iloc[0]
+            raise SchemaError(f"{table}.{c.name}: value {example!r} is below {c.min_value}")
+        return
+    if below.any():
+        example = values[below][0]
+        raise SchemaError(f"{table}.{c.name}: value {example!r} is below {c.min_value}")
 
 
 TOKEN_COLUMNS = (
