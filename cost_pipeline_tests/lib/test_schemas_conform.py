@@ -246,6 +246,9 @@ def schema_and_frame(draw: Callable) -> tuple[TableSchema, pd.DataFrame]:
     return TableSchema(name="t", columns=tuple(columns)), frame
 
 
+# pandas warns when it casts a non-finite float to an integer column; both versions then
+# give the same frame or the same SchemaError, which is what the test compares.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema_and_frame())
 def test_conform_is_the_reference_conversion(case: tuple[TableSchema, pd.DataFrame]) -> None:
