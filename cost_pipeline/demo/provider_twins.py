@@ -11,12 +11,14 @@ the reconciliation has something real to find:
 
 Reported costs price that usage with the pipeline's own engine and round it the way each
 provider does (OpenAI per line item to the cent; Anthropic as a decimal string of cents), so
-they differ from the priced usage only by rounding. Everything is deterministic per day.
+they differ from the priced usage only by rounding. Everything is deterministic per day, so each
+day is derived once per process: one pass over the day's app log builds both providers' usage
+results, and each provider's cost results are priced once from them (`_day_results`); every
+request gets its own copy.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -112,10 +114,13 @@ def provider_calls(config: CostConfig, day: date, provider: str) -> pd.DataFrame
         relabel = (calls["model"] == logged_as) & (rng.random(len(calls)) < RELABEL_SHARE)
         calls.loc[relabel, "model"] = served_as
     key_prefix = "key_" if provider == OPENAI else "apikey_"
-    calls["api_key_id"] = key_prefix + calls["tenant_id"].astype(str) + "_app"
-    unlogged = calls.loc[rng.random(len(calls)) < UNLOGGED_SHARE].copy()
-    unlogged["api_key_id"] = UNLOGGED_OPENAI_KEY if provider == OPENAI else UNLOGGED_ANTHROPIC_KEY
-    return pd.concat([calls, unlogged], ignore_index=True)
+    keys = (key_prefix + calls["tenant_id"].astype(str) + "_app").to_numpy(dtype=object)
+    unlogged = np.flatnonzero(rng.random(len(calls)) < UNLOGGED_SHARE)
+    # The unlogged calls are copies of logged ones on the batch service's key, appended.
+    served = calls.take(np.concatenate([np.arange(len(calls)), unlogged])).reset_index(drop=True)
+    batch_key = UNLOGGED_OPENAI_KEY if provider == OPENAI else UNLOGGED_ANTHROPIC_KEY
+    served["api_key_id"] = np.concatenate([keys, np.full(len(unlogged), batch_key, dtype=object)])
+    return served
 
 
 def _aggregate(calls: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -127,23 +132,50 @@ def _aggregate(calls: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return df.astype(object).where(df.notna(), None).to_dict("records")
+    """The rows as dicts of Python values, null as None."""
+    columns = []
+    for name in df.columns:
+        values = df[name].tolist()
+        missing = df[name].isna().to_numpy()
+        if missing.any():
+            values = [None if m else v for v, m in zip(values, missing.tolist(), strict=True)]
+        columns.append(values)
+    names = list(df.columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 _RESULTS_CACHE: dict[tuple[str, str, date], list[dict[str, Any]]] = {}
+_CACHE_SIZE = 1024
 
 
-def _cached(
-    build: Callable[[CostConfig, date], list[dict[str, Any]]], config: CostConfig, day: date
-) -> list[dict[str, Any]]:
-    """`build(config, day)` once per process: a backfill asks each day's buckets of four
-    assets (usage and costs of two providers), each over the whole range in turn."""
-    key = (build.__name__, config.model_dump_json(), day)
+def _copied(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A deep copy of results (dicts of scalars and nested dicts or lists), without the
+    bookkeeping of `copy.deepcopy`."""
+
+    def fresh(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fresh(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+        return [fresh(v) if isinstance(v, dict | list) else v for v in value]
+
+    return [fresh(r) for r in results]
+
+
+def _day_results(kind: str, config: CostConfig, day: date) -> list[dict[str, Any]]:
+    """The day's results of `kind` (a `_BUILDERS` key), built once per process and shared: a
+    backfill asks each day's buckets of four assets (usage and costs of two providers), each
+    over the whole range in turn. Callers must not modify them (`_cached` copies)."""
+    key = (kind, config.model_dump_json(), day)
     if key not in _RESULTS_CACHE:
-        if len(_RESULTS_CACHE) >= 1024:
-            _RESULTS_CACHE.pop(next(iter(_RESULTS_CACHE)))
-        _RESULTS_CACHE[key] = build(config, day)
-    return copy.deepcopy(_RESULTS_CACHE[key])
+        for built_kind, results in _BUILDERS[kind](config, day).items():
+            if len(_RESULTS_CACHE) >= _CACHE_SIZE:
+                _RESULTS_CACHE.pop(next(iter(_RESULTS_CACHE)))
+            _RESULTS_CACHE[(built_kind, key[1], day)] = results
+    return _RESULTS_CACHE[key]
+
+
+def _cached(kind: str, config: CostConfig, day: date) -> list[dict[str, Any]]:
+    """A copy of the day's results of `kind`, for a caller that may modify it."""
+    return _copied(_day_results(kind, config, day))
 
 
 def _openai_results(config: CostConfig, day: date) -> list[dict[str, Any]]:
@@ -228,7 +260,7 @@ def openai_usage_buckets(
             "object": "bucket",
             "start_time": int(_midnight(d).timestamp()),
             "end_time": int(_midnight(d + timedelta(days=1)).timestamp()),
-            "results": _cached(_openai_results, config, d),
+            "results": _cached("openai_usage", config, d),
         }
         for d in days_between(start, end)
     ]
@@ -242,10 +274,18 @@ def anthropic_usage_buckets(
         {
             "starting_at": _midnight(d).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "ending_at": _midnight(d + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "results": _cached(_anthropic_results, config, d),
+            "results": _cached("anthropic_usage", config, d),
         }
         for d in days_between(start, end)
     ]
+
+
+def _usage_results(config: CostConfig, day: date) -> dict[str, list[dict[str, Any]]]:
+    """Both providers' usage results of `day`, from one generation of the day's app log."""
+    return {
+        "openai_usage": _openai_results(config, day),
+        "anthropic_usage": _anthropic_results(config, day),
+    }
 
 
 def _priced(config: CostConfig, frame: pd.DataFrame) -> pd.DataFrame:
@@ -254,84 +294,121 @@ def _priced(config: CostConfig, frame: pd.DataFrame) -> pd.DataFrame:
     return price_provider_usage(frame, PricingEngine.for_config(config))
 
 
-def _line_items(priced: pd.DataFrame, owner: str, kinds: dict[str, str]) -> pd.DataFrame:
-    """One row per (owner, model, kind) with the priced amount of that kind."""
-    parts = [
-        priced.groupby([owner, "model"], dropna=False)[column]
-        .sum()
-        .rename("amount")
-        .reset_index()
-        .assign(kind=kind)
-        for kind, column in kinds.items()
+def _line_items(
+    priced: pd.DataFrame, owner: str, kinds: dict[str, str]
+) -> list[tuple[Any, Any, str, float]]:
+    """(owner, model, kind, amount) per (owner, model, kind) with a positive priced amount of
+    that kind: kind by kind, each in (owner, model) order."""
+    columns = list(dict.fromkeys(kinds.values()))
+    sums = priced.groupby([owner, "model"], dropna=False)[columns].sum()
+    owners = sums.index.get_level_values(0).tolist()
+    models = sums.index.get_level_values(1).tolist()
+    items = []
+    for kind, column in kinds.items():
+        amounts = sums[column].tolist()
+        items.extend(
+            (o, m, kind, a) for o, m, a in zip(owners, models, amounts, strict=True) if a > 0
+        )
+    return items
+
+
+def _openai_costs(config: CostConfig, day: date) -> dict[str, list[dict[str, Any]]]:
+    """OpenAI's cost results of `day`: the priced usage per project and line item, rounded to
+    the cent."""
+    start = int(_midnight(day).timestamp())
+    usage = _day_results("openai_usage", config, day)
+    results = [{**r, "bucket_start_time": start} for r in usage]
+    priced = _priced(config, normalize_openai_usage(results, config))
+    items = _line_items(
+        priced.rename(columns={"project_or_workspace_id": "project_id"}),
+        "project_id",
+        {
+            "input": "cost_input_usd",
+            "cached input": "cost_cache_read_usd",
+            "cache write": "cost_cache_write_usd",
+            "output": "cost_output_usd",
+            "other": "cost_other_usd",
+        },
+    )
+    costs = [
+        {
+            "object": "organization.costs.result",
+            "amount": {"value": round(float(amount), 2), "currency": "usd"},
+            "line_item": f"{model}, {kind}",
+            "project_id": project,
+        }
+        for project, model, kind, amount in items
     ]
-    items = pd.concat(parts, ignore_index=True)
-    return items.loc[items["amount"] > 0].reset_index(drop=True)
+    return {"openai_costs": costs}
+
+
+def _anthropic_costs(config: CostConfig, day: date) -> dict[str, list[dict[str, Any]]]:
+    """Anthropic's cost results of `day`: priced usage per workspace, model and token type, in
+    cents."""
+    start = _midnight(day).strftime("%Y-%m-%dT%H:%M:%SZ")
+    usage = _day_results("anthropic_usage", config, day)
+    results = [{**r, "bucket_starting_at": start} for r in usage]
+    priced = _priced(config, normalize_anthropic_usage(results, config))
+    items = _line_items(
+        priced.rename(columns={"project_or_workspace_id": "workspace_id"}),
+        "workspace_id",
+        {
+            "uncached_input_tokens": "cost_input_usd",
+            "cache_read_input_tokens": "cost_cache_read_usd",
+            "cache_creation": "cost_cache_write_usd",
+            "output_tokens": "cost_output_usd",
+            "web_search": "cost_other_usd",
+        },
+    )
+    costs = [
+        {
+            "currency": "USD",
+            "amount": f"{float(amount) * 100:.2f}",
+            "workspace_id": workspace,
+            "description": f"{model}, {kind}",
+            "model": model,
+            "cost_type": "web_search" if kind == "web_search" else "tokens",
+            "token_type": None if kind == "web_search" else kind,
+            "service_tier": None,
+            "context_window": None,
+        }
+        for workspace, model, kind, amount in items
+    ]
+    return {"anthropic_costs": costs}
+
+
+_BUILDERS: dict[str, Callable[[CostConfig, date], dict[str, list[dict[str, Any]]]]] = {
+    "openai_usage": _usage_results,
+    "anthropic_usage": _usage_results,
+    "openai_costs": _openai_costs,
+    "anthropic_costs": _anthropic_costs,
+}
 
 
 def openai_cost_buckets(
     config: CostConfig, *, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """OpenAI cost buckets: the priced usage per project and line item, rounded to the cent."""
-    buckets = []
-    for bucket in openai_usage_buckets(config, start=start, end=end):
-        results = [{**r, "bucket_start_time": bucket["start_time"]} for r in bucket["results"]]
-        priced = _priced(config, normalize_openai_usage(results, config))
-        items = _line_items(
-            priced.rename(columns={"project_or_workspace_id": "project_id"}),
-            "project_id",
-            {
-                "input": "cost_input_usd",
-                "cached input": "cost_cache_read_usd",
-                "cache write": "cost_cache_write_usd",
-                "output": "cost_output_usd",
-                "other": "cost_other_usd",
-            },
-        )
-        costs = [
-            {
-                "object": "organization.costs.result",
-                "amount": {"value": round(float(row.amount), 2), "currency": "usd"},
-                "line_item": f"{row.model}, {row.kind}",
-                "project_id": row.project_id,
-            }
-            for row in items.itertuples(index=False)
-        ]
-        buckets.append({**bucket, "results": costs})
-    return buckets
+    return [
+        {
+            "object": "bucket",
+            "start_time": int(_midnight(d).timestamp()),
+            "end_time": int(_midnight(d + timedelta(days=1)).timestamp()),
+            "results": _cached("openai_costs", config, d),
+        }
+        for d in days_between(start, end)
+    ]
 
 
 def anthropic_cost_buckets(
     config: CostConfig, *, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """Anthropic cost buckets: priced usage per workspace, model and token type, in cents."""
-    buckets = []
-    for bucket in anthropic_usage_buckets(config, start=start, end=end):
-        results = [{**r, "bucket_starting_at": bucket["starting_at"]} for r in bucket["results"]]
-        priced = _priced(config, normalize_anthropic_usage(results, config))
-        items = _line_items(
-            priced.rename(columns={"project_or_workspace_id": "workspace_id"}),
-            "workspace_id",
-            {
-                "uncached_input_tokens": "cost_input_usd",
-                "cache_read_input_tokens": "cost_cache_read_usd",
-                "cache_creation": "cost_cache_write_usd",
-                "output_tokens": "cost_output_usd",
-                "web_search": "cost_other_usd",
-            },
-        )
-        costs = [
-            {
-                "currency": "USD",
-                "amount": f"{float(row.amount) * 100:.2f}",
-                "workspace_id": row.workspace_id,
-                "description": f"{row.model}, {row.kind}",
-                "model": row.model,
-                "cost_type": "web_search" if row.kind == "web_search" else "tokens",
-                "token_type": None if row.kind == "web_search" else row.kind,
-                "service_tier": None,
-                "context_window": None,
-            }
-            for row in items.itertuples(index=False)
-        ]
-        buckets.append({**bucket, "results": costs})
-    return buckets
+    return [
+        {
+            "starting_at": _midnight(d).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ending_at": _midnight(d + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "results": _cached("anthropic_costs", config, d),
+        }
+        for d in days_between(start, end)
+    ]

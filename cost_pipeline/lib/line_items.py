@@ -20,7 +20,9 @@ line item ends up in exactly one row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +50,11 @@ _LEGACY_ENDPOINT = {OPENAI: "completions", ANTHROPIC: "messages"}
 def _num(df: pd.DataFrame, name: str) -> pd.Series:
     if name not in df.columns:
         return pd.Series(0.0, index=df.index)
-    return pd.to_numeric(df[name], errors="coerce").fillna(0.0).astype(float)
+    column = df[name]
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        return pd.Series(np.where(np.isnan(values), 0.0, values), index=df.index)
+    return pd.to_numeric(column, errors="coerce").fillna(0.0).astype(float)
 
 
 def _text(df: pd.DataFrame, name: str) -> pd.Series:
@@ -56,6 +62,13 @@ def _text(df: pd.DataFrame, name: str) -> pd.Series:
         return pd.Series(None, index=df.index, dtype="object")
     values = df[name].astype("object")
     return values.where(values.notna(), None)
+
+
+def _dates(days: pd.Series) -> pd.Series:
+    """`pd.to_datetime(days).dt.date`, converted once per distinct day (a frame holds a few)."""
+    codes, distinct = pd.factorize(days, use_na_sentinel=False)
+    dates = pd.to_datetime(pd.Series(distinct, dtype=days.dtype)).dt.date.to_numpy(dtype=object)
+    return pd.Series(dates.take(codes), index=days.index, dtype="object")
 
 
 def _endpoints(df: pd.DataFrame) -> pd.Series:
@@ -88,7 +101,7 @@ def _usage_side(usage: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(
         {
-            "day": pd.to_datetime(usage["day"]).dt.date,
+            "day": _dates(usage["day"]),
             "provider": usage["provider"].astype(str),
             "endpoint": _endpoints(usage),
             "model": canonical_model(_text(usage, "model")),
@@ -98,14 +111,13 @@ def _usage_side(usage: pd.DataFrame) -> pd.DataFrame:
     )
     frame["odd"] = frame["note"].notna()
     frame = _keyed(frame, _KEYS)
-    sums = {c: (c, "sum") for c in _SUMMED}
-    base = (
-        frame.groupby(_KEYS, sort=False)
-        .agg(**sums, note=("note", _join), odd=("odd", "max"))
-        .reset_index()
-    )
+    grouped = frame.groupby(_KEYS, sort=False)
+    base = grouped[list(_SUMMED)].sum()
+    base["note"] = _joined(grouped.ngroup().to_numpy(), frame["note"], len(base))
+    base["odd"] = grouped["odd"].max()
+    base = base.reset_index()
     for c in _KEYS:
-        base[c] = base[c].where(base[c] != _NONE, None)
+        base[c] = _unkeyed(base[c])
     audio = base["input_audio_tokens"] + base["output_audio_tokens"]
     audio_note = "no ledger price for unit audio tokens (" + audio.map("{:.0f}".format) + ")"
     notes = base["note"]
@@ -121,27 +133,47 @@ def _usage_side(usage: pd.DataFrame) -> pd.DataFrame:
         "output": base["output_tokens"],
         "other": base["web_search_requests"],
     }
-    parts = []
+    # The line items of each component, then those of other units, as column arrays.
+    parts: list[dict[str, np.ndarray]] = []
+    ledger = base.loc[priced]
     for component, cost_column in COMPONENT_COSTS.items():
-        part = base.loc[priced].assign(
-            cost_component=component,
-            quantity=tokens[component].loc[priced],
-            ledger_cost_usd=base.loc[priced, cost_column],
-        )
-        if component != "input":
+        quantity = tokens[component].loc[priced].to_numpy()
+        cost = ledger[cost_column].to_numpy()
+        if component == "input":
+            rows = np.arange(len(ledger))
+            note, odd = ledger["note"].to_numpy(), ledger["odd"].to_numpy()
+        else:
             # What the model's usage says beyond tokens is told once, on its input row; a
             # component without usage or cost is no line item.
-            part = part.assign(note=None, odd=False)
-            part = part.loc[part["quantity"].ne(0) | part["ledger_cost_usd"].ne(0)]
-        parts.append(part)
+            rows = np.flatnonzero((quantity != 0) | (cost != 0))
+            note = np.full(len(ledger), None, dtype=object)
+            odd = np.zeros(len(ledger), dtype=bool)
+        parts.append(
+            {
+                **{c: ledger[c].to_numpy().take(rows) for c in (*_KEYS, "requests")},
+                "cost_component": np.full(len(rows), component, dtype=object),
+                "quantity": quantity.take(rows),
+                "ledger_cost_usd": cost.take(rows),
+                "note": note.take(rows),
+                "odd": odd.take(rows),
+            }
+        )
     units = base.loc[~priced]
     quantity = pd.Series(np.nan, index=units.index)
+    present = set(zip(units["provider"].tolist(), units["endpoint"].tolist(), strict=True))
     for (provider, name), spec in ENDPOINTS.items():
-        if spec.column is not None:
+        if spec.column is not None and (provider, name) in present:
             hit = units["provider"].eq(provider) & units["endpoint"].eq(name)
             quantity = quantity.where(~hit, units[spec.column])
-    parts.append(units.assign(cost_component=None, quantity=quantity, ledger_cost_usd=np.nan))
-    return pd.concat(parts, ignore_index=True)[columns]
+    parts.append(
+        {
+            **{c: units[c].to_numpy() for c in (*_KEYS, "requests", "note", "odd")},
+            "cost_component": np.full(len(units), None, dtype=object),
+            "quantity": quantity.to_numpy(),
+            "ledger_cost_usd": np.full(len(units), np.nan),
+        }
+    )
+    return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in columns})
 
 
 def _reported_side(reported: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +182,7 @@ def _reported_side(reported: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     return pd.DataFrame(
         {
-            "day": pd.to_datetime(reported["day"]).dt.date,
+            "day": _dates(reported["day"]),
             "provider": reported["provider"].astype(str),
             "endpoint": _text(reported, "endpoint"),
             "model": canonical_model(_text(reported, "model")),
@@ -164,21 +196,51 @@ def _reported_side(reported: pd.DataFrame) -> pd.DataFrame:
 def _keyed(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     out = df.copy()
     for c in columns:
-        out[c] = out[c].astype("object").where(out[c].notna(), _NONE)
+        values = out[c].to_numpy(dtype=object, copy=True)
+        values[pd.isna(values)] = _NONE
+        out[c] = values
     return out
 
 
-def _collapse(frame: pd.DataFrame, whole: pd.DataFrame) -> pd.DataFrame:
+def _unkeyed(values: pd.Series) -> np.ndarray:
+    """A key column with the null sentinel back to None."""
+    out = values.to_numpy(dtype=object, copy=True)
+    out[out == _NONE] = None
+    return out
+
+
+def _collapse(frame: pd.DataFrame, whole: pd.MultiIndex) -> pd.DataFrame:
     """`frame` with the components of the (day, provider, endpoint, model) keys in `whole`
     merged into one whole-model row key."""
-    out = frame.merge(whole, on=_KEYS, how="left")
-    out.loc[out["_whole"].eq(True), "cost_component"] = _NONE
-    return out.drop(columns="_whole")
+    out = frame.reset_index(drop=True)
+    hit = pd.MultiIndex.from_frame(out[_KEYS]).isin(whole)
+    out["cost_component"] = out["cost_component"].where(~hit, _NONE)
+    return out
 
 
-def _join(values: pd.Series) -> str | None:
-    unique = sorted({v for v in values if isinstance(v, str) and v})
-    return "; ".join(unique) or None
+def _joined(codes: np.ndarray, values: pd.Series, groups: int) -> list[str | None]:
+    """Per group (`codes` numbers each row's group 0..groups-1): its distinct non-empty texts,
+    sorted and joined with "; ", or None."""
+    texts: list[set[str]] = [set() for _ in range(groups)]
+    for code, value in zip(codes.tolist(), values.tolist(), strict=True):
+        if isinstance(value, str) and value:
+            texts[code].add(value)
+    return ["; ".join(sorted(t)) or None for t in texts]
+
+
+def _sums(codes: np.ndarray, values: pd.Series, groups: int) -> np.ndarray:
+    """Per group: `Series.sum(min_count=1)` of its values in row order (nulls count as 0; null
+    when the group has no value), summed by the same numpy reduction."""
+    order = np.argsort(codes, kind="stable")
+    numbers = values.to_numpy(dtype=np.float64, na_value=np.nan).take(order)
+    missing = np.isnan(numbers)
+    filled = np.where(missing, 0.0, numbers)
+    starts = np.searchsorted(codes.take(order), np.arange(groups + 1))
+    out = np.full(groups, np.nan)
+    for g, (start, end) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)):
+        if end > start and not missing[start:end].all():
+            out[g] = filled[start:end].sum()
+    return out
 
 
 def reconcile_line_items(usage_priced: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
@@ -190,24 +252,40 @@ def reconcile_line_items(usage_priced: pd.DataFrame, reported: pd.DataFrame) -> 
     keys = [*_KEYS, "cost_component"]
     use, bill = _keyed(use, keys), _keyed(bill, keys)
     # Compare a model's whole cost where the bill names no component or the unit has no price.
-    whole = bill.loc[bill["cost_component"] == _NONE, _KEYS].drop_duplicates()
-    unpriced = use.loc[use["cost_component"] == _NONE, _KEYS].drop_duplicates()
-    whole = pd.concat([whole, unpriced]).drop_duplicates().assign(_whole=True)
-    use, bill = _collapse(use, whole), _collapse(bill, whole)
-    use = use.groupby(keys, sort=False).agg(
-        quantity=("quantity", lambda s: s.sum(min_count=1)),
-        requests=("requests", "max"),  # the model's requests, on each of its components
-        ledger_cost_usd=("ledger_cost_usd", lambda s: s.sum(min_count=1)),
-        note=("note", _join),
-        odd=("odd", "max"),
+    whole = pd.MultiIndex.from_frame(
+        pd.concat(
+            [
+                bill.loc[bill["cost_component"] == _NONE, _KEYS],
+                use.loc[use["cost_component"] == _NONE, _KEYS],
+            ]
+        )
     )
-    bill = bill.groupby(keys, sort=False).agg(
-        line_item=("line_item", _join),
-        provider_reported_cost_usd=("provider_reported_cost_usd", "sum"),
+    use, bill = _collapse(use, whole), _collapse(bill, whole)
+    grouped = use.groupby(keys, sort=False)
+    codes, groups = grouped.ngroup().to_numpy(), grouped.ngroups
+    maxima = grouped[["requests", "odd"]].max()
+    use = pd.DataFrame(
+        {
+            "quantity": _sums(codes, use["quantity"], groups),
+            "requests": maxima["requests"],  # the model's requests, on each of its components
+            "ledger_cost_usd": _sums(codes, use["ledger_cost_usd"], groups),
+            "note": _joined(codes, use["note"], groups),
+            "odd": maxima["odd"],
+        },
+        index=maxima.index,
+    )
+    grouped = bill.groupby(keys, sort=False)
+    billed = grouped["provider_reported_cost_usd"].sum()
+    bill = pd.DataFrame(
+        {
+            "line_item": _joined(grouped.ngroup().to_numpy(), bill["line_item"], len(billed)),
+            "provider_reported_cost_usd": billed,
+        },
+        index=billed.index,
     )
     items = use.join(bill, how="outer").reset_index()
     for c in keys:
-        items[c] = items[c].where(items[c] != _NONE, None)
+        items[c] = _unkeyed(items[c])
     items["_used"] = items["requests"].notna() | items["quantity"].notna()
     items["odd"] = items["odd"].astype("boolean").fillna(False).astype(bool)
     items = _judge(items)
@@ -288,19 +366,23 @@ def _endpoint_totals(items: pd.DataFrame) -> pd.DataFrame:
         native=items["quantity"].where(items["cost_component"].ne("other"), 0.0),
     )
     grouped = frame.groupby(["day", "provider", "endpoint"], sort=True)
-    totals = grouped.agg(
-        ledger_cost_usd=("ledger_cost_usd", lambda s: s.sum(min_count=1)),
-        provider_reported_cost_usd=("provider_reported_cost_usd", lambda s: s.sum(min_count=1)),
-        explained=("explained", "sum"),
-        quantity=("native", lambda s: s.sum(min_count=1)),
-        unit=("unit", "first"),
-        lines=("status", "size"),
+    codes, groups = grouped.ngroup().to_numpy(), grouped.ngroups
+    explained = grouped["explained"].sum()
+    totals = pd.DataFrame(
+        {
+            "ledger_cost_usd": _sums(codes, frame["ledger_cost_usd"], groups),
+            "provider_reported_cost_usd": _sums(codes, frame["provider_reported_cost_usd"], groups),
+            "explained": explained,
+            "quantity": _sums(codes, frame["native"], groups),
+            "unit": grouped["unit"].first(),
+            "lines": grouped.size(),
+        },
+        index=explained.index,
     ).reset_index()
     per_model = frame.drop_duplicates(["day", "provider", "endpoint", "model"])
     requests = per_model.groupby(["day", "provider", "endpoint"])["requests"].sum(min_count=1)
-    totals = totals.merge(
-        requests.rename("requests").reset_index(), on=["day", "provider", "endpoint"]
-    )
+    # Every (day, provider, endpoint) has a first model row: the same groups, in the same order.
+    totals["requests"] = requests.to_numpy()
     totals["endpoint"] = totals["endpoint"].where(totals["endpoint"] != _NONE, None)
     billed, ledger = totals["provider_reported_cost_usd"], totals["ledger_cost_usd"]
     totals["coverage_pct"] = (totals["explained"] / billed.where(billed > 0) * 100).round(4)
@@ -330,7 +412,7 @@ class LineItemFinding:
     message: str
 
 
-def _label(row: pd.Series) -> str:
+def _label(row: Mapping[str, Any]) -> str:
     if isinstance(row["line_item"], str):
         return row["line_item"]
     if row["model"] is not None and row["cost_component"] is not None:
@@ -352,7 +434,6 @@ def line_item_findings(recon: pd.DataFrame, *, warn_pct: float) -> list[LineItem
     day_total = rows.groupby(["day", "provider"])["provider_reported_cost_usd"].sum(min_count=1)
     findings: list[LineItemFinding] = []
     for row in rows.to_dict("records"):
-        series = pd.Series(row)
         billed = row["provider_reported_cost_usd"]
         ledger = row["ledger_cost_usd"]
         total = day_total.get((row["day"], row["provider"]))
@@ -370,7 +451,7 @@ def line_item_findings(recon: pd.DataFrame, *, warn_pct: float) -> list[LineItem
         )
         if not warn and status != "no_ledger_price":
             continue
-        label = _label(series)
+        label = _label(row)
         drift_text = "" if pd.isna(drift) else f", {float(drift):+.1f}%"
         message = (
             f"{row['provider']} {row['endpoint'] or '(no endpoint)'} {label!r}: reported "

@@ -19,8 +19,10 @@ counter it does not know, is kept with the quantities listed in `unrecognized`, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cost_pipeline.catalog import ANTHROPIC_USAGE, OPENAI_USAGE, PROVIDER_REPORTED_COSTS
@@ -81,21 +83,40 @@ def _count(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _text(df: pd.DataFrame, name: str) -> pd.Series:
-    values = _column(df, name)
-    return values.astype("object").where(values.notna(), None)
+    """The column as Python objects, null (of any kind) as None."""
+    if name not in df.columns:
+        return pd.Series(None, index=df.index, dtype="object")
+    values = df[name].to_numpy(dtype=object, copy=True)
+    values[pd.isna(values)] = None
+    return pd.Series(values, index=df.index, dtype="object")
+
+
+def _per_distinct(values: pd.Series, convert: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """`convert(values)` for a row-wise `convert`, computed once per distinct value (null
+    included): bucket starts, line items and the like repeat on every row of a bucket."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    converted = convert(pd.Series(uniques, dtype=values.dtype)).to_numpy(dtype=object)
+    return pd.Series(converted.take(codes), index=values.index, dtype="object")
 
 
 def _days(starts: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(starts):
-        moments = pd.to_datetime(starts, unit="s", utc=True)
+
+        def days(distinct: pd.Series) -> pd.Series:
+            return pd.to_datetime(distinct, unit="s", utc=True).dt.date
+
     else:
-        moments = pd.to_datetime(starts, utc=True, format="ISO8601")
-    return moments.dt.date
+
+        def days(distinct: pd.Series) -> pd.Series:
+            return pd.to_datetime(distinct, utc=True, format="ISO8601").dt.date
+
+    return _per_distinct(starts, days)
 
 
 def _dedup(df: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     present = [k for k in keys if k in df.columns]
-    return df.drop_duplicates(subset=present, keep="last")
+    repeated = df.duplicated(subset=present, keep="last")
+    return df.loc[~repeated] if repeated.any() else df
 
 
 def _tenants(key_ids: pd.Series, owner_ids: pd.Series, key_map: dict, owner_map: dict):
@@ -106,7 +127,16 @@ def _tenants(key_ids: pd.Series, owner_ids: pd.Series, key_map: dict, owner_map:
 
 def canonical_model(models: pd.Series) -> pd.Series:
     """Model names without a dated snapshot suffix (`gpt-4.1-2025-04-14` -> `gpt-4.1`)."""
-    return models.astype("object").where(
+    values = models.astype("object")
+    if pd.api.types.infer_dtype(values, skipna=True) == "string":
+        # Names repeat on many rows: strip each distinct name once; nulls stay as they are.
+        codes, names = pd.factorize(values)
+        stripped = names.str.replace(_DATED_SUFFIX, "", regex=True).to_numpy(dtype=object)
+        out = values.to_numpy(dtype=object, copy=True)
+        named = codes >= 0
+        out[named] = stripped.take(codes[named])
+        return pd.Series(out, index=models.index, dtype="object")
+    return values.where(
         models.isna(), models.astype(str).str.replace(_DATED_SUFFIX, "", regex=True)
     )
 
@@ -123,16 +153,25 @@ def _unrecognized(df: pd.DataFrame, provider: str, endpoints: pd.Series) -> pd.S
         for (p, name), e in ENDPOINTS.items()
         if p == provider
     }
+    # Each row's endpoint by code, so that "documented for the row's endpoint" is a lookup.
+    codes, names = pd.factorize(endpoints, use_na_sentinel=False)
     text = pd.Series("", index=df.index, dtype="object")
     for column in df.columns:
         if column in NON_COUNTERS or column == "endpoint":
             continue
         raw = df[column]
-        if raw.map(lambda v: isinstance(v, bool)).any():
-            continue  # a flag, not a quantity
+        if raw.dtype == bool or (
+            raw.dtype.kind not in "iuf" and raw.map(lambda v: isinstance(v, bool)).any()
+        ):
+            continue  # a flag, not a quantity (numeric columns hold no booleans)
         values = pd.to_numeric(raw, errors="coerce")
-        documented = endpoints.isin([n for n, fields in known.items() if column in fields])
-        odd = values.notna() & values.ne(0) & ~documented
+        odd = (values.notna() & values.ne(0)).to_numpy(dtype=bool)
+        if not odd.any():
+            continue
+        documents = np.array(
+            [isinstance(n, str) and column in known.get(n, ()) for n in names], dtype=bool
+        )
+        odd = pd.Series(odd & ~documents.take(codes), index=df.index)
         if odd.any():
             piece = column + "=" + values.astype(str).str.removesuffix(".0")
             text = text.where(~odd, text.where(text.eq(""), text + "; ") + piece)
@@ -152,20 +191,24 @@ def normalize_openai_usage(results: list[dict[str, Any]], config: CostConfig) ->
     df = _flat(results)
     if df.empty:
         return OPENAI_USAGE.empty_frame()
-    name = endpoint_from_object(_column(df, "object"))
+    name = _per_distinct(_column(df, "object"), endpoint_from_object)
     name = name.where(name.notna(), _text(df, "usage_endpoint"))
     df = df.assign(endpoint=name.where(name.notna(), "completions").astype(str))
     df = _dedup(df, ("bucket_start_time", "endpoint", *OPENAI_GROUPS))
     endpoint = df["endpoint"]
     tokens = endpoint.isin(["completions", "embeddings", "moderations"])
     completions = endpoint.eq("completions")
+    images = endpoint.eq("images")
 
-    def only(mask: pd.Series, values: pd.Series) -> pd.Series:
-        return values.astype("object").where(mask, None)
+    def only(mask: pd.Series, read: Callable[[pd.DataFrame, str], pd.Series], name: str):
+        """The column `name` read by `read`, on the rows of `mask` only (None elsewhere)."""
+        if name not in df.columns and not mask.any():
+            return pd.Series(None, index=df.index, dtype="object")  # nothing to read
+        return read(df, name).astype("object").where(mask, None)
 
     project, key = _text(df, "project_id"), _text(df, "api_key_id")
     batch = _column(df, "batch").astype("boolean").fillna(False)
-    sessions = _numbers(df, "num_sessions") + _numbers(df, "sessions")
+    sessions = (_numbers(df, "num_sessions") + _numbers(df, "sessions")).astype("int64")
     out = pd.DataFrame(
         {
             "day": _days(df["bucket_start_time"]),
@@ -192,15 +235,17 @@ def normalize_openai_usage(results: list[dict[str, Any]], config: CostConfig) ->
                 config.mapping("openai_project_ids"),
             ),
             "endpoint": endpoint,
-            "image_size": only(endpoint.eq("images"), _text(df, "size")),
-            "image_source": only(endpoint.eq("images"), _text(df, "source")),
-            "input_audio_tokens": only(completions, _count(df, "input_audio_tokens")),
-            "output_audio_tokens": only(completions, _count(df, "output_audio_tokens")),
-            "images": only(endpoint.eq("images"), _count(df, "images")),
-            "characters": only(endpoint.eq("audio_speeches"), _count(df, "characters")),
-            "audio_seconds": only(endpoint.eq("audio_transcriptions"), _numbers(df, "seconds")),
-            "usage_bytes": only(endpoint.eq("vector_stores"), _count(df, "usage_bytes")),
-            "sessions": only(endpoint.eq("code_interpreter_sessions"), sessions.astype("int64")),
+            "image_size": only(images, _text, "size"),
+            "image_source": only(images, _text, "source"),
+            "input_audio_tokens": only(completions, _count, "input_audio_tokens"),
+            "output_audio_tokens": only(completions, _count, "output_audio_tokens"),
+            "images": only(images, _count, "images"),
+            "characters": only(endpoint.eq("audio_speeches"), _count, "characters"),
+            "audio_seconds": only(endpoint.eq("audio_transcriptions"), _numbers, "seconds"),
+            "usage_bytes": only(endpoint.eq("vector_stores"), _count, "usage_bytes"),
+            "sessions": sessions.astype("object").where(
+                endpoint.eq("code_interpreter_sessions"), None
+            ),
             "unrecognized": _unrecognized(df, OPENAI, endpoint),
         }
     )
@@ -273,7 +318,10 @@ def normalize_openai_costs(results: list[dict[str, Any]], config: CostConfig) ->
     line_item = _text(df, "line_item")
     project = _text(df, "project_id")
     # Line items read "<model>, <kind>" (e.g. "gpt-4o-mini, input") or name a tool or storage.
-    placed = classify_openai_line_items(line_item)
+    # Classified once per distinct line item (each repeats for every project).
+    codes, distinct = pd.factorize(line_item, use_na_sentinel=False)
+    placed = classify_openai_line_items(pd.Series(distinct, dtype="object")).take(codes)
+    placed.index = line_item.index
     out = pd.DataFrame(
         {
             "day": _days(df["bucket_start_time"]),
@@ -305,9 +353,15 @@ def normalize_anthropic_costs(results: list[dict[str, Any]], config: CostConfig)
         + _text(df, "token_type").fillna(_text(df, "cost_type")).fillna("").astype(str)
     )
     cents = pd.to_numeric(_column(df, "amount", "0").astype(str), errors="raise")
+    # Classified once per distinct (cost type, token type, description, model).
+    fields = [_text(df, "cost_type"), _text(df, "token_type"), description, _text(df, "model")]
+    rows = pd.Series(list(zip(*(f.tolist() for f in fields), strict=True)), dtype="object")
+    codes = pd.factorize(rows, use_na_sentinel=False)[0]
+    first = np.unique(codes, return_index=True)[1]
     placed = classify_anthropic_costs(
-        _text(df, "cost_type"), _text(df, "token_type"), description, _text(df, "model")
-    )
+        *(pd.Series(f.to_numpy().take(first), dtype="object") for f in fields)
+    ).take(codes)
+    placed.index = df.index
     out = pd.DataFrame(
         {
             "day": _days(df["bucket_starting_at"]),
@@ -336,8 +390,13 @@ def usage_by_endpoint(usage: pd.DataFrame) -> pd.DataFrame:
     names = _text(usage, "endpoint").fillna("(none)")
     units = [endpoint_unit(p, n) for p, n in zip(provider, names, strict=True)]
     quantity = _numbers(usage, "input_tokens") + _numbers(usage, "output_tokens")
+    present = set(zip(provider.tolist(), names.tolist(), strict=True))
     for spec in ENDPOINTS.values():
         if spec.column is not None and spec.column in usage.columns:
+            if (spec.provider, spec.name) not in present and pd.api.types.is_numeric_dtype(
+                usage[spec.column]
+            ):
+                continue  # no row of the endpoint (and a numeric column reads without error)
             hit = names.eq(spec.name) & provider.eq(spec.provider)
             quantity = quantity.where(~hit, _numbers(usage, spec.column))
     frame = pd.DataFrame(
@@ -350,10 +409,6 @@ def usage_by_endpoint(usage: pd.DataFrame) -> pd.DataFrame:
         }
     )
     grouped = frame.groupby(["endpoint", "unit"], sort=True)
-    out = grouped.agg(
-        rows=("requests", "size"),
-        requests=("requests", "sum"),
-        quantity=("quantity", "sum"),
-        unrecognized_rows=("odd", "sum"),
-    )
+    out = grouped[["requests", "quantity", "odd"]].sum()
+    out = out.rename(columns={"odd": "unrecognized_rows"}).assign(rows=grouped.size())
     return out.reset_index()[columns]
