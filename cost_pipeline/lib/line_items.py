@@ -309,6 +309,9 @@ def _judge(items: pd.DataFrame) -> pd.DataFrame:
     known = pd.Series([s is not None for s in spec], index=items.index)
     priced = pd.Series([s is not None and s.ledger_priced for s in spec], index=items.index)
     items.loc[priced & items["cost_component"].eq("other"), "unit"] = "web searches"
+    # Numbers even when one side had no rows (its outer-joined column is then all None).
+    for c in ("ledger_cost_usd", "provider_reported_cost_usd"):
+        items[c] = items[c].astype("float64")
     ledger, billed = items["ledger_cost_usd"], items["provider_reported_cost_usd"]
     status = np.select(
         [

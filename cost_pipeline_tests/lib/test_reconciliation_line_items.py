@@ -284,3 +284,23 @@ def test_unknown_counters_and_endpoints_are_kept_by_the_normalizer(demo_config) 
         None,
     ]
     assert usage["sessions"].tolist()[2] == 2
+
+
+@pytest.mark.parametrize("side", ["bill", "usage"])
+def test_a_day_with_one_side_only_is_reconciled_not_crashed(side: str) -> None:
+    """Usage pulled but no cost report yet (or the reverse) is a normal day: every line item of
+    the side present is kept, as usage_only / reported_only, with no drift computed."""
+    usage = USAGE if side == "usage" else USAGE.iloc[0:0]
+    reported = REPORTED if side == "bill" else REPORTED.iloc[0:0]
+    recon = reconcile_line_items(usage, reported)
+    lines = recon[recon["status"].ne("total")]
+    assert recon["drift_pct"].isna().all()
+    if side == "usage":
+        assert "usage_only" in set(lines["status"])
+        assert lines["ledger_cost_usd"].sum() == pytest.approx(USAGE["cost_usd"].sum())
+        assert lines["provider_reported_cost_usd"].isna().all()
+    else:
+        assert "reported_only" in set(lines["status"])
+        assert lines["provider_reported_cost_usd"].sum() == pytest.approx(
+            REPORTED["amount_usd"].sum()
+        )
