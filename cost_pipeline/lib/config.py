@@ -7,6 +7,7 @@ and the reason, so a typo fails when the code location loads, not inside a 3 a.m
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import date, timedelta
 from decimal import Decimal
@@ -861,13 +862,20 @@ def load_config(path: str | Path | None = None) -> CostConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read configuration ({exc.strerror or exc})") from exc
+    return _parse_text(text, str(file))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_text(text: str, source: str) -> CostConfig:
+    """The validated configuration of a file's text, parsed once per process and text (every
+    run step asks for it; a frozen model is safe to share; an edited file is new text)."""
     try:
         raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping of keys to values")
-    return parse_config(raw, source=str(file))
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    return parse_config(raw, source=source)
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> CostConfig:
