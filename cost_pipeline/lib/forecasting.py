@@ -59,6 +59,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from cost_pipeline.catalog import COST_FORECASTS
 from cost_pipeline.lib.changepoints import ShiftParams, level_shift
@@ -283,19 +284,36 @@ def _honest_errors(errors: dict[str, np.ndarray], names: list[str], margin: floa
 
 
 def _conformal_quantiles(u: np.ndarray, z_levels: tuple[float, ...]) -> dict[float, tuple]:
-    """(lower, upper) quantile of normalized errors `u` per central coverage level."""
+    """(lower, upper) quantile of normalized errors `u` per central coverage level.
+
+    Split conformal needs at least 1/a - 1 errors for a tail of a = (1 - level) / 2 (9 for
+    80 %, 39 for 95 %): with fewer, the rank it asks for is past the largest error, and taking
+    the largest instead gives the sample's range for every level, an interval too narrow (80 %
+    and 95 % the same, covering about 60 % on real series). Below that count the interval is
+    the normal prediction interval of the errors, with Student's t for their small number."""
     u = u[np.isfinite(u)]
     out = {}
     for level in z_levels:
-        if len(u) < 5:
-            z = Z80 if level == 0.8 else Z95
-            out[level] = (-z, z)
-            continue
         a = (1 - level) / 2
         k = len(u)
-        lo_q = max(np.floor(a * (k + 1)) / k, 0.0)
-        hi_q = min(np.ceil((1 - a) * (k + 1)) / k, 1.0)
-        out[level] = (float(np.quantile(u, lo_q)), float(np.quantile(u, hi_q)))
+        if k < 5:
+            z = Z80 if level == 0.8 else Z95
+            out[level] = (-z, z)
+        elif np.ceil((1 - a) * (k + 1)) > k:
+            half = student_t.ppf(1 - a, k - 1) * np.std(u, ddof=1) * np.sqrt(1 + 1 / k)
+            centre = float(np.mean(u))
+            out[level] = (centre - half, centre + half)
+        else:
+            # The order statistics of split conformal (an interpolated quantile sits inside
+            # them and under-covers on a few dozen errors).
+            ranked = np.sort(u)
+            lo_rank, hi_rank = int(np.floor(a * (k + 1))), int(np.ceil((1 - a) * (k + 1)))
+            out[level] = (float(ranked[lo_rank - 1]), float(ranked[hi_rank - 1]))
+    # A wider level never gives a narrower interval (a rank and a t bound can cross).
+    inner = (np.inf, -np.inf)
+    for level in sorted(out):
+        inner = (min(inner[0], out[level][0]), max(inner[1], out[level][1]))
+        out[level] = inner
     return out
 
 
@@ -483,7 +501,7 @@ def _forecast_matrix(
         lo = np.zeros(n)
         hi = np.zeros(n)
         for g in (True, False):
-            q_lo, q_hi = _conformal_quantiles(group_u.get(g, np.array([])), (level,))[level]
+            q_lo, q_hi = _conformal_quantiles(group_u.get(g, np.array([])), (0.8, 0.95))[level]
             sel = eligible & (dense == g) & np.isfinite(scale)
             lo[sel] = q_lo * scale[sel] * total_usage[sel]
             hi[sel] = q_hi * scale[sel] * total_usage[sel]
