@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.cost_pipeline
 PORT ?= 3000
 
-.PHONY: install demo test ui lint format bench eval clean focus-validator
+.PHONY: install demo test ui lint format bench eval eval-real clean focus-validator
 
 $(BIN)/dagster: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ bench: install
 eval: install
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.evaluate
 	$(BIN)/python -m cost_pipeline_tests.benchmarks.evaluate_families
+
+## The same on real daily series of your own (CSV files or folders; labels: NAB-style windows):
+## make eval-real SERIES="path ..." [LABELS=windows.json]
+eval-real: install
+	$(BIN)/python -m cost_pipeline_tests.benchmarks.evaluate_real --series $(SERIES) \
+		$(if $(LABELS),--labels $(LABELS))
 
 clean:
 	rm -rf .cost_pipeline
