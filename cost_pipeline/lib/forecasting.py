@@ -59,7 +59,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
+from scipy.special import stdtrit
 
 from cost_pipeline.catalog import COST_FORECASTS
 from cost_pipeline.lib.changepoints import ShiftParams, level_shift
@@ -300,7 +300,7 @@ def _conformal_quantiles(u: np.ndarray, z_levels: tuple[float, ...]) -> dict[flo
             z = Z80 if level == 0.8 else Z95
             out[level] = (-z, z)
         elif np.ceil((1 - a) * (k + 1)) > k:
-            half = student_t.ppf(1 - a, k - 1) * np.std(u, ddof=1) * np.sqrt(1 + 1 / k)
+            half = stdtrit(k - 1, 1 - a) * np.std(u, ddof=1) * np.sqrt(1 + 1 / k)
             centre = float(np.mean(u))
             out[level] = (centre - half, centre + half)
         else:
