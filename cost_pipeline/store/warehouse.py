@@ -406,8 +406,12 @@ class Warehouse:
                 # the per-day row counts before and after say how many were new.
                 days = sorted(set(pc.unique(arrow[part]).to_pylist()))
                 before = self._day_counts(conn, schema, days)
-                if restate is not None:
-                    self._sqlite_restate(conn, schema, stage, arrow, restate)
+                # Restatements are compared within a day: only rows of days holding rows can
+                # restate one (a file's late records of yesterday, say), the rest are new.
+                held = [day for day in days if before.get(day, 0)]
+                if restate is not None and held:
+                    mask = pc.is_in(arrow[part], value_set=pa.array(held, arrow[part].type))
+                    self._sqlite_restate(conn, schema, stage, arrow.filter(mask), restate)
                 _sqlite_insert(conn, schema.name, schema, arrow, or_ignore=True)
                 after = self._day_counts(conn, schema, days)
                 for day in days:
