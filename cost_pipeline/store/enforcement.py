@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
@@ -61,18 +61,15 @@ def refresh_counters(
     written = 0
     if days:
         keys = ", ".join(SCOPES[s] for s in SCOPES if s in scopes and SCOPES[s])
-        groups = pd.read_sql(
-            sa.text(
-                f"SELECT day, tenant_id, {keys}, {_bucket_sql(warehouse)} AS b, "
-                "COUNT(*) AS calls, "
-                f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 0 ELSE cost_usd END) AS cost, "
-                f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 1 ELSE 0 END) AS unpriced "
-                "FROM priced_interactions WHERE day IN :days "
-                f"GROUP BY day, tenant_id, {keys}, b"
-            ).bindparams(sa.bindparam("days", expanding=True)),
-            conn,
-            params={"days": list(days)},
-        )
+        # A UTC day is in one local month in every zone (offsets within +-14 h) unless it is
+        # a month's first or last day: only those are split into 15-minute buckets.
+        edges = [d for d in days if d.day == 1 or (d + timedelta(days=1)).day == 1]
+        inner = [d for d in days if d not in edges]
+        parts = [
+            _day_groups(conn, keys, edges, _bucket_sql(warehouse)),
+            _day_groups(conn, keys, inner, None),
+        ]
+        groups = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
         rows = counter_rows(groups, zones)
         conn.execute(table.delete().where(table.c.day.in_(list(days))))
         written = warehouse.append(SPEND_COUNTERS, rows, conn=conn)
@@ -86,6 +83,33 @@ def refresh_counters(
         conn=conn,
     )
     return written
+
+
+def _day_groups(
+    conn: Connection, keys: str, days: Sequence[date], bucket_sql: str | None
+) -> pd.DataFrame:
+    """Calls of `days` grouped by day, tenant, the scope columns `keys` and the 15-minute
+    bucket `b` (`bucket_sql`), or without `bucket_sql` by day only, `b` then the bucket of the
+    day's noon (UTC), which is in the day's one local month everywhere."""
+    if not days:
+        return pd.DataFrame()
+    bucket = bucket_sql or "0"
+    groups = pd.read_sql(
+        sa.text(
+            f"SELECT day, tenant_id, {keys}, {bucket} AS b, COUNT(*) AS calls, "
+            f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 0 ELSE cost_usd END) AS cost, "
+            f"SUM(CASE WHEN pricing_status IN {_UNPRICED} THEN 1 ELSE 0 END) AS unpriced "
+            "FROM priced_interactions WHERE day IN :days "
+            f"GROUP BY day, tenant_id, {keys}{', b' if bucket_sql else ''}"
+        ).bindparams(sa.bindparam("days", expanding=True)),
+        conn,
+        params={"days": list(days)},
+    )
+    if bucket_sql is None and len(groups):
+        day = pd.to_datetime(groups["day"].astype(str))
+        noon = (day - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1) + 12 * 3600
+        groups["b"] = noon // BUCKET_SECONDS
+    return groups
 
 
 def counter_rows(groups: pd.DataFrame, zones: Mapping[str, str]) -> pd.DataFrame:

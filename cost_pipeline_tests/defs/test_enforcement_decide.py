@@ -12,7 +12,7 @@ import pytest
 import time_machine
 import yaml
 
-from cost_pipeline.catalog import ENFORCEMENT_AUDIT
+from cost_pipeline.catalog import ENFORCEMENT_AUDIT, SPEND_COUNTERS
 from cost_pipeline.defs.ingestion.assets import llm_interactions
 from cost_pipeline.defs.pricing.assets import priced_interactions, spend_counters_match_calls
 from cost_pipeline.enforcement import Enforcer
@@ -181,3 +181,40 @@ def test_configuration_changes_between_runs_are_audited(setup, tmp_path: Path) -
     # The same configuration again: nothing new.
     third = dg.materialize([config_audit], resources=resources)
     assert third.asset_materializations_for_node("config_audit")[0].metadata["changes"].value == 0
+
+
+def test_counters_split_the_month_edge_by_each_tenant_local_month(tmp_path, warehouse_url) -> None:
+    """Calls on the last UTC day of a month and the first of the next count in each tenant's
+    own local month (acme is New York, UTC-4 in October; beta is UTC), while a mid-month day
+    is counted whole: the same totals either way."""
+    with time_machine.travel(datetime(2026, 11, 2, 18, tzinfo=UTC), tick=True):
+        log_dir, ingest, _, wh, _ = _setup(tmp_path, warehouse_url)
+        stamps = {
+            "2026-10-15": ["2026-10-15T02:00:00Z"],
+            "2026-10-31": ["2026-10-31T23:30:00Z"],
+            "2026-11-01": ["2026-11-01T02:00:00Z", "2026-11-01T05:00:00Z"],
+        }
+        lines = [
+            event(
+                i,
+                day,
+                event_id=f"{tenant}-{day}-{i}",
+                tenant_id=tenant,
+                occurred_at=at,
+                input_tokens=100_000,
+            )
+            for day, ats in stamps.items()
+            for i, at in enumerate(ats)
+            for tenant in ("acme", "beta")
+        ]
+        write_jsonl(log_dir / "calls.jsonl", lines)
+        ingest()
+        rows = wh.read(SPEND_COUNTERS, where={"scope": ["tenant"]})
+        calls = rows.groupby(["tenant_id", "period"])["calls"].sum().to_dict()
+    # New York: 10-31 23:30Z and 11-01 02:00Z are still October there; 11-01 05:00Z is not.
+    assert calls == {
+        ("acme", "2026-10"): 3,
+        ("acme", "2026-11"): 1,
+        ("beta", "2026-10"): 2,
+        ("beta", "2026-11"): 2,
+    }
