@@ -283,20 +283,11 @@ def forecast_series(
     start = s.usd.index[0]
     months = months_in(start, len(s.usd), min_history_days=min_history_days)
     seconds = {"project": 0.0, "baselines": 0.0, "calls": 0.0}
-    rows = []
-    for month in months:
-        for o in ORIGINS:
-            as_of = month.replace(day=o)
-            upto = daily[daily["day"] <= as_of]
-            began = time.perf_counter()
-            proj = forecast_month_end(upto, as_of)
-            seconds["project"] += time.perf_counter() - began
-            seconds["calls"] += 1
-            proj = proj[proj["tenant_id"] == s.series_id]
-            began = time.perf_counter()
-            base = baseline_forecasts(upto, as_of, full, start=start)
-            seconds["baselines"] += time.perf_counter() - began
-            rows.append(proj.merge(base, on=["tenant_id", "day"], how="left"))
+    rows = [
+        _forecast_at(daily, month.replace(day=o), [s.series_id], full, start, seconds)
+        for month in months
+        for o in ORIGINS
+    ]
     if not rows:
         return pd.DataFrame(), seconds
     fc = pd.concat(rows, ignore_index=True)
@@ -304,6 +295,28 @@ def forecast_series(
     actual = s.usd.groupby(month_of.to_numpy()).sum()
     fc["actual_usd"] = fc["month"].map(actual)
     return fc.assign(family=s.dataset, series=s.series_id), seconds
+
+
+def _forecast_at(
+    daily: pd.DataFrame,
+    as_of: date,
+    tenants: list[str],
+    full: bool,
+    start: date,
+    seconds: dict[str, float],
+) -> pd.DataFrame:
+    """The project's and the baselines' forecasts made on `as_of` for `tenants` (the project
+    forecasts every tenant together, as the asset does), timing each into `seconds`."""
+    upto = daily[daily["day"] <= as_of]
+    began = time.perf_counter()
+    proj = forecast_month_end(upto, as_of)
+    seconds["project"] += time.perf_counter() - began
+    seconds["calls"] += 1
+    proj = proj[proj["tenant_id"].isin(tenants)]
+    began = time.perf_counter()
+    base = baseline_forecasts(upto[upto["tenant_id"].isin(tenants)], as_of, full, start=start)
+    seconds["baselines"] += time.perf_counter() - began
+    return proj.merge(base, on=["tenant_id", "day"], how="left")
 
 
 def shifted(s: Series, days: int) -> Series:
@@ -329,21 +342,11 @@ def forecast_together(
         for month in months_in(s.usd.index[0], len(s.usd), min_history_days=min_history_days):
             eligible.setdefault(month, []).append(s.series_id)
     seconds = {"project": 0.0, "baselines": 0.0, "calls": 0.0}
-    rows = []
-    for month in sorted(eligible):
-        for o in ORIGINS:
-            as_of = month.replace(day=o)
-            upto = daily[daily["day"] <= as_of]
-            began = time.perf_counter()
-            proj = forecast_month_end(upto, as_of)
-            seconds["project"] += time.perf_counter() - began
-            seconds["calls"] += 1
-            proj = proj[proj["tenant_id"].isin(eligible[month])]
-            began = time.perf_counter()
-            scored = upto[upto["tenant_id"].isin(eligible[month])]
-            base = baseline_forecasts(scored, as_of, full, start=start)
-            seconds["baselines"] += time.perf_counter() - began
-            rows.append(proj.merge(base, on=["tenant_id", "day"], how="left"))
+    rows = [
+        _forecast_at(daily, month.replace(day=o), eligible[month], full, start, seconds)
+        for month in sorted(eligible)
+        for o in ORIGINS
+    ]
     if not rows:
         return pd.DataFrame(), seconds
     fc = pd.concat(rows, ignore_index=True)
