@@ -113,6 +113,8 @@ class Warehouse:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
+        # Postgres: the day partitions known to exist, per table (see `_ensure_day_partitions`).
+        self._partitions: dict[str, set[date]] = {}
 
     def __repr__(self) -> str:
         return f"Warehouse({redact_url(self.url)})"
@@ -211,16 +213,39 @@ class Warehouse:
                         changes += self._create_day_partitions(conn, schema, first_day, last_day)
         return changes
 
-    def _create_day_partitions(
-        self, conn: Connection, schema: TableSchema, first_day: date, last_day: date
-    ) -> list[str]:
-        have = set(
+    def _ensure_day_partitions(
+        self, conn: Connection, schema: TableSchema, days: Iterable[date]
+    ) -> None:
+        """Postgres: create, inside `conn`'s transaction, the day partitions of `days` that do
+        not exist yet — a backfill of a day older than the year `migrate` made, or a load past
+        its week ahead — instead of failing on a missing partition. Checked once per table
+        and day by this warehouse object."""
+        if not (self.is_postgres and schema.day_partitioned):
+            return
+        known = self._partitions.setdefault(schema.name, set())
+        wanted = {d for d in days if d is not None} - known
+        if not wanted:
+            return
+        have = self._partition_names(conn, schema)
+        if any(partition_name(schema.name, d) not in have for d in wanted):
+            self._lock(conn, "ddl")  # as `migrate`: one process creates a partition
+            for day in sorted(wanted):
+                self._create_day_partitions(conn, schema, day, day)
+        known |= wanted
+
+    def _partition_names(self, conn: Connection, schema: TableSchema) -> set[str]:
+        return set(
             conn.exec_driver_sql(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %(t)s",
                 {"t": schema.name},
             ).scalars()
         )
+
+    def _create_day_partitions(
+        self, conn: Connection, schema: TableSchema, first_day: date, last_day: date
+    ) -> list[str]:
+        have = self._partition_names(conn, schema)
         created = []
         day = first_day
         while day <= last_day:
@@ -253,6 +278,7 @@ class Warehouse:
         _check_unique(schema, frame)
         if schema.day_partitioned and self.is_postgres:
             with self.engine.begin() as conn:
+                self._ensure_day_partitions(conn, schema, days)
                 for day in sorted(days):
                     self._lock(conn, f"{schema.name}:day={day}")
                     conn.exec_driver_sql(f"TRUNCATE {partition_name(schema.name, day)}")
@@ -423,6 +449,7 @@ class Warehouse:
                 _copy_arrow(conn, stage, schema, arrow)
                 continue
             days = set(pc.unique(arrow[part]).to_pylist())
+            self._ensure_day_partitions(conn, schema, days)
             unseen = sorted(days - checked)
             if unseen:
                 filled = set(
@@ -648,6 +675,9 @@ class Warehouse:
         for start in range(0, len(frame), WRITE_CHUNK_ROWS):
             chunk = _frame_to_arrow(schema, frame.iloc[start : start + WRITE_CHUNK_ROWS])
             if self.is_postgres:
+                if schema.day_partitioned:
+                    part = chunk[schema.partition_column or "day"]
+                    self._ensure_day_partitions(conn, schema, pc.unique(part).to_pylist())
                 _copy_arrow(conn, schema.name, schema, chunk)
             else:
                 _sqlite_insert(conn, schema.name, schema, chunk)

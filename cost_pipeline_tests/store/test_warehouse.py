@@ -274,3 +274,23 @@ def test_migrate_remakes_a_view_made_before_its_table_gained_columns(
     assert not any("view" in change for change in warehouse.migrate())
     columns = warehouse.query("SELECT * FROM llm_interactions WHERE 1 = 0").columns
     assert list(columns) == LLM_INTERACTIONS.column_names
+
+
+def test_days_outside_the_migrated_partitions_are_written_not_refused(
+    warehouse: Warehouse,
+) -> None:
+    """`migrate` makes Postgres day partitions from a year back to a week ahead of its own
+    day; a backfill of an older day, or rows stamped after that week, get their partition when
+    they are written (replace, append, insert_new), instead of a missing-relation error."""
+    old, ahead = date(2019, 2, 28), date(2031, 1, 1)
+    warehouse.replace_partition(DAILY_COST_SUMMARY, old, summary_rows(old, 3))
+    warehouse.replace_partition(DAILY_COST_SUMMARY, old, summary_rows(old, 2))
+    warehouse.append(DAILY_COST_SUMMARY, summary_rows(ahead, 4))
+    rows = interaction_rows(["late-1", "late-2"], [5, 6]).assign(
+        day=ahead, occurred_at=datetime(2031, 1, 1, 9, tzinfo=UTC)
+    )
+    with warehouse.transaction() as conn:
+        assert warehouse.insert_new(conn, PRICED_INTERACTIONS, [rows]) == {str(ahead): 2}
+    assert warehouse.count(DAILY_COST_SUMMARY, days=[old]) == 2
+    assert warehouse.count(DAILY_COST_SUMMARY, days=[ahead]) == 4
+    assert warehouse.count(PRICED_INTERACTIONS, days=[ahead]) == 2
