@@ -20,7 +20,8 @@ fewer than `min_history_days` started days in the last 28 (a new tenant, agent o
 scored `none` with the reason "not enough history", so new tenants are not flagged for being new.
 
 Drivers: the tenant total, each agent and model (LLM), each cloud service category and k8s
-cluster of the summary (`category:`, `cluster:`), each provider (`provider:`), and — from the
+cluster of the summary (`category:`, `cluster:`), each model of provider usage no logged call
+explains (`unattributed:`), each provider (`provider:`), and — from the
 `detail` frame the asset reads from `cloud_costs` / `k8s_allocations` — each cloud service
 name, sub-account, region and k8s
 namespace (`service:`, `sub_account:`, `region:`, `namespace:`).
@@ -265,8 +266,13 @@ def driver_panel(
         llm = frame[(frame["cost_category"] == "llm") & frame["model_or_service"].notna()]
         parts.append(llm.assign(driver="model:" + llm["model_or_service"].astype(str)))
         infra = frame[(frame["cost_category"] != "llm") & frame["model_or_service"].notna()]
-        # The summary's infrastructure grain: cloud service category, k8s cluster.
-        label = np.where(infra["cost_category"] == "k8s", "cluster:", "category:")
+        # The summary's infrastructure grain: cloud service category, k8s cluster; provider
+        # usage no logged call explains is named by its model as such.
+        label = np.select(
+            [infra["cost_category"] == "k8s", infra["cost_category"] == "unattributed"],
+            ["cluster:", "unattributed:"],
+            "category:",
+        )
         parts.append(infra.assign(driver=label + infra["model_or_service"].astype(str)))
     if "provider" in frame:
         prov = frame[frame["provider"].notna()]

@@ -456,3 +456,31 @@ def test_the_most_specific_large_driver_speaks_for_an_episode():
         "t": "namespace:tenant-t",
         "u": "tenant",
     }
+
+
+def test_drivers_name_what_each_summary_row_is() -> None:
+    """Unattributed provider usage is a driver by its model, called unattributed (not a cloud
+    service category); k8s rows are clusters, cloud rows service categories."""
+    from cost_pipeline.lib.anomaly import driver_panel
+
+    daily = pd.DataFrame(
+        {
+            "day": [DAY] * 4,
+            "tenant_id": ["t"] * 4,
+            "cost_category": ["llm", "unattributed", "k8s", "cloud"],
+            "model_or_service": ["gpt-4.1", "claude-sonnet-4-5", "prod-1", "Compute"],
+            "agent_id": ["bot", None, None, None],
+            "provider": ["openai", "anthropic", None, "aws"],
+            "cost_usd": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    drivers = set(driver_panel(daily, [DAY]).index.get_level_values("driver"))
+    assert {
+        "tenant",
+        "agent:bot",
+        "model:gpt-4.1",
+        "unattributed:claude-sonnet-4-5",
+        "cluster:prod-1",
+        "category:Compute",
+    } <= drivers
+    assert not any(d.startswith("category:claude") for d in drivers)
