@@ -16,6 +16,10 @@ from hypothesis import strategies as st
 
 from cost_pipeline.lib.schemas import MONEY_DECIMALS, Column, SchemaError, TableSchema, col
 
+# pandas warns when it casts a float too large (or non-finite) for an integer column; conform
+# then raises SchemaError, which is what the tests check.
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+
 
 # The conversion as it was before the fast paths: the reference they must agree with.
 def reference_conform(schema: TableSchema, df: pd.DataFrame) -> pd.DataFrame:
@@ -246,9 +250,6 @@ def schema_and_frame(draw: Callable) -> tuple[TableSchema, pd.DataFrame]:
     return TableSchema(name="t", columns=tuple(columns)), frame
 
 
-# pandas warns when it casts a non-finite float to an integer column; both versions then
-# give the same frame or the same SchemaError, which is what the test compares.
-@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema_and_frame())
 def test_conform_is_the_reference_conversion(case: tuple[TableSchema, pd.DataFrame]) -> None:
