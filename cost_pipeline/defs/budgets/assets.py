@@ -60,22 +60,31 @@ def budget_status(
 
 def _status_day(wh: Warehouse, day: date, status: pd.DataFrame) -> dg.MaterializeResult:
     rows = wh.replace_partition(BUDGET_STATUS, day, status)
-    facts = alert_facts(status)
-    worst = status.sort_values("utilization_pct", ascending=False)
-    shown = worst[["tenant_id", "period", "spend_usd", "limit_usd", "utilization_pct", "status"]]
     return dg.MaterializeResult(
         metadata={
             "rows": rows,
             "total_spend_usd": round(float(status["spend_usd"].sum()), 6),
-            **{
-                f"tenants_{s}": int((status["status"] == s).sum())
-                for s in ("warning", "critical", "exceeded")
-            },
-            # Read by the budget alert sensor: what is alertable, without touching the warehouse.
-            ALERT_FACTS_KEY: dg.MetadataValue.json(facts.to_dict("records")),
-            "top_utilization": dg.MetadataValue.md(markdown_table(shown, max_rows=10)),
+            **status_metadata(status, alert_facts(status), key="tenant_id", noun="tenants"),
         }
     )
+
+
+def status_metadata(
+    status: pd.DataFrame, facts: pd.DataFrame, *, key: str, noun: str
+) -> dict[str, object]:
+    """A budget status day's counts per status, its alert facts and the top utilizations
+    (`key`: the column naming a row, `tenant_id` or `node_id`; `noun` prefixes the counts)."""
+    worst = status.sort_values("utilization_pct", ascending=False)
+    shown = worst[[key, "period", "spend_usd", "limit_usd", "utilization_pct", "status"]]
+    return {
+        **{
+            f"{noun}_{s}": int((status["status"] == s).sum())
+            for s in ("warning", "critical", "exceeded")
+        },
+        # Read by the budget alert sensor: what is alertable, without touching the warehouse.
+        ALERT_FACTS_KEY: dg.MetadataValue.json(facts.to_dict("records")),
+        "top_utilization": dg.MetadataValue.md(markdown_table(shown, max_rows=10)),
+    }
 
 
 @dg.asset(

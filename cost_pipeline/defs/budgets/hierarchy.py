@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from cost_pipeline.catalog import BUDGET_NODE_STATUS
-from cost_pipeline.defs.budgets.assets import ALERT_FACTS_KEY
+from cost_pipeline.defs.budgets.assets import status_metadata
 from cost_pipeline.defs.partitions import (
     PARTITIONS_START,
     SINGLE_RUN,
@@ -27,7 +27,6 @@ from cost_pipeline.defs.partitions import (
     partition_days,
 )
 from cost_pipeline.lib.budget_tree import alert_facts, roll_up_mismatches
-from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store.budget_tree import evaluate_node_days
 from cost_pipeline.store.warehouse import Warehouse
@@ -64,9 +63,6 @@ def budget_node_status(
 
 def _status_day(wh: Warehouse, day: date, status: pd.DataFrame) -> dg.MaterializeResult:
     rows = wh.replace_partition(BUDGET_NODE_STATUS, day, status)
-    facts = alert_facts(status)
-    worst = status.sort_values("utilization_pct", ascending=False)
-    shown = worst[["node_id", "period", "spend_usd", "limit_usd", "utilization_pct", "status"]]
     organization = status[status["node_kind"] == "organization"]
     return dg.MaterializeResult(
         metadata={
@@ -74,13 +70,7 @@ def _status_day(wh: Warehouse, day: date, status: pd.DataFrame) -> dg.Materializ
             "organization_spend_usd": round(float(organization["spend_usd"].max()), 6)
             if len(organization)
             else 0.0,
-            **{
-                f"nodes_{s}": int((status["status"] == s).sum())
-                for s in ("warning", "critical", "exceeded")
-            },
-            # Read by the budget alert sensor: what is alertable, without touching the warehouse.
-            ALERT_FACTS_KEY: dg.MetadataValue.json(facts.to_dict("records")),
-            "top_utilization": dg.MetadataValue.md(markdown_table(shown, max_rows=10)),
+            **status_metadata(status, alert_facts(status), key="node_id", noun="nodes"),
         }
     )
 
