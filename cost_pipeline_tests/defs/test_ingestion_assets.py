@@ -37,6 +37,20 @@ def event(i: int, day: str = "2026-09-02", **changes: object) -> dict:
     return record
 
 
+def _summary_matches_calls(resources: dict, instance: dg.DagsterInstance) -> None:
+    """Summarize 2026-09-02; its check that the summary equals the priced calls passes."""
+    from cost_pipeline.defs.summaries.assets import summary_matches_priced_interactions
+
+    summary = dg.materialize(
+        [daily_cost_summary, summary_matches_priced_interactions],
+        resources=resources,
+        instance=instance,
+        partition_key="2026-09-02",
+    )
+    [matches] = summary.get_asset_check_evaluations()
+    assert matches.passed, matches.metadata
+
+
 def write_jsonl(path: Path, lines: list[object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -189,16 +203,7 @@ def test_one_percent_garbage_is_quarantined_and_the_rest_priced(
     assert counts["with_reason"] == garbage
 
     # The day's summary: its aggregate SQL (SUMs of BIGINT and NUMERIC) matches on every engine.
-    from cost_pipeline.defs.summaries.assets import summary_matches_priced_interactions
-
-    summary = dg.materialize(
-        [daily_cost_summary, summary_matches_priced_interactions],
-        resources=resources,
-        instance=instance,
-        partition_key="2026-09-02",
-    )
-    [matches] = summary.get_asset_check_evaluations()
-    assert matches.passed, matches.metadata
+    _summary_matches_calls(resources, instance)
     llm = wh.query(
         "SELECT SUM(requests) AS n, SUM(input_tokens) AS tokens, SUM(cost_usd) AS usd "
         "FROM daily_cost_summary WHERE cost_category = 'llm'"
@@ -318,7 +323,6 @@ def test_a_mixed_log_of_units_prices_exactly_and_reprices_on_a_rate_card_change(
     from decimal import Decimal
 
     from cost_pipeline.defs.pricing.assets import priced_interactions
-    from cost_pipeline.defs.summaries.assets import summary_matches_priced_interactions
     from cost_pipeline.lib.config import RateCard, load_config
     from cost_pipeline.lib.pricing import PricingEngine
     from cost_pipeline_tests.lib.test_usage_units import CARDS, MIXED, nanos, record
@@ -375,14 +379,7 @@ def test_a_mixed_log_of_units_prices_exactly_and_reprices_on_a_rate_card_change(
     np.testing.assert_allclose(
         after.loc[unchanged, "cost_usd"], rows.loc[unchanged, "cost_usd"], atol=1e-12
     )
-    summary = dg.materialize(
-        [daily_cost_summary, summary_matches_priced_interactions],
-        resources=resources,
-        instance=instance,
-        partition_key="2026-09-02",
-    )
-    [matches] = summary.get_asset_check_evaluations()
-    assert matches.passed, matches.metadata
+    _summary_matches_calls(resources, instance)
     counts = wh.query(
         "SELECT SUM(rate_card_requests) AS cards, SUM(app_reported_requests) AS reported "
         "FROM daily_cost_summary WHERE cost_category = 'llm'"
