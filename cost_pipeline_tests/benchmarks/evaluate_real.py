@@ -3,7 +3,7 @@
     python -m cost_pipeline_tests.benchmarks.evaluate_real --series PATH [PATH ...]
         [--labels WINDOWS.json] [--median-usd 100] [--min-history-days 28]
         [--value-column NAME] [--together] [--full] [--no-forecasts] [--no-anomalies]
-        [--score-period SERIES=START:END ...] [--save-forecasts CSV]
+        [--score-period SERIES=START:END ...] [--save-forecasts CSV] [--baseline-cache PKL]
 
 for example, with public data fetched outside the repository:
 
@@ -19,7 +19,9 @@ Input (`--series`: CSV files, or directories whose `*.csv` files are all read):
   its value column `value` (or `--value-column`, else the last numeric column). Timestamps of
   any sub-daily resolution are summed to UTC daily totals (naive timestamps are taken as UTC);
   a first or last day with fewer than half the usual samples per day is dropped (a partial
-  day is not a drop in spend), and days missing inside the range count as $0.
+  day is not a drop in spend), a day inside the range with fewer samples than usual is the
+  mean of its samples x the usual count (a gap in the samples is missing data, not a fall in
+  spend), and days with no sample at all count as $0.
 
 Each series is scaled so that its median day is `--median-usd` (only relative shapes matter)
 and presented as one tenant whose cost rows are category `cloud` (provider AWS, `requests` 0,
@@ -82,6 +84,9 @@ TIME_NAMES = ("timestamp", "datetime", "date", "day", "ds", "time", "dteday", "d
 SERVICE = "service:AmazonEC2"
 ALERT_SEVERITIES = ("high", "critical")
 MIN_ANOMALY_DAYS = 60
+# The baselines' forecasts by (tenants, as-of day, full, start): they do not change while the
+# project's forecasting is worked on, and they take most of an evaluation's time.
+BASELINE_CACHE: dict[tuple, pd.DataFrame] = {}
 
 
 @dataclass
@@ -96,6 +101,7 @@ class Series:
     resolution: str
     missing_days: int
     dropped_edge_days: int
+    partial_days: int
     scale: float
 
 
@@ -153,9 +159,12 @@ def _value_column(frame: pd.DataFrame, wanted: str | None, time_col: str) -> str
     return str(numeric[-1])
 
 
-def daily_totals(times: pd.Series, values: pd.Series) -> tuple[pd.Series, int, str, int]:
+def daily_totals(times: pd.Series, values: pd.Series) -> tuple[pd.Series, int, str, int, int]:
     """(daily totals over every day from first to last, dropped partial edge days, sampling
-    resolution, days missing inside the range) of timestamped values."""
+    resolution, days missing inside the range, partial days inside it) of timestamped values.
+
+    A day inside the range with fewer samples than usual is the mean of its samples x the usual
+    count: a gap in a sub-daily series is missing data, not a fall in spend."""
     frame = pd.DataFrame({"t": times, "v": pd.to_numeric(values, errors="coerce")}).dropna()
     frame = frame.sort_values("t")
     step = frame["t"].diff().dropna()
@@ -170,9 +179,12 @@ def daily_totals(times: pd.Series, values: pd.Series) -> tuple[pd.Series, int, s
         counts, sums, dropped = counts.iloc[1:], sums.iloc[1:], dropped + 1
     while len(counts) > 1 and counts.iloc[-1] < 0.5 * usual:
         counts, sums, dropped = counts.iloc[:-1], sums.iloc[:-1], dropped + 1
+    partial = counts < usual
+    sums = sums.where(~partial, sums / counts * usual)
     every = pd.date_range(sums.index[0], sums.index[-1], freq="D").date
     missing = len(every) - len(sums)
-    return sums.reindex(every, fill_value=0.0).astype(float), dropped, resolution, missing
+    filled = sums.reindex(every, fill_value=0.0).astype(float)
+    return filled, dropped, resolution, missing, int(partial.sum())
 
 
 def _scaled(
@@ -183,7 +195,7 @@ def _scaled(
     values: pd.Series,
     median_usd: float,
 ) -> Series:
-    totals, dropped, resolution, missing = daily_totals(times, values)
+    totals, dropped, resolution, missing, partial = daily_totals(times, values)
     positive = totals[totals > 0]
     scale = median_usd / float(positive.median()) if len(positive) else 1.0
     return Series(
@@ -195,6 +207,7 @@ def _scaled(
         resolution=resolution,
         missing_days=missing,
         dropped_edge_days=dropped,
+        partial_days=partial,
         scale=scale,
     )
 
@@ -314,7 +327,11 @@ def _forecast_at(
     seconds["calls"] += 1
     proj = proj[proj["tenant_id"].isin(tenants)]
     began = time.perf_counter()
-    base = baseline_forecasts(upto[upto["tenant_id"].isin(tenants)], as_of, full, start=start)
+    key = (tuple(sorted(tenants)), as_of.isoformat(), full, start.isoformat())
+    base = BASELINE_CACHE.get(key)
+    if base is None:
+        base = baseline_forecasts(upto[upto["tenant_id"].isin(tenants)], as_of, full, start=start)
+        BASELINE_CACHE[key] = base
     seconds["baselines"] += time.perf_counter() - began
     return proj.merge(base, on=["tenant_id", "day"], how="left")
 
@@ -492,6 +509,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-anomalies", action="store_true")
     parser.add_argument("--save-forecasts", help="write every scored forecast row to this CSV")
     parser.add_argument(
+        "--baseline-cache",
+        help=(
+            "pickle file of the baselines' forecasts, read if it exists and written at the end "
+            "(only for the same series and --median-usd)"
+        ),
+    )
+    parser.add_argument(
         "--score-period",
         nargs="*",
         default=[],
@@ -500,6 +524,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     pd.set_option("display.width", 220)
+    cache = Path(args.baseline_cache) if args.baseline_cache else None
+    if cache is not None and cache.exists():
+        BASELINE_CACHE.update(pd.read_pickle(cache))
     began_all = time.perf_counter()
     series = load_series(args.series, value_column=args.value_column, median_usd=args.median_usd)
     labels = load_labels(args.labels)
@@ -521,6 +548,7 @@ def main(argv: list[str] | None = None) -> None:
                 "days": len(s.usd),
                 "missing_days": s.missing_days,
                 "edge_days_dropped": s.dropped_edge_days,
+                "partial_days_filled": s.partial_days,
                 "labelled_windows": len(labels.get(s.series_id, [])),
             }
             for s in series
@@ -577,6 +605,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print("\nno labelled series of at least 60 days: no anomaly scored")
     acceptance(pooled, anomalies)
+    if cache is not None:
+        pd.to_pickle(dict(BASELINE_CACHE), cache)
     calls = timing.get("calls", 0.0)
     print(
         f"\n== Timing: {time.perf_counter() - began_all:.1f} s in all; "
