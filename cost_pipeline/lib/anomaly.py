@@ -33,20 +33,36 @@ alone, and the tenant total is not gated when most of its excess comes from rows
 Sustained shifts and drops (`changepoints.level_shift` on each series up to the scored day, in
 logs, on days since the series started — days before the data began are not a level of zero):
 a step of at least 1.25x (or a drop to 0.8x or less) that has lasted a week
-(`shift.min_days_after`), alerted for `shift_max_days` days from its start; intermittent series
-and shifts from (almost) nothing (a new driver) are not shifts. A shift of a series with calls
-must also show in its calls (`changepoints.count_shift`: a Poisson test with overdispersion, in
+(`shift.min_days_after`), alerted for `shift_max_days` days from its start and only while the
+scored day itself is nearer the new level than the old one (weekday-adjusted: a series that is
+back is no longer shifted, whatever the median since the start says); intermittent series and
+shifts from (almost) nothing (a new driver) are not shifts. A shift of a series with calls must
+also show in its calls (`changepoints.count_shift`: a Poisson test with overdispersion, in
 square roots, so a small driver's quiet days are not an "infinite" drop) or in its cost per
 call (the same level-shift test on cost / calls, days without calls left out): the median day of
 a driver making a few expensive calls a day jumps with their count and is $0 on quiet days,
-which a median test in logs alone reads as a step or a collapse. Every flagged row carries
-`impact_usd`, the dollars above (or below) its usual level since `since_day`; an alert (high or
-critical) needs an impact of at least `min_impact_usd` *and* `min_impact_share` of the tenant's
-monthly budget (of its usual month's spend without a budget), like AWS Cost Anomaly Detection's
-monitors (`impact_threshold`; the usual month is 30 weekday-neutral usual days). Below that,
-the row is kept at `low` with its reason. The tenant total and coarse
-drivers (provider, category, cluster, region, account) name the most specific driver behind
-them in their reason (`largest driver service:...`, `namespace:...`, an agent or a model).
+which a median test in logs alone reads as a step or a collapse.
+
+One-day dips of the tenant total (kind `drop`, detector `robust`), so a sudden fall is not
+alerted a week late or never: spend under `dip_threshold` (half its usual value for the weekday,
+with a robust z of -3.5 or less) and past the series' own lower tail (the spikes' rule below the
+level: a tenant whose ordinary days often fall to 0.6x must fall further; a tenant often empty
+has no dips), unless credits or refunds (negative cost rows) make at least half of the
+shortfall. A tenant with no cost at all on the day is kept at `low` with the reason that the
+day's rows may be missing: a late or failed export looks the same, and an empty stretch that
+lasts is the level-shift drop after a week. Drivers do not dip on their own (spend moving
+between services or agents is no anomaly of the tenant); the dip's reason names the most
+specific driver behind it, and its `since_day` is the first of the days before it at or under
+1 / 1.5 of their usual value (as a spike is elevated since the days above 1.5x).
+
+Every flagged row carries `impact_usd`, the dollars above (or below) its usual level since
+`since_day`; an alert (high or critical) needs an impact of at least `min_impact_usd` *and*
+`min_impact_share` of the tenant's monthly budget (of its usual month's spend without a budget),
+like AWS Cost Anomaly Detection's monitors (`impact_threshold`; the usual month is 30
+weekday-neutral usual days). Below that, the row is kept at `low` with its reason. The tenant
+total and coarse drivers (provider, category, cluster, region, account) name the most specific
+driver behind them in their reason (`largest driver service:...`, `namespace:...`, an agent or
+a model).
 
 The IsolationForest multivariate view was removed (F1 0.175 on the project's own evaluation);
 `multivariate_score` is always null.
@@ -108,6 +124,11 @@ class AnomalyParams:
         default_factory=lambda: ShiftParams(min_ratio=1.25, min_z=5.0, min_days_after=7)
     )
     shift_max_days: int = 14
+    # One-day dips of the tenant total: alerted (high) at (ratio at most, robust z at most), the
+    # ratio also under exp(-`tail_mult` x the `tail_quantile` of the series' own downward log
+    # deviations from its level (a tenant whose ordinary days often fall to 0.6x must fall
+    # further).
+    dip_threshold: tuple[float, float] = (0.5, -3.5)
 
 
 def impact_threshold(month_usd: np.ndarray | float, params: AnomalyParams) -> np.ndarray:
@@ -161,8 +182,14 @@ def robust_baseline(
         # series' own tail, little moved by an incident of a few days.
         with np.errstate(divide="ignore", invalid="ignore"):
             up = np.log(np.maximum(deseason56, 1e-12) / np.where(level > 0, level, np.nan))
-        up = np.where(np.isnan(deseason56), np.nan, np.clip(np.nan_to_num(up, nan=0.0), 0, None))
+        missing = np.isnan(deseason56)
+        logs = np.nan_to_num(up, nan=0.0)
+        up = np.where(missing, np.nan, np.clip(logs, 0, None))
         tail = np.nan_to_num(nanquantile0(up, tail_quantile))
+        # The same below the level, for dips: an empty day is a very deep one, so a series often
+        # empty (more than a tenth of its days) has no dip.
+        down = np.where(missing, np.nan, np.clip(-logs, 0, None))
+        tail_down = np.nan_to_num(nanquantile0(down, tail_quantile))
     return {
         "expected": level * factors[0],
         "level": level,
@@ -170,6 +197,7 @@ def robust_baseline(
         "sigma": 1.4826 * mad * factors[0],
         "history": history,
         "tail": tail,
+        "tail_down": tail_down,
     }
 
 
@@ -301,17 +329,39 @@ def _started(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray
     return np.where(np.arange(values.shape[1])[None, :] >= first[:, None], values, np.nan)
 
 
-def _since(values: np.ndarray, base: dict[str, np.ndarray], targets: np.ndarray, r_min: float):
-    """Days (0-13) the series was already elevated before each target, consecutively."""
+def _since(
+    values: np.ndarray, base: dict[str, np.ndarray], targets: np.ndarray, r_min: float | np.ndarray
+):
+    """Days (0-13) the series was already elevated (`r_min` > 1: above `r_min` x its usual
+    value; below 1: at or under it) before each target, consecutively."""
     run = np.ones(values.shape[0:1] + targets.shape, dtype=bool)
     count = np.zeros(run.shape, dtype=int)
+    below = np.asarray(r_min) < 1
     for lag in range(1, 15):
         past = _lagged(values, targets, lag)
         usual = base["level"] * base["factors"][(-lag) % 7]
         with np.errstate(invalid="ignore"):
-            run &= np.nan_to_num(past) > r_min * np.nan_to_num(usual)
+            bound = r_min * np.nan_to_num(usual)
+            known = ~np.isnan(past)
+            low = (np.nan_to_num(past) <= bound) & (bound > 0)
+            run &= known & np.where(below, low, np.nan_to_num(past) > bound)
         count += run
     return count
+
+
+def _credits(daily: pd.DataFrame, tenant_of: pd.Index, target_days: list[date]) -> np.ndarray:
+    """(series x targets) the dollars of the tenant's negative cost rows (credits, refunds) on
+    each target day, on every row of the tenant."""
+    out = np.zeros((len(tenant_of), len(target_days)))
+    if daily.empty or "cost_usd" not in daily:
+        return out
+    cost = pd.to_numeric(daily["cost_usd"], errors="coerce")
+    neg = daily[cost < 0].assign(cost_usd=cost[cost < 0])
+    if neg.empty:
+        return out
+    per = neg.pivot_table(index="tenant_id", columns="day", values="cost_usd", aggfunc="sum")
+    per = per.reindex(index=list(tenant_of), columns=target_days).fillna(0.0)
+    return -per.to_numpy()
 
 
 def _shift_scan(
@@ -472,11 +522,44 @@ def score_days(
         pc = _shift_scan(per_call, dows, targets, params)
         price_moved = (pc["start"] >= 0) & ((pc["ratio"] > 1) == up)
         is_shift &= ~shift_gated | calls_moved | price_moved
+    # A shift is reported while it lasts: the scored day itself is nearer the new level than the
+    # old one (weekday-adjusted). A series that is back is no longer shifted, whatever the median
+    # of the days since the start says.
+    f_today = np.where(base["factors"][0] > 0, base["factors"][0], 1.0)
+    today = actual / f_today
+    is_shift &= np.abs(today - shifts["after"]) < np.abs(today - shifts["before"])
     drop = is_shift & (shifts["ratio"] < 1)
     step = is_shift & (shifts["ratio"] > 1)
     kind = np.where(step, "step", np.where(drop, "drop", kind))
     code = np.where(step | drop, RANK["high"], code)
     since = np.where(step | drop, shift_days - 1, since)
+
+    # One-day dips of the tenant total (kind "drop" too, detector "robust"): spend under half its
+    # usual value for the weekday, past the series' own lower tail.
+    dip_ratio, dip_z = params.dip_threshold
+    r_dip = np.minimum(dip_ratio, np.exp(-params.tail_mult * base["tail_down"]))
+    dip = (
+        is_total[:, None]
+        & enough
+        & (code == 0)
+        & (expected > 0)
+        & (actual < r_dip * expected)
+        & (np.nan_to_num(z) <= dip_z)
+        & (expected - actual >= min_excess)
+    )
+    # Credits and refunds (negative cost rows) lower a day's total with no fall in usage: a dip
+    # they make at least half of is none.
+    credit = _credits(daily, tenant_of, [days[t] for t in targets])
+    dip &= credit < 0.5 * (expected - actual)
+    # A tenant with no cost at all on the day: its rows are more likely missing (a late or
+    # failed export) than all its spend stopped. Kept at `low`, with that reason; an empty
+    # stretch that lasts is the level-shift test's drop after a week.
+    empty = dip & (actual == 0)
+    kind = np.where(dip, "drop", kind)
+    code = np.where(dip, np.where(empty, RANK["low"], RANK["high"]), code)
+    # Low since: the days before at or under 1 / the lowest spike ratio (1.5x) of their usual
+    # value, as a spike is elevated since the days above 1.5x.
+    since = np.where(dip, _since(values, base, targets, 1 / params.thresholds[0][0]), since)
 
     # Dollar impact since the start: excess over the usual level on each of those days.
     impact = np.zeros(code.shape)
@@ -528,10 +611,12 @@ def score_days(
             "enough_": enough.ravel(),
             "demoted_": small.ravel(),
             "threshold_": threshold.ravel(),
+            "dip_": dip.ravel(),
         }
     )
     out = out[scored.ravel()].reset_index(drop=True)
-    out["detector"] = np.where(out["kind"].isin(["step", "drop"]), "level_shift", out["detector"])
+    shifted = out["kind"].isin(["step", "drop"]) & ~out["dip_"]
+    out["detector"] = np.where(shifted, "level_shift", out["detector"])
     out["since_day"] = [
         d - timedelta(days=int(k)) if s != "none" else None
         for d, k, s in zip(out["day"], out["since_n"], out["severity"], strict=True)
@@ -539,7 +624,7 @@ def score_days(
     out["reason"] = _reasons(out, params)
     # A new driver's ratio is unbounded: stored as null, the reason says "new".
     out["ratio"] = out["ratio"].replace([np.inf, -np.inf], np.nan)
-    drop_cols = ["since_n", "history_n", "enough_", "shift_ratio", "demoted_", "threshold_"]
+    drop_cols = ["since_n", "history_n", "enough_", "shift_ratio", "demoted_", "threshold_", "dip_"]
     return ANOMALY_SCORES.conform(out.drop(columns=drop_cols))
 
 
@@ -585,6 +670,21 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
         .drop_duplicates(["tenant_id", "day"])
         .set_index(["tenant_id", "day"])
     )
+    # Behind a dip of the tenant total (no driver of it is flagged): the most specific of the
+    # drivers with at least half the largest shortfall.
+    dip_days = out.loc[out["dip_"], ["tenant_id", "day"]].drop_duplicates()
+    fell = out[out["driver"] != "tenant"].merge(dip_days, on=["tenant_id", "day"])
+    fell = fell.assign(
+        excess=fell["actual_usd"] - fell["expected_usd"], coarse=driver_rank(fell["driver"])
+    )
+    fell = fell[fell["excess"] < 0]
+    deepest = fell.groupby(["tenant_id", "day"])["excess"].transform("min")
+    top_down = (
+        fell[fell["excess"] <= 0.5 * deepest]
+        .sort_values(["coarse", "excess"])
+        .drop_duplicates(["tenant_id", "day"])
+        .set_index(["tenant_id", "day"])
+    )
     reasons = []
     rank = dict(zip(out.index, coarse, strict=True))
     for i, row in zip(out.index, out.itertuples(index=False), strict=True):
@@ -599,7 +699,20 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
             continue
         prefix = f"below the alert impact of ${row.threshold_:,.2f}: " if row.demoted_ else ""
         weekday = WEEKDAYS[row.day.weekday()]
-        if row.kind in ("step", "drop"):
+        if row.dip_ and row.actual_usd == 0:
+            text = (
+                f"{row.driver} has no cost on {weekday} {row.day} "
+                f"(usual ${row.expected_usd:,.2f}): "
+                "the day's rows may be missing, so it is not alerted as a drop"
+            )
+        elif row.dip_:
+            text = (
+                f"{row.driver} cost ${row.actual_usd:,.2f} fell to {row.ratio:.2f}x its usual "
+                f"${row.expected_usd:,.2f} for a {weekday} "
+                f"(-${row.expected_usd - row.actual_usd:,.2f}), low since {row.since_day}; "
+                f"impact so far ${row.impact_usd:+,.2f}"
+            )
+        elif row.kind in ("step", "drop"):
             word = "rose" if row.kind == "step" else "dropped"
             text = (
                 f"{row.driver} {word} to {row.shift_ratio:.2f}x its usual level since "
@@ -624,6 +737,11 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
                 f"for a {weekday}, since {row.since_day}; impact so far ${row.impact_usd:+,.2f}"
             )
         key = (row.tenant_id, row.day)
+        if row.dip_ and key in top_down.index:
+            t = top_down.loc[key]
+            text += f"; largest driver {t['driver']} (-${-t['excess']:,.2f}, {t['ratio']:.2f}x)"
+            reasons.append(prefix + text)
+            continue
         # The tenant total and a coarse driver (provider, category, cluster, region, account)
         # name the most specific driver behind them: the service, namespace, agent or model.
         if key in top.index and (row.driver == "tenant" or rank[i] > 0):
