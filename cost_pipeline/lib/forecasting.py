@@ -13,26 +13,37 @@ A month total = spend to date + the usage of the remaining days + known charges.
    `churned` (no usage for `churn_days` days after having some: nothing more is expected).
 3. **Candidates** (statsforecast, fitted on the usage history with one-day spikes capped at
    `spike_cap` x the trailing 28-day 90th percentile, so an incident or an unlabelled fee is
-   not projected): the run-rate (mean of the month's usage days to date), `SeasonalNaive(7)`,
+   not projected; for the forecast itself, the last `recent_days` are also capped at
+   `recent_cap` x the largest same weekday of the 4 weeks before, since no backtest has seen
+   what follows a jump of the last days): the run-rate (mean of the month's usage days to
+   date), the *annual* run-rate (the run-rate x how the same days a year (52 weeks) ago
+   compared with the days before them: holidays, seasons), `SeasonalNaive(7)`,
    `SeasonalWindowAverage(7, 4)`, `WindowAverage(28)`, `IMAPA`, `ADIDA`, `CrostonSBA` for every
-   series and, for the `expensive_top_n` largest dense series only, `AutoTheta(7)` (an
-   AutoETS fit costs ~0.2 s a series; Theta gives the trend at a tenth of that).
+   series and, for the `expensive_top_n` largest dense series only, `AutoTheta(7)` on their
+   last `expensive_train_days` (an AutoETS fit costs ~0.2 s a series; Theta gives the trend
+   at a tenth of that).
 4. **Selection** per series by a rolling-origin backtest on its own history
-   (`StatsForecast.cross_validation`, `backtest_windows` origins a week apart, horizon = the
-   days left in the month), scored on the error of the *month total* the origin would have
-   predicted (the trailing `elapsed` days + the horizon). A model replaces the run-rate only if
-   its backtest error is below `selection_margin` x the run-rate's: if the backtest cannot show
-   a model beats run-rate, the run-rate is used.
+   (`StatsForecast.cross_validation`, horizon = the days left in the month), scored on the
+   error of the *month total* the origin would have predicted (the trailing `elapsed` days +
+   the horizon). Origins are a week apart, as many as the series' history allows up to
+   `backtest_windows` (a year: enough errors to calibrate a 95 % interval and to see last
+   year's seasons), `expensive_windows` for AutoTheta. Errors are weighted by recency (halved
+   every `recency_half_life` windows back). The forecast is the mean of the (at most)
+   `combine_top` candidates with the smallest error that are within `COMBINE_WITHIN` x the
+   best's (a combination is steadier than the single winner of a noisy backtest); `model`
+   names them, e.g. `SeasWA+AutoTheta`. It is the run-rate alone unless the best candidate's
+   error is below `selection_margin` x the run-rate's.
 5. **Level shifts.** A backtest cannot see a step (a collapse, a new customer) that happened
    after its last origin. When `changepoints.level_shift` finds one in the last 28 days, the
    forecast is the level since the shift x the weekday factors (`level_shift` model) — unless
-   the series is still rising since the shift (a ramp, not a step): then the backtest's choice
-   stands, since a flat level would lag it.
+   the series is still rising since the shift (a ramp, not a step): then the trend model
+   (AutoTheta, where it was backtested) follows it, since a flat level, and the windows from
+   before the ramp, would lag it.
 6. **Intervals** are split-conformal on the month-total errors of the backtest, at the same
    horizon (the days left in the month) and elapsed days as the forecast:
-   - the errors are *honest* about selection: at each backtest window, the error of the model
-     the selection rule picks from the other windows (the chosen model's own errors are
-     optimistic: it won for having small ones);
+   - the errors are *honest* about selection: at each backtest window, the error of the
+     combination the selection rule picks from the other windows (the chosen models' own
+     errors are optimistic: they won for having small ones);
    - they are errors of the month as billed: one-off non-usage charges (credits, refunds, one-time
      purchases: `surprises`) are not forecast, but a series that has had them has them in its
      backtest months, so its interval makes room for them;
@@ -69,11 +80,15 @@ os.environ.setdefault("NIXTLA_ID_AS_COL", "1")
 
 Z80 = 1.2815515655446004
 Z95 = 1.959963984540054
-HISTORY_DAYS = 182
+# Days of history read: up to a year of weekly backtest origins, each with the year behind it
+# that the annual run-rate compares with.
+HISTORY_DAYS = 800
 CHEAP_MODELS = ("SeasonalNaive", "SeasWA", "WindowAverage", "IMAPA", "ADIDA", "CrostonSBA")
 EXPENSIVE_MODELS = ("AutoTheta",)
-MODELS = ("run_rate", *CHEAP_MODELS, *EXPENSIVE_MODELS, "level_shift")
+MODELS = ("run_rate", "annual", *CHEAP_MODELS, *EXPENSIVE_MODELS, "level_shift")
 FALLBACKS = ("zero", "short_history", "churned")
+# A model joins the combination only if its backtest error is within this factor of the best's.
+COMBINE_WITHIN = 1.25
 USAGE = "usage"
 RECURRING = "recurring"
 
@@ -83,11 +98,19 @@ class ForecastParams:
     min_history_days: int = 14
     churn_days: int = 14
     spike_cap: float = 3.0
-    backtest_windows: int = 6
+    recent_days: int = 7
+    recent_cap: float = 1.5
+    min_backtest_windows: int = 6
+    backtest_windows: int = 52
     backtest_step: int = 7
     min_train_days: int = 28
     selection_margin: float = 0.9
     expensive_top_n: int = 40
+    expensive_windows: int = 12
+    expensive_train_days: int = 182
+    combine_top: int = 3
+    recency_half_life: float = 8.0
+    annual_lag: int = 364
     dense_max_zero_share: float = 0.1
     # Conformal: a series' own error scale is shrunk toward its group's with this weight (in
     # backtest windows); groups with fewer errors than `min_pooled_errors` use all series.
@@ -137,6 +160,26 @@ def _cap_spikes(values: np.ndarray, cap: float) -> np.ndarray:
     q90 = q90.to_numpy().T
     limit = np.where(np.isnan(q90) | (q90 <= 0), np.inf, q90 * cap)
     return np.minimum(values, limit)
+
+
+def _cap_recent(values: np.ndarray, days: int, cap: float) -> np.ndarray:
+    """`values` with each of its last `days` days (at most 7) capped at `cap` x the largest of
+    the same weekday in the 4 weeks before: what the models are fitted on for the forecast. A
+    jump in the last few days cannot be told from a one-off by any backtest (no origin has seen
+    its sequel yet), and a model that follows its last values (seasonal naive, theta's level)
+    would project it over the month; a step that lasts becomes a level shift after a week."""
+    t = values.shape[1]
+    days = min(days, 7)
+    if t < days + 28:
+        return values
+    out = values.copy()
+    for c in range(t - days, t):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            usual = np.nanmax(values[:, [c - 7, c - 14, c - 21, c - 28]], axis=1)
+        limit = np.where(np.isfinite(usual) & (usual > 0), cap * usual, np.inf)
+        out[:, c] = np.minimum(values[:, c], limit)
+    return out
 
 
 def _sf_models(names: tuple[str, ...]) -> list:
@@ -192,7 +235,51 @@ def _sf_run(kind: str, df: pd.DataFrame, names: tuple[str, ...], h: int, **kw) -
 @dataclass
 class _Backtest:
     rows: np.ndarray  # series indexes
-    errors: dict[str, np.ndarray]  # model -> (len(rows), windows) signed (actual - pred) / total
+    errors: dict[str, np.ndarray]  # model -> (len(rows), width) signed (actual - pred) / total
+
+
+def window_counts(history_days: np.ndarray, h: int, params: ForecastParams) -> np.ndarray:
+    """Backtest windows per series: as many weekly origins as its history allows (each needs
+    `min_train_days` before it and `h` days after), rounded down to one of a few counts (one
+    `cross_validation` call per count), at most `backtest_windows`; 0 below
+    `min_backtest_windows`."""
+    possible = (history_days - h - params.min_train_days) // params.backtest_step + 1
+    counts = np.array(_window_steps(params), dtype=int)
+    idx = np.searchsorted(counts, possible, side="right") - 1
+    return np.where(idx >= 0, counts[np.clip(idx, 0, None)], 0)
+
+
+def _window_steps(params: ForecastParams) -> list[int]:
+    lo, hi = params.min_backtest_windows, params.backtest_windows
+    steps, w = [], float(lo)
+    while round(w) < hi:
+        steps.append(round(w))
+        w *= 1.5
+    return sorted(set(steps) | {hi})
+
+
+def _annual_ratio(
+    csum: np.ndarray,
+    rows: np.ndarray,
+    end: np.ndarray,
+    elapsed: int,
+    h: int,
+    first: np.ndarray,
+    lag: int,
+) -> np.ndarray:
+    """Per (row, origin `end`, exclusive): the mean day of the `h` days after the origin a year
+    (`lag` days, whole weeks) earlier over the mean of the `elapsed` days before it; NaN when
+    that year-ago stretch is not all inside the series' history or was empty."""
+    a0 = end - lag - elapsed
+    ok = a0 >= first[rows]
+    a0 = np.clip(a0, 0, None)
+    a1 = np.clip(end - lag, 0, None)
+    b1 = np.clip(end - lag + h, 0, None)
+    before = (csum[rows, a1] - csum[rows, a0]) / elapsed
+    after = (csum[rows, b1] - csum[rows, a1]) / max(h, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = after / before
+    return np.where(ok & (before > 0), np.clip(ratio, 0.2, 5.0), np.nan)
 
 
 def _backtest(
@@ -203,10 +290,13 @@ def _backtest(
     names: tuple[str, ...],
     h: int,
     elapsed: int,
+    windows: int,
+    width: int,
     params: ForecastParams,
 ) -> _Backtest:
-    """Month-total errors of `names` and the run-rate at `backtest_windows` weekly origins."""
-    w = params.backtest_windows
+    """Month-total errors of `names`, the run-rate and the annual run-rate at `windows` weekly
+    origins, in the last `windows` of `width` columns (older windows NaN)."""
+    w = windows
     cv = _sf_run(
         "cv",
         _long(clean, rows, first),
@@ -221,10 +311,9 @@ def _backtest(
     cutoff = sums.index.get_level_values("cutoff").to_numpy().astype(int)
     pos = {r: i for i, r in enumerate(rows)}
     row_idx = np.array([pos[u] for u in uid])
-    win_idx = np.zeros(len(uid), dtype=int)
-    # windows in cutoff order per series
+    # windows in cutoff order per series, the newest in the last column
     order = pd.Series(cutoff).groupby(uid).rank(method="first").to_numpy().astype(int) - 1
-    win_idx[:] = order
+    win_idx = order + (width - w)
     t = raw.shape[1]
     csum_raw = np.concatenate([np.zeros((raw.shape[0], 1)), np.cumsum(raw, axis=1)], axis=1)
     csum_clean = np.concatenate(
@@ -235,12 +324,15 @@ def _backtest(
     actual = csum_raw[r_all, np.minimum(end + h, t)] - csum_raw[r_all, end]
     before = csum_raw[r_all, end] - csum_raw[r_all, np.maximum(end - elapsed, 0)]
     rr = (csum_clean[r_all, end] - csum_clean[r_all, np.maximum(end - elapsed, 0)]) / elapsed * h
+    annual = rr * _annual_ratio(csum_clean, r_all, end, elapsed, h, first, params.annual_lag)
     total = np.maximum(np.abs(before + actual), 1e-9)
     errors = {}
-    preds = {"run_rate": rr, **{m: sums[m].to_numpy() for m in names}}
+    preds = {"run_rate": rr, "annual": annual}
+    preds.update({m: np.nan_to_num(sums[m].to_numpy()) for m in names})
     for m, p in preds.items():
-        e = np.full((len(rows), w), np.nan)
-        e[row_idx, win_idx] = (actual - np.clip(np.nan_to_num(p), 0, None)) / total
+        e = np.full((len(rows), width), np.nan)
+        p = np.where(np.isnan(p), np.nan, np.clip(p, 0, None))
+        e[row_idx, win_idx] = (actual - p) / total
         errors[m] = e
     return _Backtest(rows=rows, errors=errors)
 
@@ -261,7 +353,39 @@ def _leave_out_scale(
     return np.maximum(out, params.min_rel_scale)
 
 
-def _honest_errors(errors: dict[str, np.ndarray], names: list[str], margin: float) -> np.ndarray:
+def _recency_weights(windows: int, half_life: float) -> np.ndarray:
+    """Weight of each backtest window (oldest first): halved every `half_life` windows back, so
+    a model that has become better (a trend, a new pattern) wins without waiting for the old
+    windows to leave the backtest, while every window still counts."""
+    return 0.5 ** ((windows - 1 - np.arange(windows)) / half_life)
+
+
+def _weighted_mae(a: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Recency-weighted mean over the last axis of absolute errors `a`, ignoring NaNs."""
+    w = np.where(np.isnan(a), 0.0, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nansum(a * w, axis=-1) / w.sum(axis=-1)
+
+
+def _window_mae(
+    errors: dict[str, np.ndarray], names: list[str], min_windows: int, half_life: float
+) -> np.ndarray:
+    """(n, models) recency-weighted mean absolute backtest error; inf for a model with fewer
+    than `min_windows` windows of a series (the annual run-rate before a year of history)."""
+    a = np.stack([np.abs(errors[m]) for m in names], axis=1)  # (n, models, windows)
+    count = np.sum(~np.isnan(a), axis=2)
+    mae = _weighted_mae(a, _recency_weights(a.shape[2], half_life))
+    return np.where((count >= min_windows) & np.isfinite(mae), mae, np.inf)
+
+
+def _honest_errors(
+    errors: dict[str, np.ndarray],
+    names: list[str],
+    margin: float,
+    min_windows: int,
+    top: int,
+    half_life: float,
+) -> np.ndarray:
     """(n, windows) signed month-total errors for calibration, selection included: at each
     backtest window, the error of the model the selection rule picks from the *other* windows.
 
@@ -272,15 +396,39 @@ def _honest_errors(errors: dict[str, np.ndarray], names: list[str], margin: floa
     a = np.abs(e)
     n, w = e.shape[1], e.shape[2]
     rr = names.index("run_rate")
+    recency = _recency_weights(w, half_life)
     out = np.full((n, w), np.nan)
-    rows = np.arange(n)
     for j in range(w):
-        mae = np.nanmean(np.delete(a, j, axis=2), axis=2).T  # (n, models)
-        mae = np.where(np.isnan(mae), np.inf, mae)
-        pick = np.argmin(mae, axis=1)
-        pick = np.where(mae[rows, pick] < margin * mae[:, rr], pick, rr)
-        out[:, j] = e[pick, rows, j]
+        others = np.delete(a, j, axis=2)  # (models, n, windows - 1)
+        mae = _weighted_mae(others, np.delete(recency, j)).T  # (n, models)
+        enough = min_windows <= np.sum(~np.isnan(others), axis=2).T
+        # Only models with an error at this window (the expensive one has fewer windows).
+        mae = np.where(enough & np.isfinite(mae) & ~np.isnan(e[:, :, j]).T, mae, np.inf)
+        weights = _selection_weights(mae, rr, margin, top)  # (n, models)
+        out[:, j] = np.einsum("nm,mn->n", weights, np.nan_to_num(e[:, :, j]))
+        used_nan = np.einsum("nm,mn->n", weights, np.isnan(e[:, :, j]).astype(float)) > 0
+        out[used_nan, j] = np.nan
     return out
+
+
+def _selection_weights(
+    mae: np.ndarray, rr: int, margin: float, top: int, within: float = COMBINE_WITHIN
+) -> np.ndarray:
+    """(n, models) weights of the forecast: the mean of the (at most) `top` models with the
+    smallest backtest error that are within `within` x the best's, or the run-rate alone when
+    the best is not below `margin` x its error."""
+    n, m = mae.shape
+    order = np.argsort(mae, axis=1, kind="stable")[:, :top]
+    ranked = np.take_along_axis(mae, order, axis=1)
+    finite = np.isfinite(ranked) & (ranked <= within * ranked[:, :1])
+    weights = np.zeros((n, m))
+    np.put_along_axis(weights, order, finite.astype(float), axis=1)
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1)
+    best = mae[np.arange(n), order[:, 0]]
+    fallback = ~(best < margin * mae[:, rr])
+    weights[fallback] = 0.0
+    weights[fallback, rr] = 1.0
+    return weights
 
 
 def _conformal_quantiles(u: np.ndarray, z_levels: tuple[float, ...]) -> dict[float, tuple]:
@@ -392,60 +540,100 @@ def _forecast_matrix(
     zero_share = np.where(started, usage == 0, False).sum(axis=1) / np.maximum(history_days, 1)
     dense = zero_share <= params.dense_max_zero_share
 
+    has_cv = np.zeros(n, dtype=bool)
     if remaining > 0 and eligible.any():
-        need = remaining + params.backtest_step * (params.backtest_windows - 1)
-        need += params.min_train_days
-        cv_rows = np.flatnonzero(eligible & (history_days >= need))
+        width = params.backtest_windows
+        n_windows = np.where(eligible, window_counts(history_days, remaining, params), 0)
         fc_rows = np.flatnonzero(eligible)
         names = CHEAP_MODELS
-        fut = _sf_run("forecast", _long(clean, fc_rows, first), names, remaining)
+        recent = _cap_recent(clean, params.recent_days, params.recent_cap)
+        fut = _sf_run("forecast", _long(recent, fc_rows, first), names, remaining)
         fut_sums = fut.groupby("unique_id")[list(names)].sum()
         for m in names:
             p = np.zeros(n)
             p[fut_sums.index.to_numpy().astype(int)] = np.clip(fut_sums[m].to_numpy(), 0, None)
             preds[m] = p
+        csum_clean = np.concatenate([np.zeros((n, 1)), np.cumsum(clean_filled, axis=1)], axis=1)
+        ratio = _annual_ratio(
+            csum_clean, np.arange(n), np.full(n, t), elapsed, remaining, first, params.annual_lag
+        )
+        preds["annual"] = preds["run_rate"] * np.nan_to_num(ratio, nan=1.0)
+        # The expensive candidate only where the money is: the largest dense series.
+        spend = usage[:, -28:].sum(axis=1)
+        cand = np.flatnonzero((n_windows > 0) & dense)
+        top = cand[np.argsort(-spend[cand])][: params.expensive_top_n]
         errors: dict[str, np.ndarray] = {}
-        if len(cv_rows):
-            bt = _backtest(clean, billed, cv_rows, first, names, remaining, elapsed, params)
-            errors = {m: np.full((n, params.backtest_windows), np.nan) for m in bt.errors}
+        for w in sorted(set(n_windows[n_windows > 0].tolist())):
+            rows = np.flatnonzero(n_windows == w)
+            bt = _backtest(
+                clean, billed, rows, first, CHEAP_MODELS, remaining, elapsed, w, width, params
+            )
             for m, e in bt.errors.items():
-                errors[m][cv_rows] = e
-            # The expensive candidate only where the money is: the largest dense series.
-            spend = usage[:, -28:].sum(axis=1)
-            cand = cv_rows[dense[cv_rows]]
-            top = cand[np.argsort(-spend[cand])][: params.expensive_top_n]
-            if len(top):
-                bt2 = _backtest(
-                    clean, billed, top, first, EXPENSIVE_MODELS, remaining, elapsed, params
+                errors.setdefault(m, np.full((n, width), np.nan))[rows] = e
+        # The expensive candidate on the newest `expensive_windows` windows only (each a fit).
+        # and on the newest `expensive_train_days` of a series (a fit's cost grows with its length).
+        exp_w = np.minimum(n_windows[top], params.expensive_windows)
+        exp_first = np.maximum(first, t - params.expensive_train_days)
+        for w in sorted(set(exp_w.tolist())):
+            rows = top[exp_w == w]
+            bt = _backtest(
+                clean,
+                billed,
+                rows,
+                exp_first,
+                EXPENSIVE_MODELS,
+                remaining,
+                elapsed,
+                w,
+                width,
+                params,
+            )
+            for m in EXPENSIVE_MODELS:
+                errors.setdefault(m, np.full((n, width), np.nan))[rows] = bt.errors[m]
+        if len(top):
+            fut2 = _sf_run("forecast", _long(recent, top, exp_first), EXPENSIVE_MODELS, remaining)
+            fut2_sums = fut2.groupby("unique_id")[list(EXPENSIVE_MODELS)].sum()
+            for m in EXPENSIVE_MODELS:
+                p = np.zeros(n)
+                p[fut2_sums.index.to_numpy().astype(int)] = np.clip(
+                    fut2_sums[m].to_numpy(), 0, None
                 )
-                fut2 = _sf_run("forecast", _long(clean, top, first), EXPENSIVE_MODELS, remaining)
-                fut2_sums = fut2.groupby("unique_id")[list(EXPENSIVE_MODELS)].sum()
-                for m in EXPENSIVE_MODELS:
-                    errors[m] = np.full((n, params.backtest_windows), np.nan)
-                    errors[m][top] = bt2.errors[m]
-                    p = np.zeros(n)
-                    p[fut2_sums.index.to_numpy().astype(int)] = np.clip(
-                        fut2_sums[m].to_numpy(), 0, None
-                    )
-                    preds[m] = p
+                preds[m] = p
+        if errors:
+            has_cv = n_windows > 0
             cand_names = [m for m in MODELS if m in errors]
-            mae = np.column_stack([np.nanmean(np.abs(errors[m]), axis=1) for m in cand_names])
-            mae = np.where(np.isnan(mae), np.inf, mae)
+            mae = _window_mae(
+                errors, cand_names, params.min_backtest_windows, params.recency_half_life
+            )
             rr_i = cand_names.index("run_rate")
-            pick = np.argmin(mae, axis=1)
-            beats = mae[np.arange(n), pick] < params.selection_margin * mae[:, rr_i]
-            pick = np.where(beats, pick, rr_i)
-            has_cv = np.zeros(n, dtype=bool)
-            has_cv[cv_rows] = True
-            chosen = np.array(cand_names, dtype=object)[pick]
+            weights = _selection_weights(mae, rr_i, params.selection_margin, params.combine_top)
+            combined = sum(
+                weights[:, i] * np.nan_to_num(preds[m]) for i, m in enumerate(cand_names)
+            )
+            chosen = np.array(
+                ["+".join(m for i, m in enumerate(cand_names) if wr[i] > 0) for wr in weights],
+                dtype=object,
+            )
             model = np.where(has_cv, chosen, model)
-            best_err = np.where(has_cv, mae[np.arange(n), pick], np.nan)
-            own_e = _honest_errors(errors, cand_names, params.selection_margin)
+            preds["selected"] = combined
+            cv_e = sum(
+                np.where(weights[:, i, None] > 0, weights[:, i, None] * errors[m], 0.0)
+                for i, m in enumerate(cand_names)
+            )
+            best_err = np.where(has_cv, np.nanmean(np.abs(cv_e), axis=1), np.nan)
+            own_e = _honest_errors(
+                errors,
+                cand_names,
+                params.selection_margin,
+                params.min_backtest_windows - 1,
+                params.combine_top,
+                params.recency_half_life,
+            )
             own_e[~has_cv] = np.nan
             rms = np.sqrt(np.nanmean(own_e**2, axis=1))
             for g in (True, False):
                 in_g = has_cv & (dense == g)
-                if in_g.sum() * params.backtest_windows < params.min_pooled_errors:
+                if np.isfinite(own_e[in_g]).sum() < params.min_pooled_errors:
                     in_g = has_cv
                 prior = float(np.nanmedian(rms[in_g])) if in_g.any() else np.nan
                 k = np.sum(~np.isnan(own_e), axis=1)
@@ -457,7 +645,7 @@ def _forecast_matrix(
                 # Leave-out scale: each error is normalized by a scale that did not see it
                 # (self-normalized errors are bounded and make intervals too narrow), nor the
                 # windows next to it when their horizons overlap (their errors share days).
-                block = 1 if remaining > params.backtest_step else 0
+                block = -(-remaining // params.backtest_step) - 1
                 u = own_e[in_g] / _leave_out_scale(own_e[in_g], block, prior, k0, params)
                 group_u[g] = u.ravel()
                 # Too short a history for a backtest: the group's scale, widened.
@@ -469,8 +657,16 @@ def _forecast_matrix(
         shift = level_shift(clean, dows, params.shift)
         # A flat level is projected only when the series has stayed flat since the shift: a
         # ramp up (the second half of the days since the start still rising) is left to the
-        # backtest's choice, which can follow a trend.
-        shifted = eligible & (shift["start"] >= 0) & ~_still_moving(clean, dows, shift)
+        # trend model where it was backtested (the few windows since the ramp began cannot
+        # outvote the flat ones before it), else to the backtest's choice.
+        moving = _still_moving(clean, dows, shift)
+        shifted = eligible & (shift["start"] >= 0) & ~moving
+        ramp = eligible & (shift["start"] >= 0) & moving & (model != "run_rate")
+        for m in EXPENSIVE_MODELS:
+            trend = ramp & np.isin(np.arange(n), top) & (model != m)
+            model = np.where(trend, m, model)
+            if errors and m in cand_names:
+                best_err = np.where(trend, mae[:, cand_names.index(m)], best_err)
         if shifted.any():
             lo = max(t - 56, 0)
             dw = _weekday_factors_before(clean_filled[:, lo:], dows[lo:], shift["start"] - lo)
@@ -478,7 +674,7 @@ def _forecast_matrix(
             model = np.where(shifted, "level_shift", model)
             scale = np.where(shifted, np.fmax(np.nan_to_num(scale), 0.1) * 1.5, scale)
 
-    remaining_pred = np.zeros(n)
+    remaining_pred = np.where(has_cv, preds.get("selected", 0.0), 0.0)
     for m, p in preds.items():
         sel = model == m
         remaining_pred[sel] = p[sel]

@@ -131,7 +131,7 @@ def test_sparse_tenant_is_forecast_from_its_long_run_level_not_its_lucky_week() 
     small = _sparse(120, 0.8, seed=4)
     small[-3] += 2.0  # one expensive call: many times the tenant's usual week
     row = _row(forecast_month_end(_daily({"big": big, "small": small}), AS_OF), "small")
-    assert row["model"] in MODELS
+    assert set(row["model"].split("+")) <= set(MODELS)
     level = np.mean(small[:-14])  # the long-run mean daily spend
     remaining = row["forecast_usd"] - row["spend_to_date_usd"]
     assert remaining == pytest.approx(16 * level, rel=0.3)
@@ -169,17 +169,22 @@ def test_credit_and_month_start_fee_are_known_amounts_not_extrapolated() -> None
     )
     plain = _row(forecast_month_end(base, AS_OF), "t")
     row = _row(forecast_month_end(pd.concat([base, charges]), AS_OF), "t")
-    # The fee and the credit count once in the spend to date, the usage forecast is unchanged,
-    # and last month's fee on the 20th is expected again on June 20th.
+    # The fee and the credit count once in the spend to date, and last month's fee on the 20th
+    # is expected again on June 20th.
     assert row["spend_to_date_usd"] == pytest.approx(plain["spend_to_date_usd"] + 2000.0)
     assert row["known_remaining_usd"] == pytest.approx(3000.0)
-    assert row["forecast_usd"] == pytest.approx(plain["forecast_usd"] + 5000.0, rel=1e-6)
+    # The usage forecast is not moved by them: only the backtest sees the months as billed
+    # (credit included), which may change which candidates join the combination by a little.
+    usage_left = row["forecast_usd"] - row["spend_to_date_usd"] - row["known_remaining_usd"]
+    plain_left = plain["forecast_usd"] - plain["spend_to_date_usd"]
+    assert usage_left == pytest.approx(plain_left, rel=0.03)
 
 
 def test_each_forecast_names_its_model_and_backtest_error() -> None:
     daily = _daily({f"t{i}": _seasonal(120, 10 + i, seed=i) for i in range(5)})
     out = forecast_month_end(daily, AS_OF)
-    assert set(out["model"]) <= set(MODELS)
+    # A model, or the combination of the few with the best backtest ("SeasWA+AutoTheta").
+    assert {part for label in out["model"] for part in label.split("+")} <= set(MODELS)
     assert out["backtest_error_pct"].notna().all()
     assert (out["lower_95_usd"] <= out["lower_80_usd"]).all()
     assert (out["lower_80_usd"] <= out["forecast_usd"]).all()
