@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cost_pipeline.lib.anomaly import score_days
@@ -264,11 +265,18 @@ def load_labels(path: str | None) -> dict[str, list[tuple[date, date]]]:
 
 def cloud_tenant(s: Series) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(daily_cost_summary rows, detail rows) of the series as a cloud-only tenant."""
-    days = list(s.usd.index)
+    return cloud_cost_rows(s.series_id, list(s.usd.index), s.usd.to_numpy())
+
+
+def cloud_cost_rows(
+    tenant_id: str, days: list[date], cost: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(daily_cost_summary rows, detail rows) of a cloud-only tenant with one service (EC2)
+    costing `cost` on `days`, as the anomaly asset reads them; $0 days have no rows."""
     summary = pd.DataFrame(
         {
             "day": days,
-            "tenant_id": s.series_id,
+            "tenant_id": tenant_id,
             "cost_category": "cloud",
             "provider": "AWS",
             "model_or_service": "Compute",
@@ -276,7 +284,7 @@ def cloud_tenant(s: Series) -> tuple[pd.DataFrame, pd.DataFrame]:
             "requests": 0,
             "input_tokens": 0,
             "output_tokens": 0,
-            "cost_usd": s.usd.to_numpy(),
+            "cost_usd": cost,
             "unpriced_requests": 0,
             "charge_category": "Usage",
             "charge_frequency": "Usage-Based",

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cost_pipeline.lib.anomaly import RANK, AnomalyParams, score_days
+from cost_pipeline_tests.benchmarks.evaluate_real import cloud_cost_rows
 from cost_pipeline_tests.lib.test_anomaly import _infra_tenant
 
 START = date(2026, 1, 1)
@@ -20,22 +21,7 @@ def _alerts(scores: pd.DataFrame) -> pd.DataFrame:
 def _cloud_tenant(total: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, list[date]]:
     """A cloud-only tenant with one service whose daily cost is `total` ($0 days have no rows)."""
     days = [START + timedelta(days=i) for i in range(len(total))]
-    summary = pd.DataFrame(
-        {
-            "day": days,
-            "tenant_id": "c1",
-            "cost_category": "cloud",
-            "provider": "AWS",
-            "model_or_service": "Compute",
-            "agent_id": None,
-            "requests": 0,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cost_usd": total,
-        }
-    )
-    summary = summary[summary["cost_usd"] != 0].reset_index(drop=True)
-    detail = summary[["day", "tenant_id", "cost_usd"]].assign(driver="service:AmazonEC2")
+    summary, detail = cloud_cost_rows("c1", days, total)
     return summary, detail, days
 
 
