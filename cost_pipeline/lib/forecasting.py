@@ -89,6 +89,9 @@ MODELS = ("run_rate", "annual", *CHEAP_MODELS, *EXPENSIVE_MODELS, "level_shift")
 FALLBACKS = ("zero", "short_history", "churned")
 # A model joins the combination only if its backtest error is within this factor of the best's.
 COMBINE_WITHIN = 1.25
+# A backtest month that came in at more than (1 + this) x its forecast counts as that much
+# for the interval (a month from almost nothing would make it infinite).
+MAX_UNDER_FORECAST = 9.0
 USAGE = "usage"
 RECURRING = "recurring"
 
@@ -411,6 +414,19 @@ def _honest_errors(
     return out
 
 
+def _per_forecast(e: np.ndarray, cap: float = MAX_UNDER_FORECAST) -> np.ndarray:
+    """Month-total errors `e` = (actual - forecast) / actual as shares of the *forecast*
+    (actual / forecast - 1 = e / (1 - e)), the scale the interval is drawn on.
+
+    Shares of the actual are right for choosing a model (a miss of a busy month is not worse
+    than a miss of a quiet one), but they cannot exceed 1: a month that came in at 3x its
+    forecast reads +0.67, and an interval of forecast x (1 + 0.67 x ...) never reaches it. A
+    sparse tenant's wet months are exactly such misses. `cap` bounds a month that came in
+    from (almost) nothing."""
+    e = np.minimum(e, 1 - 1 / (1 + cap))
+    return e / (1 - e)
+
+
 def _selection_weights(
     mae: np.ndarray, rr: int, margin: float, top: int, within: float = COMBINE_WITHIN
 ) -> np.ndarray:
@@ -630,6 +646,7 @@ def _forecast_matrix(
                 params.recency_half_life,
             )
             own_e[~has_cv] = np.nan
+            own_e = _per_forecast(own_e)
             rms = np.sqrt(np.nanmean(own_e**2, axis=1))
             for g in (True, False):
                 in_g = has_cv & (dense == g)

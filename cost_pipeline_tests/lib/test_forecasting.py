@@ -253,3 +253,40 @@ def test_few_backtest_errors_still_give_calibrated_and_nested_intervals(k: int) 
     # the t interval covers its level. Both within the noise of 3,000 trials.
     for level, hit in hits.items():
         assert level - 0.025 <= hit / trials <= level + 2 / (k + 1) + 0.025, (level, hit)
+
+
+def test_a_sparse_tenants_wet_months_fit_in_its_interval() -> None:
+    """A tenant spending on a third of days, by amounts that vary tenfold, has months at 3x
+    the month before. Its interval is drawn on errors as shares of the forecast: as shares of
+    the actual month (which cannot exceed 1) the 95 % interval missed a quarter of months,
+    every one of them above."""
+    rng = np.random.default_rng(0)
+    days = list(pd.date_range(date(2024, 1, 1), date(2026, 7, 31)).date)
+    series = {}
+    for t in range(4):
+        wet_share = 0.35 + 0.2 * np.sin(2 * np.pi * (np.arange(len(days)) / 365.25 + t / 4))
+        wet = rng.random(len(days)) < wet_share
+        series[f"t{t}"] = pd.Series(np.where(wet, rng.lognormal(0, 1.1, len(days)) * 10, 0.0), days)
+    daily = pd.concat(
+        pd.DataFrame({"day": s.index, "tenant_id": t, "cost_usd": s.to_numpy()})
+        for t, s in series.items()
+    )
+    daily = daily[daily["cost_usd"] > 0]
+    inside = {0.8: 0, 0.95: 0}
+    above_80 = outcomes = 0
+    for month in pd.date_range("2026-01-01", "2026-07-01", freq="MS").date:
+        month_end = (pd.Timestamp(month) + pd.offsets.MonthEnd(0)).date()
+        for origin in (7, 14):
+            as_of = month.replace(day=origin)
+            out = forecast_month_end(daily[daily["day"] <= as_of], as_of).set_index("tenant_id")
+            for t, s in series.items():
+                actual = s[month:month_end].sum()
+                row = out.loc[t]
+                outcomes += 1
+                inside[0.8] += row["lower_80_usd"] <= actual <= row["upper_80_usd"]
+                inside[0.95] += row["lower_95_usd"] <= actual <= row["upper_95_usd"]
+                above_80 += actual > row["upper_80_usd"]
+    assert outcomes == 56
+    assert 0.75 <= inside[0.8] / outcomes <= 0.95
+    assert inside[0.95] / outcomes >= 0.9
+    assert above_80 <= 0.15 * outcomes
