@@ -47,6 +47,9 @@ A month total = spend to date + the usage of the remaining days + known charges.
    - they are errors of the month as billed: one-off non-usage charges (credits, refunds, one-time
      purchases: `surprises`) are not forecast, but a series that has had them has them in its
      backtest months, so its interval makes room for them;
+   - they are drawn as shares of the forecast month (actual / forecast - 1), the scale the
+     interval is laid on: as shares of the actual month they cannot pass 1, and a sparse
+     tenant's month at 3x its forecast would never fit;
    - each series' scale is the RMS of its own errors, shrunk toward its group's (dense / sparse)
      median; each error is normalized by a scale that saw neither it nor its neighbouring
      windows (their horizons overlap), and the quantiles of these normalized errors pooled over
