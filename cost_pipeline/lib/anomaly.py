@@ -50,7 +50,10 @@ level: a tenant whose ordinary days often fall to 0.6x must fall further; a tena
 has no dips), unless credits or refunds (negative cost rows) make at least half of the
 shortfall. A tenant with no cost at all on the day is kept at `low` with the reason that the
 day's rows may be missing: a late or failed export looks the same, and an empty stretch that
-lasts is the level-shift drop after a week. Drivers do not dip on their own (spend moving
+lasts is the level-shift drop after a week. A dip mostly of the tenant's cloud rows, on a day
+for which fewer than `cloud_settle_days` later days have FOCUS rows, is kept at `low` too:
+exports keep adding and restating a day for a few days, and the daily close and the late-data
+sensor score the day again as they land. Drivers do not dip on their own (spend moving
 between services or agents is no anomaly of the tenant); the dip's reason names the most
 specific driver behind it, and its `since_day` is the first of the days before it at or under
 1 / 1.5 of their usual value (as a spike is elevated since the days above 1.5x).
@@ -129,6 +132,9 @@ class AnomalyParams:
     # deviations from its level (a tenant whose ordinary days often fall to 0.6x must fall
     # further).
     dip_threshold: tuple[float, float] = (0.5, -3.5)
+    # FOCUS exports keep adding and restating a day's rows for a few days: a dip the tenant's
+    # cloud rows make is an alert only once this many later days have cloud rows too.
+    cloud_settle_days: int = 2
 
 
 def impact_threshold(month_usd: np.ndarray | float, params: AnomalyParams) -> np.ndarray:
@@ -364,6 +370,39 @@ def _credits(daily: pd.DataFrame, tenant_of: pd.Index, target_days: list[date]) 
     return -per.to_numpy()
 
 
+def _cloud_unsettled(
+    daily: pd.DataFrame, target_days: list[date], through: date | None, settle_days: int
+) -> np.ndarray:
+    """Per target day: fewer than `settle_days` later days have FOCUS cloud rows (`through`,
+    else the newest cloud day of `daily`), so the day's own rows may still be arriving."""
+    if through is None:
+        cloud = daily[daily["cost_category"] == "cloud"] if "cost_category" in daily else daily[:0]
+        through = max(cloud["day"]) if len(cloud) else None
+    if through is None:
+        return np.zeros(len(target_days), dtype=bool)
+    return np.array([(through - d).days < settle_days for d in target_days])
+
+
+def _cloud_excess(
+    daily: pd.DataFrame, days: list[date], targets: np.ndarray, tenant_of: pd.Index
+) -> np.ndarray:
+    """(series x targets) the tenant's cloud cost on each target day minus its usual (the same
+    baseline as every series), on every row of the tenant."""
+    out = np.zeros((len(tenant_of), len(targets)))
+    if daily.empty or "cost_category" not in daily:
+        return out
+    cloud = daily[daily["cost_category"] == "cloud"]
+    if cloud.empty:
+        return out
+    wide = cloud.pivot_table(index="tenant_id", columns="day", values="cost_usd", aggfunc="sum")
+    wide = wide.reindex(index=sorted(set(tenant_of)), columns=days).fillna(0.0)
+    values = _started(wide.to_numpy(dtype=float))
+    base = robust_baseline(values, targets)
+    excess = np.nan_to_num(values[:, targets]) - np.nan_to_num(base["expected"])
+    row = {t: i for i, t in enumerate(wide.index)}
+    return excess[[row[t] for t in tenant_of]]
+
+
 def _shift_scan(
     values: np.ndarray, dows: np.ndarray, targets: np.ndarray, params: AnomalyParams
 ) -> dict[str, np.ndarray]:
@@ -397,12 +436,15 @@ def score_days(
     params: AnomalyParams = AnomalyParams(),
     detail: pd.DataFrame | None = None,
     budgets: dict[str, float | None] | None = None,
+    cloud_through: date | None = None,
 ) -> pd.DataFrame:
     """`anomaly_scores` rows for each day in `score_on`, from `daily_cost_summary` rows that
     cover at least `WINDOW_DAYS` before the first of them.
 
     `detail`: extra driver rows from `infra_detail` (cloud service, sub-account, region, k8s
-    namespace); `budgets`: monthly budget per tenant id, for the impact threshold.
+    namespace); `budgets`: monthly budget per tenant id, for the impact threshold;
+    `cloud_through`: the newest day with FOCUS cloud rows in the warehouse (by default the
+    newest in `daily`), which says whether a day's cloud rows may still be arriving.
     """
     days = list(pd.date_range(min(score_on) - timedelta(days=WINDOW_DAYS), max(score_on)).date)
     if daily.empty:
@@ -555,8 +597,15 @@ def score_days(
     # failed export) than all its spend stopped. Kept at `low`, with that reason; an empty
     # stretch that lasts is the level-shift test's drop after a week.
     empty = dip & (actual == 0)
+    # A dip mostly of cloud rows on a day the exports may still be filling in: kept at `low`
+    # until `cloud_settle_days` later days have cloud rows (the daily close and the late-data
+    # sensor score the day again as they land).
+    target_days = [days[t] for t in targets]
+    unsettled = _cloud_unsettled(daily, target_days, cloud_through, params.cloud_settle_days)
+    cloud_short = -_cloud_excess(daily, days, targets, tenant_of)
+    arriving = dip & unsettled[None, :] & (cloud_short >= 0.5 * (expected - actual))
     kind = np.where(dip, "drop", kind)
-    code = np.where(dip, np.where(empty, RANK["low"], RANK["high"]), code)
+    code = np.where(dip, np.where(empty | arriving, RANK["low"], RANK["high"]), code)
     # Low since: the days before at or under 1 / the lowest spike ratio (1.5x) of their usual
     # value, as a spike is elevated since the days above 1.5x.
     since = np.where(dip, _since(values, base, targets, 1 / params.thresholds[0][0]), since)
@@ -612,6 +661,7 @@ def score_days(
             "demoted_": small.ravel(),
             "threshold_": threshold.ravel(),
             "dip_": dip.ravel(),
+            "arriving_": arriving.ravel(),
         }
     )
     out = out[scored.ravel()].reset_index(drop=True)
@@ -624,7 +674,8 @@ def score_days(
     out["reason"] = _reasons(out, params)
     # A new driver's ratio is unbounded: stored as null, the reason says "new".
     out["ratio"] = out["ratio"].replace([np.inf, -np.inf], np.nan)
-    drop_cols = ["since_n", "history_n", "enough_", "shift_ratio", "demoted_", "threshold_", "dip_"]
+    drop_cols = ["since_n", "history_n", "enough_", "shift_ratio", "demoted_", "threshold_"]
+    drop_cols += ["dip_", "arriving_"]
     return ANOMALY_SCORES.conform(out.drop(columns=drop_cols))
 
 
@@ -704,6 +755,13 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
                 f"{row.driver} has no cost on {weekday} {row.day} "
                 f"(usual ${row.expected_usd:,.2f}): "
                 "the day's rows may be missing, so it is not alerted as a drop"
+            )
+        elif row.arriving_:
+            text = (
+                f"{row.driver} cost ${row.actual_usd:,.2f} fell to {row.ratio:.2f}x its usual "
+                f"${row.expected_usd:,.2f} for a {weekday}, mostly in its cloud rows, which may "
+                f"still be arriving (fewer than {params.cloud_settle_days} later days of FOCUS "
+                "rows): not alerted until they settle"
             )
         elif row.dip_:
             text = (

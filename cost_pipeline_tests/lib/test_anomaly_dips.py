@@ -103,8 +103,13 @@ def test_a_range_with_dips_scores_each_day_as_it_would_alone() -> None:
     scored = days[78:88]
     ranged = score_days(daily, scored, detail=detail).set_index(["day", "driver"]).sort_index()
     for day in scored:
+        # As the asset scores a day: its window up to the day, and the warehouse's newest
+        # cloud day, which says whether the day's cloud rows have settled.
         alone = score_days(
-            daily[daily["day"] <= day], [day], detail=detail[detail["day"] <= day]
+            daily[daily["day"] <= day],
+            [day],
+            detail=detail[detail["day"] <= day],
+            cloud_through=days[-1],
         ).set_index(["day", "driver"])
         pd.testing.assert_frame_equal(ranged.loc[[day]], alone.sort_index(), check_like=True)
 
@@ -119,3 +124,23 @@ def test_a_credit_is_not_a_dip() -> None:
     # The same $80 less from usage is a dip.
     daily.loc[daily["day"] == days[90], "cost_usd"] -= 80.0
     assert not _alerts(score_days(daily, [days[90]], detail=detail)).empty
+
+
+def test_a_dip_of_cloud_rows_still_arriving_waits_for_the_later_days() -> None:
+    """FOCUS exports keep filling a day in for a few days: a dip on the newest day of cloud
+    rows is kept at low until two later days have rows, then it is an alert."""
+    total = 100 * np.random.default_rng(5).lognormal(0, 0.05, 100)
+    total[97] = 30.0
+    daily, detail, days = _cloud_tenant(total[:98])  # the dip is the newest day
+    row = score_days(daily, [days[97]], detail=detail).set_index("driver").loc["tenant"]
+    assert row["severity"] == "low" and row["kind"] == "drop"
+    assert "may still be arriving" in row["reason"]
+    # One later day is not enough; the warehouse's newest cloud day (cloud_through) counts
+    # when the scorer reads only the days up to the scored one.
+    row = score_days(daily, [days[97]], detail=detail, cloud_through=days[97] + timedelta(days=1))
+    assert row.set_index("driver").loc["tenant", "severity"] == "low"
+    row = score_days(daily, [days[97]], detail=detail, cloud_through=days[97] + timedelta(days=2))
+    assert row.set_index("driver").loc["tenant", "severity"] == "high"
+    daily, detail, days = _cloud_tenant(total)
+    row = score_days(daily, [days[97]], detail=detail).set_index("driver").loc["tenant"]
+    assert row["severity"] == "high" and "fell to 0.3" in row["reason"]
