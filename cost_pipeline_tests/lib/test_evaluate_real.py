@@ -1,0 +1,49 @@
+"""Protects the real-series evaluation's anomaly scoring: windows, false-positive days and the
+hindsight baseline beside the project's detector."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cost_pipeline_tests.benchmarks import evaluate_real
+
+
+def test_labelled_spikes_of_an_hourly_series_are_scored_as_daily_windows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 100 days of hourly samples; two days at 4x (labelled) and one at 4x (not labelled).
+    rng = np.random.default_rng(7)
+    start = date(2024, 1, 1)
+    times = pd.date_range(start, periods=100 * 24, freq="h")
+    values = 10 * rng.lognormal(0, 0.05, len(times))
+    day = (times - times[0]).days
+    for spike in (40, 70, 85):
+        values[day == spike] *= 4
+    pd.DataFrame({"timestamp": times, "value": values}).to_csv(tmp_path / "s.csv", index=False)
+    windows = {
+        "s.csv": [
+            [str(start + timedelta(days=39)), str(start + timedelta(days=41))],
+            [str(start + timedelta(days=69)), str(start + timedelta(days=71))],
+        ]
+    }
+    (tmp_path / "labels.json").write_text(json.dumps(windows))
+    evaluate_real.main(
+        [
+            "--series",
+            str(tmp_path / "s.csv"),
+            "--labels",
+            str(tmp_path / "labels.json"),
+            "--no-forecasts",
+        ]
+    )
+    out = capsys.readouterr().out
+    # Both windows detected; the unlabelled spike is one false-positive day.
+    assert "pooled: 2 windows, 2 detected, 3 flagged days, 1 false-positive days" in out
+    assert f"s: {start + timedelta(days=85)}" in out
+    assert "baseline, |robust z| >= " in out and "chosen with hindsight" in out
