@@ -355,19 +355,22 @@ def _since(
     return count
 
 
+def _tenant_days(rows: pd.DataFrame, tenants: list[str], days: list[date]) -> np.ndarray:
+    """(tenants x days) the sum of `rows`' `cost_usd` per tenant and day, 0 without rows."""
+    if rows.empty:
+        return np.zeros((len(tenants), len(days)))
+    wide = rows.pivot_table(index="tenant_id", columns="day", values="cost_usd", aggfunc="sum")
+    return wide.reindex(index=tenants, columns=days).fillna(0.0).to_numpy(dtype=float)
+
+
 def _credits(daily: pd.DataFrame, tenant_of: pd.Index, target_days: list[date]) -> np.ndarray:
     """(series x targets) the dollars of the tenant's negative cost rows (credits, refunds) on
     each target day, on every row of the tenant."""
-    out = np.zeros((len(tenant_of), len(target_days)))
     if daily.empty or "cost_usd" not in daily:
-        return out
+        return np.zeros((len(tenant_of), len(target_days)))
     cost = pd.to_numeric(daily["cost_usd"], errors="coerce")
     neg = daily[cost < 0].assign(cost_usd=cost[cost < 0])
-    if neg.empty:
-        return out
-    per = neg.pivot_table(index="tenant_id", columns="day", values="cost_usd", aggfunc="sum")
-    per = per.reindex(index=list(tenant_of), columns=target_days).fillna(0.0)
-    return -per.to_numpy()
+    return -_tenant_days(neg, list(tenant_of), target_days)
 
 
 def _cloud_unsettled(
@@ -388,18 +391,14 @@ def _cloud_excess(
 ) -> np.ndarray:
     """(series x targets) the tenant's cloud cost on each target day minus its usual (the same
     baseline as every series), on every row of the tenant."""
-    out = np.zeros((len(tenant_of), len(targets)))
     if daily.empty or "cost_category" not in daily:
-        return out
+        return np.zeros((len(tenant_of), len(targets)))
+    tenants = sorted(set(tenant_of))
     cloud = daily[daily["cost_category"] == "cloud"]
-    if cloud.empty:
-        return out
-    wide = cloud.pivot_table(index="tenant_id", columns="day", values="cost_usd", aggfunc="sum")
-    wide = wide.reindex(index=sorted(set(tenant_of)), columns=days).fillna(0.0)
-    values = _started(wide.to_numpy(dtype=float))
+    values = _started(_tenant_days(cloud, tenants, days))
     base = robust_baseline(values, targets)
     excess = np.nan_to_num(values[:, targets]) - np.nan_to_num(base["expected"])
-    row = {t: i for i, t in enumerate(wide.index)}
+    row = {t: i for i, t in enumerate(tenants)}
     return excess[[row[t] for t in tenant_of]]
 
 
@@ -591,7 +590,8 @@ def score_days(
     )
     # Credits and refunds (negative cost rows) lower a day's total with no fall in usage: a dip
     # they make at least half of is none.
-    credit = _credits(daily, tenant_of, [days[t] for t in targets])
+    target_days = [days[t] for t in targets]
+    credit = _credits(daily, tenant_of, target_days)
     dip &= credit < 0.5 * (expected - actual)
     # A tenant with no cost at all on the day: its rows are more likely missing (a late or
     # failed export) than all its spend stopped. Kept at `low`, with that reason; an empty
@@ -600,7 +600,6 @@ def score_days(
     # A dip mostly of cloud rows on a day the exports may still be filling in: kept at `low`
     # until `cloud_settle_days` later days have cloud rows (the daily close and the late-data
     # sensor score the day again as they land).
-    target_days = [days[t] for t in targets]
     unsettled = _cloud_unsettled(daily, target_days, cloud_through, params.cloud_settle_days)
     cloud_short = -_cloud_excess(daily, days, targets, tenant_of)
     arriving = dip & unsettled[None, :] & (cloud_short >= 0.5 * (expected - actual))

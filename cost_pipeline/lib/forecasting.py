@@ -589,7 +589,7 @@ def _forecast_matrix(
             )
             for m, e in bt.errors.items():
                 errors.setdefault(m, np.full((n, width), np.nan))[rows] = e
-        # The expensive candidate on the newest `expensive_windows` windows only (each a fit).
+        # The expensive candidate on the newest `expensive_windows` windows only (each a fit),
         # and on the newest `expensive_train_days` of a series (a fit's cost grows with its length).
         exp_w = np.minimum(n_windows[top], params.expensive_windows)
         exp_first = np.maximum(first, t - params.expensive_train_days)
