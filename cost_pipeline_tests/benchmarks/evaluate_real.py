@@ -4,6 +4,7 @@
         [--labels WINDOWS.json] [--median-usd 100] [--min-history-days 28]
         [--value-column NAME] [--together] [--full] [--no-forecasts] [--no-anomalies]
         [--score-period SERIES=START:END ...] [--save-forecasts CSV] [--baseline-cache PKL]
+        [--points-as-days]
 
 for example, with public data fetched outside the repository:
 
@@ -59,6 +60,12 @@ counted apart (`unscorable`), not as misses; flags on their days are not false p
 either. `--score-period SERIES=START:END`
 limits the scored days of a series to the period its labels cover (the days before still give
 the baseline): a series longer than its labelled span has unlabelled anomalies outside it.
+
+`--points-as-days`: each sample of a series is one day's cost, in order from `POINTS_START`,
+instead of being summed to UTC days. A spike of a few samples of a sub-daily series vanishes in
+its daily total; so presented, the series keeps the shape its labels were drawn on, and a
+window is the days of the samples whose timestamps it covers (forecasts need real calendar
+months, so this mode scores anomalies only).
 """
 
 from __future__ import annotations
@@ -89,6 +96,8 @@ TIME_NAMES = ("timestamp", "datetime", "date", "day", "ds", "time", "dteday", "d
 SERVICE = "service:AmazonEC2"
 ALERT_SEVERITIES = ("high", "critical")
 MIN_ANOMALY_DAYS = 60
+# The first day of a series whose samples are presented as days (a Monday).
+POINTS_START = date(2001, 1, 1)
 # The baselines' forecasts by (tenants, as-of day, full, start): they do not change while the
 # project's forecasting is worked on, and they take most of an evaluation's time.
 BASELINE_CACHE: dict[tuple, pd.DataFrame] = {}
@@ -110,6 +119,8 @@ class Series:
     dropped_edge_days: int
     partial_days: int
     scale: float
+    # With --points-as-days, each day's sample's timestamp (labels are mapped through it).
+    sampled_at: pd.Series | None = None
 
 
 def csv_files(paths: list[str]) -> list[Path]:
@@ -201,8 +212,14 @@ def _scaled(
     times: pd.Series,
     values: pd.Series,
     median_usd: float,
+    points_as_days: bool = False,
 ) -> Series:
-    totals, dropped, resolution, missing, partial = daily_totals(times, values)
+    sampled_at = None
+    if points_as_days:
+        totals, sampled_at, resolution = samples_as_days(times, values)
+        dropped = missing = partial = 0
+    else:
+        totals, dropped, resolution, missing, partial = daily_totals(times, values)
     positive = totals[totals > 0]
     scale = median_usd / float(positive.median()) if len(positive) else 1.0
     return Series(
@@ -216,11 +233,27 @@ def _scaled(
         dropped_edge_days=dropped,
         partial_days=partial,
         scale=scale,
+        sampled_at=sampled_at,
     )
 
 
+def samples_as_days(times: pd.Series, values: pd.Series) -> tuple[pd.Series, pd.Series, str]:
+    """(values by day from `POINTS_START`, one sample per day in time order; each day's sample
+    timestamp; sampling resolution) of timestamped values (duplicate timestamps summed)."""
+    frame = pd.DataFrame({"t": times, "v": pd.to_numeric(values, errors="coerce")}).dropna()
+    sums = frame.groupby("t")["v"].sum().sort_index()
+    step = pd.Series(sums.index).diff().dropna()
+    days = [POINTS_START + timedelta(days=i) for i in range(len(sums))]
+    at = pd.Series(sums.index, index=days)
+    return pd.Series(sums.to_numpy(), index=days), at, str(step.median()) if len(step) else "n/a"
+
+
 def load_series(
-    paths: list[str], *, value_column: str | None = None, median_usd: float = 100.0
+    paths: list[str],
+    *,
+    value_column: str | None = None,
+    median_usd: float = 100.0,
+    points_as_days: bool = False,
 ) -> list[Series]:
     """Every series of the files and directories in `paths` (see the module docstring)."""
     out: list[Series] = []
@@ -239,6 +272,7 @@ def load_series(
                         times.loc[rows.index],
                         rows[lower["value"]],
                         median_usd,
+                        points_as_days,
                     )
                 )
             continue
@@ -249,23 +283,44 @@ def load_series(
             print(f"skipped {path}: {exc}")
             continue
         times = parse_times(frame[time_col].astype(str))
-        out.append(_scaled(path.stem, path.stem, str(path), times, frame[val_col], median_usd))
+        out.append(
+            _scaled(
+                path.stem, path.stem, str(path), times, frame[val_col], median_usd, points_as_days
+            )
+        )
     return out
 
 
-def load_labels(path: str | None) -> dict[str, list[tuple[date, date]]]:
-    """Series id (a key, and the file stem of a key) -> labelled windows as UTC days."""
+Window = tuple[pd.Timestamp, pd.Timestamp]
+
+
+def load_labels(path: str | None) -> dict[str, list[Window]]:
+    """Series id (a key, and the file stem of a key) -> labelled windows (UTC timestamps)."""
     if path is None:
         return {}
     raw = json.loads(Path(path).read_text())
-    out: dict[str, list[tuple[date, date]]] = {}
+    out: dict[str, list[Window]] = {}
     for key, windows in raw.items():
-        days = []
+        spans = []
         for start, end in windows:
-            s, e = parse_times(pd.Series([str(start), str(end)])).dt.date
-            days.append((s, e))
-        out[str(key)] = days
-        out.setdefault(Path(str(key)).stem, days)
+            s, e = parse_times(pd.Series([str(start), str(end)]))
+            spans.append((s, e))
+        out[str(key)] = spans
+        out.setdefault(Path(str(key)).stem, spans)
+    return out
+
+
+def window_days(s: Series, windows: list[Window]) -> list[tuple[date, date]]:
+    """The labelled windows of a series as its days: the UTC days they cover, or with
+    --points-as-days the first and last day whose sample they cover (a window between two
+    samples covers none and is left out)."""
+    if s.sampled_at is None:
+        return [(a.date(), b.date()) for a, b in windows]
+    out = []
+    for a, b in windows:
+        inside = s.sampled_at[(s.sampled_at >= a) & (s.sampled_at <= b)]
+        if len(inside):
+            out.append((inside.index[0], inside.index[-1]))
     return out
 
 
@@ -566,20 +621,31 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SERIES=START:END",
         help="score the anomalies of SERIES on these days only (ISO dates)",
     )
+    parser.add_argument(
+        "--points-as-days",
+        action="store_true",
+        help="each sample is one day's cost (anomalies only; see the module docstring)",
+    )
     args = parser.parse_args(argv)
     pd.set_option("display.width", 220)
     cache = Path(args.baseline_cache) if args.baseline_cache else None
     if cache is not None and cache.exists():
         BASELINE_CACHE.update(pd.read_pickle(cache))
     began_all = time.perf_counter()
-    series = load_series(args.series, value_column=args.value_column, median_usd=args.median_usd)
+    series = load_series(
+        args.series,
+        value_column=args.value_column,
+        median_usd=args.median_usd,
+        points_as_days=args.points_as_days,
+    )
     labels = load_labels(args.labels)
     periods = {}
     for item in args.score_period:
         sid, _, span = item.partition("=")
         start, _, end = span.partition(":")
         periods[sid] = (date.fromisoformat(start), date.fromisoformat(end))
-    print(f"== Series (daily UTC totals, scaled to a median day of ${args.median_usd:,.0f}) ==")
+    shape = "each sample one day" if args.points_as_days else "daily UTC totals"
+    print(f"== Series ({shape}, scaled to a median day of ${args.median_usd:,.0f}) ==")
     info = pd.DataFrame(
         [
             {
@@ -602,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
 
     pooled = None
     timing: dict[str, float] = {}
-    if not args.no_forecasts:
+    if not args.no_forecasts and not args.points_as_days:
         parts, per_dataset = [], {}
         if args.together:
             fc, timing = forecast_together(
@@ -642,7 +708,8 @@ def main(argv: list[str] | None = None) -> None:
             if len(s.usd) < MIN_ANOMALY_DAYS:
                 print(f"anomalies: {s.series_id} skipped ({len(s.usd)} days < {MIN_ANOMALY_DAYS})")
                 continue
-            rows[s.series_id] = anomaly_series(s, labels[s.series_id], periods.get(s.series_id))
+            windows = window_days(s, labels[s.series_id])
+            rows[s.series_id] = anomaly_series(s, windows, periods.get(s.series_id))
         timing["anomalies"] = time.perf_counter() - began
         if rows:
             anomalies = anomaly_report(rows)

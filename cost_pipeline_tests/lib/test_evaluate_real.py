@@ -47,3 +47,31 @@ def test_labelled_spikes_of_an_hourly_series_are_scored_as_daily_windows(
     assert "pooled: 2 windows, 2 detected, 3 flagged days, 1 false-positive days" in out
     assert f"s: {start + timedelta(days=85)}" in out
     assert "baseline, |robust z| >= " in out and "chosen with hindsight" in out
+
+
+def test_points_as_days_keeps_a_one_sample_spike_and_maps_its_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 200 hourly samples: one sample at 5x is invisible in a daily total, but with each sample a
+    # day it is a spike on the day of that sample, and the window covering it is that day.
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2024-03-01", periods=200, freq="h")
+    values = 10 * rng.lognormal(0, 0.05, len(times))
+    values[[120, 160]] *= 5
+    pd.DataFrame({"timestamp": times, "value": values}).to_csv(tmp_path / "h.csv", index=False)
+    labels = {"h": [[str(times[119]), str(times[121])]]}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    series = evaluate_real.load_series([str(tmp_path / "h.csv")], points_as_days=True)
+    (s,) = series
+    assert len(s.usd) == 200 and s.usd.index[0] == evaluate_real.POINTS_START
+    windows = evaluate_real.window_days(
+        s, evaluate_real.load_labels(str(tmp_path / "labels.json"))["h"]
+    )
+    start = evaluate_real.POINTS_START
+    assert windows == [(start + timedelta(days=119), start + timedelta(days=121))]
+    args = ["--series", str(tmp_path / "h.csv"), "--labels", str(tmp_path / "labels.json")]
+    evaluate_real.main([*args, "--points-as-days"])
+    out = capsys.readouterr().out
+    assert "each sample one day" in out and "Forecasts" not in out
+    assert "pooled: 1 windows, 1 detected, 2 flagged days, 1 false-positive days" in out
+    assert f"h: {start + timedelta(days=160)}" in out
