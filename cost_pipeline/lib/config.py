@@ -262,6 +262,9 @@ class Allocation(_Model):
     # Kubecost/OpenCost restate recent days: an empty answer for a day younger than this is a
     # gap in the source, never a reason to replace a loaded day with nothing.
     k8s_settle_days: Annotated[int, Field(ge=0)] = 3
+    # FOCUS exports lag a day or two: a provider whose newest row is older than this many days
+    # is named stale (its export may have stopped) by the `focus_data_fresh` check.
+    focus_stale_after_days: Annotated[int, Field(ge=1)] = 3
 
     @model_validator(mode="after")
     def _tenant_rule(self) -> Allocation:

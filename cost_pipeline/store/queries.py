@@ -116,6 +116,16 @@ def cloud_billing_periods(wh: Warehouse) -> pd.DataFrame:
     )
 
 
+def newest_cloud_days(wh: Warehouse) -> dict[str, date]:
+    """The newest day with FOCUS rows, per provider."""
+    rows = wh.query("SELECT provider, MAX(day) AS newest FROM cloud_costs GROUP BY provider")
+    return {
+        str(p): pd.Timestamp(d).date()
+        for p, d in zip(rows["provider"], rows["newest"], strict=True)
+        if d is not None
+    }
+
+
 def latest_enforcement(wh: Warehouse, tenant_id: str) -> pd.DataFrame:
     """The newest `tenant_enforcement` row of a tenant (allowed, period_end), or none."""
     return wh.query(

@@ -107,10 +107,39 @@ def test_redelivery_replaces_and_stale_delivery_is_ignored(tmp_path: Path, url: 
     broken.write_bytes(b"PAR1 not really parquet")
     os.utime(broken, (datetime(2026, 10, 9, tzinfo=UTC).timestamp(),) * 2)
     result = dg.materialize([cloud_costs], resources=resources(url, focus_exports=focus))
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = [
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "focus_deliveries_complete"
+    ]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert "run-c" in check.description
     assert wh.read(CLOUD_COSTS)["effective_cost"].sum() == pytest.approx(23.0)
+
+
+def test_a_provider_whose_export_stopped_is_named_stale(tmp_path: Path, url: str) -> None:
+    root = tmp_path / "exports"
+    focus = FocusExports(path=str(root))
+    # Microsoft's rows reach 2026-09-10, Google Cloud's stop on 2026-09-02.
+    deliver(root, "azure/2026-09", focus_frame("1.2", n=10), datetime(2026, 9, 11, tzinfo=UTC))
+    deliver(root, "gcp/2026-09", focus_frame("1.0", n=2, ProviderName="Google Cloud"),
+            datetime(2026, 9, 3, tzinfo=UTC))  # fmt: skip
+
+    def freshness(now: datetime) -> dg.AssetCheckEvaluation:
+        with time_machine.travel(now):
+            result = dg.materialize([cloud_costs], resources=resources(url, focus_exports=focus))
+        (check,) = [
+            c for c in result.get_asset_check_evaluations() if c.check_name == "focus_data_fresh"
+        ]
+        return check
+
+    on_time = freshness(datetime(2026, 9, 5, 6, tzinfo=UTC))
+    assert on_time.passed
+    late = freshness(datetime(2026, 9, 12, 6, tzinfo=UTC))
+    assert not late.passed and late.severity == dg.AssetCheckSeverity.WARN
+    assert "Google Cloud ends on 2026-09-02 (10 days ago)" in late.description
+    assert "Microsoft" not in late.description
+    assert late.metadata["days_behind"].value == {"Google Cloud": 10, "Microsoft": 2}
 
 
 def test_unconfigured_sources_materialize_empty(url: str) -> None:
@@ -246,12 +275,15 @@ def test_stored_and_quarantined_k8s_cost_add_up_to_the_answer(url: str) -> None:
 def test_demo_day_allocates_conserves_and_exports(tmp_path: Path, url: str) -> None:
     focus = FocusExportsTwin(path=str(tmp_path / "demo"), output_dir=str(tmp_path / "out"))
     res = resources(url, focus_exports=focus, kubecost=KubecostTwin())
-    result = dg.materialize(
-        [cloud_costs, k8s_allocations, infra_cost_allocation], partition_key=DAY, resources=res
-    )
+    # The day after DAY: the demo's exports are as fresh as a real one's.
+    with time_machine.travel(datetime(2026, 9, 3, 6, tzinfo=UTC)):
+        result = dg.materialize(
+            [cloud_costs, k8s_allocations, infra_cost_allocation], partition_key=DAY, resources=res
+        )
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert sorted((c.check_name, c.passed) for c in checks) == [
+        ("focus_data_fresh", True),
         ("focus_deliveries_complete", True),
         ("foreign_currency_converted", True),
         ("infra_cost_is_conserved", True),

@@ -50,6 +50,7 @@ from cost_pipeline.resources.kubecost import KubernetesAllocations
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store import queries
 from cost_pipeline.store.fx import fx_rates
+from cost_pipeline.store.warehouse import Warehouse
 
 CHANGED_DAYS = "changed_days"
 K8S_SOURCE = "k8s_allocations"
@@ -75,7 +76,16 @@ def _digest(path: Path) -> str:
                 "cannot be read is not loaded (its billing period keeps the previous delivery) "
                 "and the cloud source is named missing here (WARN)."
             ),
-        )
+        ),
+        dg.AssetCheckSpec(
+            "focus_data_fresh",
+            asset="cloud_costs",
+            description=(
+                "Every provider's newest FOCUS row is at most allocation.focus_stale_after_days "
+                "old (WARN otherwise): an export that stopped leaves its tenants' cloud spend "
+                "out of summaries, forecasts and budgets, and holds a fall in it at `low`."
+            ),
+        ),
     ],
     description=(
         "FinOps FOCUS rows from FOCUS_EXPORT_DIR, normalized and mapped to tenants. A newer "
@@ -94,11 +104,8 @@ def cloud_costs(
         return dg.MaterializeResult(
             metadata={"source": "not configured", CHANGED_DAYS: []},
             check_results=[
-                dg.AssetCheckResult(
-                    check_name="focus_deliveries_complete",
-                    passed=True,
-                    description="not configured",
-                )
+                dg.AssetCheckResult(check_name=name, passed=True, description="not configured")
+                for name in ("focus_deliveries_complete", "focus_data_fresh")
             ],
         )
     config = cost_config.get()
@@ -212,8 +219,38 @@ def cloud_costs(
                     else f"{totals['deliveries']} new deliver(ies) read whole"
                 ),
                 metadata={"incomplete_deliveries": dg.MetadataValue.json(incomplete)},
-            )
+            ),
+            _freshness(wh, config.allocation.focus_stale_after_days),
         ],
+    )
+
+
+def _freshness(wh: Warehouse, stale_after_days: int) -> dg.AssetCheckResult:
+    """`focus_data_fresh`: each provider's newest FOCUS day against today (UTC)."""
+    today = datetime.now(UTC).date()
+    newest = queries.newest_cloud_days(wh)
+    lag = {p: (today - d).days for p, d in sorted(newest.items())}
+    stale = {p: d for p, d in newest.items() if lag[p] > stale_after_days}
+    if not newest:
+        text = "no FOCUS rows loaded yet"
+    elif stale:
+        named = ", ".join(f"{p} ends on {d} ({lag[p]} days ago)" for p, d in sorted(stale.items()))
+        text = (
+            f"stale FOCUS data: {named}, more than {stale_after_days} days: its export may have "
+            "stopped. Until its rows arrive, its tenants' cloud spend is missing from summaries, "
+            "forecasts and budgets, and a fall in it is held at low as still arriving."
+        )
+    else:
+        text = f"every provider's FOCUS rows reach within {stale_after_days} days of {today}"
+    return dg.AssetCheckResult(
+        check_name="focus_data_fresh",
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=text,
+        metadata={
+            "newest_day": dg.MetadataValue.json({p: str(d) for p, d in sorted(newest.items())}),
+            "days_behind": dg.MetadataValue.json(lag),
+        },
     )
 
 
