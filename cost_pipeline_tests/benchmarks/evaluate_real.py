@@ -239,13 +239,17 @@ def _scaled(
 
 def samples_as_days(times: pd.Series, values: pd.Series) -> tuple[pd.Series, pd.Series, str]:
     """(values by day from `POINTS_START`, one sample per day in time order; each day's sample
-    timestamp; sampling resolution) of timestamped values (duplicate timestamps summed)."""
+    timestamp; sampling resolution) of timestamped values. Samples sharing a timestamp (a clock
+    change, a repeated reading) stay one day each, in file order: summing them would make a
+    spike the data does not have."""
     frame = pd.DataFrame({"t": times, "v": pd.to_numeric(values, errors="coerce")}).dropna()
-    sums = frame.groupby("t")["v"].sum().sort_index()
-    step = pd.Series(sums.index).diff().dropna()
-    days = [POINTS_START + timedelta(days=i) for i in range(len(sums))]
-    at = pd.Series(sums.index, index=days)
-    return pd.Series(sums.to_numpy(), index=days), at, str(step.median()) if len(step) else "n/a"
+    frame = frame.sort_values("t", kind="stable")
+    step = frame["t"].diff().dropna()
+    step = step[step > pd.Timedelta(0)]
+    days = [POINTS_START + timedelta(days=i) for i in range(len(frame))]
+    at = pd.Series(frame["t"].to_numpy(), index=days)
+    usd = pd.Series(frame["v"].to_numpy(dtype=float), index=days)
+    return usd, at, str(step.median()) if len(step) else "n/a"
 
 
 def load_series(
