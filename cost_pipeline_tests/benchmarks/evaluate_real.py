@@ -51,7 +51,10 @@ flagged when any row of the tenant (total, category, provider or service) is hig
 critical. A window (its UTC days, start to end inclusive) is detected when any day inside it
 is flagged; a flagged day outside every window is a false positive. Precision = detected
 windows / (detected windows + false-positive days), recall = detected / windows, F1 their
-harmonic mean. Beside it, a baseline: a day flagged when the robust z of the tenant total (the
+harmonic mean. As a diagnostic, the same for the messages production sends
+(`evaluation.alert_messages`, one per tenant and episode: a multi-day step is one message but
+many flagged days): a message is false when its anomaly, from its start to the day it was sent,
+overlaps no window. Beside it, a baseline: a day flagged when the robust z of the tenant total (the
 same weekday-aware expectation and spread) is at least k either way, with the best k of a few
 chosen with hindsight on the same labels, a ceiling for a one-threshold detector on these daily
 totals rather than a detector one could deploy. Windows that end before the first day the
@@ -82,7 +85,7 @@ import numpy as np
 import pandas as pd
 
 from cost_pipeline.lib.anomaly import score_days
-from cost_pipeline.lib.evaluation import months_in
+from cost_pipeline.lib.evaluation import alert_messages, months_in
 from cost_pipeline.lib.forecasting import forecast_month_end
 from cost_pipeline_tests.benchmarks.evaluate_families import (
     baseline_forecasts,
@@ -496,6 +499,12 @@ def anomaly_series(
     flagged = set(scores.loc[scores["severity"].isin(ALERT_SEVERITIES), "day"])
     scorable = [(a, b) for a, b in windows if b >= first_scored and a <= days[-1]]
     detected, fp_days = _window_hits(flagged, scorable, windows)
+    # The messages production sends (one per episode): false when the anomaly, from its start
+    # to the day it was sent, overlaps no window.
+    messages = alert_messages(scores)
+    spans = list(zip(messages["start"], messages["day"], strict=True))
+    msg_false = sum(not any(a <= day and start <= b for a, b in windows) for start, day in spans)
+    msg_detected = sum(any(a <= day and start <= b for start, day in spans) for a, b in scorable)
     # The simple baseline: a day is flagged when the tenant total's robust z (the same
     # weekday-aware expectation and spread) is at least k either way.
     z = enough.set_index("day")["score"].abs()
@@ -515,6 +524,9 @@ def anomaly_series(
         "detected": detected,
         "flagged_days": len(flagged),
         "fp_days": len(fp_days),
+        "messages": len(messages),
+        "messages_false": msg_false,
+        "messages_detected": msg_detected,
         "precision": p,
         "recall": r,
         "f1": f1,
@@ -543,7 +555,8 @@ def anomaly_report(rows: dict[str, dict]) -> dict[str, float]:
     table = pd.DataFrame(rows).T
     table.index.name = "series"
     cols = ["dataset", "days", "first_scored", "windows", "unscorable", "detected"]
-    cols += ["flagged_days", "fp_days", "precision", "recall", "f1"]
+    cols += ["flagged_days", "fp_days", "messages", "messages_false"]
+    cols += ["precision", "recall", "f1"]
     print("\n== Anomalies: labelled windows, one cloud-only tenant per series ==")
     shown = table[cols].copy()
     for c in ("precision", "recall", "f1"):
@@ -555,6 +568,15 @@ def anomaly_report(rows: dict[str, dict]) -> dict[str, float]:
         f"pooled: {tot['windows']} windows, {tot['detected']} detected, "
         f"{tot['flagged_days']} flagged days, {tot['fp_days']} false-positive days: "
         f"precision {p:.3f} recall {r:.3f} F1 {f1:.3f}"
+    )
+    sent = table[["messages", "messages_false", "messages_detected"]].astype(int).sum()
+    mp = 1 - sent["messages_false"] / max(sent["messages"], 1)
+    mr = sent["messages_detected"] / max(tot["windows"], 1)
+    print(
+        f"(diagnostic, the messages production sends, one per episode: {sent['messages']} sent, "
+        f"{sent['messages_false']} outside every window, {sent['messages_detected']} windows "
+        f"reached: precision {mp:.3f} recall {mr:.3f} "
+        f"F1 {2 * mp * mr / (mp + mr) if mp + mr > 0 else 0.0:.3f})"
     )
     # The baseline's best threshold, chosen with hindsight on these very labels: a ceiling for
     # a one-threshold detector on these daily totals, not a detector anyone could deploy.

@@ -45,6 +45,8 @@ def test_labelled_spikes_of_an_hourly_series_are_scored_as_daily_windows(
     out = capsys.readouterr().out
     # Both windows detected; the unlabelled spike is one false-positive day.
     assert "pooled: 2 windows, 2 detected, 3 flagged days, 1 false-positive days" in out
+    # One message per spike, as production sends them: the unlabelled one is the false one.
+    assert "one per episode: 3 sent, 1 outside every window, 2 windows reached" in out
     assert f"s: {start + timedelta(days=85)}" in out
     assert "baseline, |robust z| >= " in out and "chosen with hindsight" in out
 
