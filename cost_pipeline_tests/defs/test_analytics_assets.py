@@ -6,13 +6,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from cost_pipeline.catalog import DAILY_COST_SUMMARY
 from cost_pipeline.defs.analytics.assets import anomaly_scores, cost_forecasts
 from cost_pipeline.lib.anomaly import ANOMALY_SCORES
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.forecasting import COST_FORECASTS
+from cost_pipeline.lib.forecasting import COST_FORECASTS, forecast_month_end
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
 from cost_pipeline.store.warehouse import Warehouse
 from cost_pipeline_tests.benchmarks.synthetic import synthetic_daily_summary
@@ -89,3 +90,70 @@ def test_empty_warehouse_gives_zero_forecasts_and_no_anomalies(tmp_path: Path) -
     assert (forecasts["model"] == "zero").all() and (forecasts["forecast_usd"] == 0).all()
     scores = wh.read(ANOMALY_SCORES, days=[AS_OF - timedelta(days=0)])
     assert (scores["severity"] == "none").all()
+
+
+def _cloud_rows(tenant: str, days: list[date]) -> pd.DataFrame:
+    """A cloud-only tenant's summary rows, the same every week ($100 x a weekday shape)."""
+    shape = [1.2, 1.2, 1.1, 1.1, 1.0, 0.6, 0.5]
+    return pd.DataFrame(
+        {
+            "day": days,
+            "tenant_id": tenant,
+            "cost_category": "cloud",
+            "provider": "AWS",
+            "model_or_service": "Compute",
+            "agent_id": None,
+            "requests": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": [100.0 * shape[d.weekday()] for d in days],
+            "unpriced_requests": 0,
+        }
+    )
+
+
+def _cloud_forecast(url: str, tenant: str) -> tuple[float, dict]:
+    result = _run(url)
+    assert result.success
+    row = Warehouse(url).read(COST_FORECASTS, days=[AS_OF]).set_index("tenant_id").loc[tenant]
+    meta = result.asset_materializations_for_node("cost_forecasts")[0].metadata
+    return float(row["forecast_usd"]), {k: v.value for k, v in meta.items()}
+
+
+def test_cloud_days_the_export_has_not_delivered_are_estimated_not_zero(
+    url: str, demo_config: CostConfig
+) -> None:
+    tenant = demo_config.tenants[-1].id  # no LLM spend in the fixture
+    days = [AS_OF - timedelta(days=i) for i in range(119, -1, -1)]
+    wh = Warehouse(url)
+    summary = wh.read(DAILY_COST_SUMMARY, days=days)
+    wh.replace_partition(
+        DAILY_COST_SUMMARY, days, pd.concat([summary, _cloud_rows(tenant, days)], ignore_index=True)
+    )
+    delivered, meta = _cloud_forecast(url, tenant)
+    assert "cloud_not_yet_delivered" not in meta
+
+    # The export has delivered up to two days before the as-of day (a Tuesday: the missing
+    # Monday and Tuesday are $120 each).
+    late = [AS_OF - timedelta(days=1), AS_OF]
+    kept = summary[summary["day"].isin(late)]
+    wh.replace_partition(DAILY_COST_SUMMARY, late, kept)
+    estimated, meta = _cloud_forecast(url, tenant)
+    # The missing days are what the same weekdays cost a week before: the forecast is the one
+    # the delivered rows give, not lowered by two $0 days (and their repetition by the models).
+    assert estimated == pytest.approx(delivered, rel=1e-9)
+    assert meta["cloud_rows_through"] == str(AS_OF - timedelta(days=2))
+    assert (
+        "estimated from the same weekday a week before ($240.00)"
+        in (meta["cloud_not_yet_delivered"])
+    )
+    history = wh.read(DAILY_COST_SUMMARY, days=days)
+    history["cost_usd"] = history["cost_usd"].astype(float)
+    as_zero = forecast_month_end(history, AS_OF).set_index("tenant_id").loc[tenant, "forecast_usd"]
+    assert as_zero < 0.98 * delivered
+
+    # An export five days behind is not papered over: the freshness check names it.
+    gone = [AS_OF - timedelta(days=i) for i in range(4, -1, -1)]
+    wh.replace_partition(DAILY_COST_SUMMARY, gone, summary[summary["day"].isin(gone)])
+    _, meta = _cloud_forecast(url, tenant)
+    assert "5 days before: not estimated" in meta["cloud_not_yet_delivered"]

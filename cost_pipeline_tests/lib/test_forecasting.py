@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cost_pipeline.lib.forecasting import FALLBACKS, MODELS, forecast_month_end
+from cost_pipeline.lib.forecasting import (
+    FALLBACKS,
+    MODELS,
+    forecast_month_end,
+    with_lagging_usage,
+)
 
 AS_OF = date(2026, 6, 14)  # June has 30 days: 16 left
 WEEKLY = np.array([1.2, 1.2, 1.2, 1.2, 1.2, 0.5, 0.5])
@@ -290,3 +295,27 @@ def test_a_sparse_tenants_wet_months_fit_in_its_interval() -> None:
     assert 0.75 <= inside[0.8] / outcomes <= 0.95
     assert inside[0.95] / outcomes >= 0.9
     assert above_80 <= 0.15 * outcomes
+
+
+def test_a_lagging_sources_missing_days_are_estimated_only_within_the_lag() -> None:
+    as_of = date(2026, 3, 18)
+    days = [as_of - timedelta(days=i) for i in range(20, -1, -1)]
+    cloud = pd.DataFrame({"day": days, "tenant_id": "a", "cost_usd": [float(d.day) for d in days]})
+    history = pd.concat(
+        [cloud, pd.DataFrame({"day": days, "tenant_id": "b", "cost_usd": 5.0})], ignore_index=True
+    ).assign(charge_category="Usage")
+    delivered = history[history["day"] <= as_of - timedelta(days=2)]
+
+    # Two days behind: each is the same weekday a week before, for the source's tenants only.
+    out, estimated = with_lagging_usage(
+        delivered, cloud, as_of, through=as_of - timedelta(days=2), max_days=3
+    )
+    assert estimated.to_dict("records") == [
+        {"day": date(2026, 3, 17), "tenant_id": "a", "cost_usd": 10.0, "charge_category": "Usage"},
+        {"day": date(2026, 3, 18), "tenant_id": "a", "cost_usd": 11.0, "charge_category": "Usage"},
+    ]
+    assert len(out) == len(delivered) + 2
+    # Up to date, never delivered, or further behind than the lag allowed: nothing is added.
+    for through in (as_of, None, as_of - timedelta(days=4)):
+        same, none = with_lagging_usage(delivered, cloud, as_of, through=through, max_days=3)
+        assert none.empty and same is delivered

@@ -26,7 +26,12 @@ from cost_pipeline.lib.anomaly import (
     score_days,
 )
 from cost_pipeline.lib.config import CostConfig
-from cost_pipeline.lib.forecasting import COST_FORECASTS, HISTORY_DAYS, forecast_month_end
+from cost_pipeline.lib.forecasting import (
+    COST_FORECASTS,
+    HISTORY_DAYS,
+    forecast_month_end,
+    with_lagging_usage,
+)
 from cost_pipeline.lib.periods import COMPANY
 from cost_pipeline.lib.reporting import markdown_table
 from cost_pipeline.resources.warehouse import CostConfigResource, WarehouseResource
@@ -49,13 +54,21 @@ def _window(day: date, n: int) -> list[date]:
     return [day - timedelta(days=i) for i in range(n - 1, -1, -1)]
 
 
-def _daily_totals(wh: Warehouse, days: list[date]) -> pd.DataFrame:
-    """Cost per tenant and day over `days` (summed in pandas from `daily_cost_summary`), with
-    the tenants' non-usage cloud charges (credits, fees, commitments) split out and labelled
-    with their FOCUS `charge_category`, so the forecast adds them as known amounts."""
-    summary = wh.read(DAILY_COST_SUMMARY, days=days, columns=["day", "tenant_id", "cost_usd"])
-    totals = summary.groupby(["day", "tenant_id"], as_index=False)["cost_usd"].sum()
-    totals["cost_usd"] = totals["cost_usd"].astype(float)
+def _daily_totals(wh: Warehouse, days: list[date]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cost per tenant and day, cloud usage per tenant and day) over `days`, summed in pandas
+    from `daily_cost_summary`. The tenants' non-usage cloud charges (credits, fees, commitments)
+    are split out of the first and labelled with their FOCUS `charge_category`, so the forecast
+    adds them as known amounts; the second is usage only (the estimate of days a FOCUS export
+    has not delivered yet)."""
+    summary = wh.read(
+        DAILY_COST_SUMMARY, days=days, columns=["day", "tenant_id", "cost_category", "cost_usd"]
+    )
+    summary["cost_usd"] = summary["cost_usd"].astype(float)
+    keys = ["day", "tenant_id"]
+    totals = summary.groupby(keys, as_index=False)["cost_usd"].sum()
+    cloud_usage = (
+        summary[summary["cost_category"] == "cloud"].groupby(keys, as_index=False)["cost_usd"].sum()
+    )
     cloud = wh.read(
         CLOUD_COSTS,
         days=days,
@@ -64,22 +77,23 @@ def _daily_totals(wh: Warehouse, days: list[date]) -> pd.DataFrame:
     cloud = cloud[cloud["tenant_id"].notna()]
     other = cloud[cloud["charge_category"].fillna("Usage").str.lower() != "usage"]
     if other.empty:
-        return totals
+        return totals, cloud_usage
     charges = other.groupby(["day", "tenant_id", "charge_category"], as_index=False)[
         "effective_cost"
     ].sum()
     charges = charges.rename(columns={"effective_cost": "cost_usd"})
     charges["cost_usd"] = charges["cost_usd"].astype(float)
-    # The summary already holds these amounts: take them out of the usage total.
-    usage = totals.merge(
-        charges.groupby(["day", "tenant_id"], as_index=False)["cost_usd"].sum(),
-        on=["day", "tenant_id"],
-        how="left",
-        suffixes=("", "_other"),
-    )
-    usage["cost_usd"] = usage["cost_usd"] - usage["cost_usd_other"].fillna(0.0)
-    usage = usage.drop(columns="cost_usd_other").assign(charge_category="Usage")
-    return pd.concat([usage, charges], ignore_index=True)
+    # The summary already holds these amounts: take them out of the usage totals.
+    per_day = charges.groupby(keys, as_index=False)["cost_usd"].sum()
+    usage = _less(totals, per_day).assign(charge_category="Usage")
+    return pd.concat([usage, charges], ignore_index=True), _less(cloud_usage, per_day)
+
+
+def _less(frame: pd.DataFrame, charges: pd.DataFrame) -> pd.DataFrame:
+    """`frame`'s cost per tenant and day less `charges`' on the same tenant and day."""
+    out = frame.merge(charges, on=["day", "tenant_id"], how="left", suffixes=("", "_other"))
+    out["cost_usd"] = out["cost_usd"] - out["cost_usd_other"].fillna(0.0)
+    return out.drop(columns="cost_usd_other")
 
 
 def _infra_detail(wh: Warehouse, days: list[date]) -> pd.DataFrame:
@@ -161,7 +175,8 @@ def company_chart(
         "Per as-of day, tenant and the company (`__company__`): projected month-end spend with "
         "conformal 80 % and 95 % intervals, spend to date, the naive run-rate beside it, known "
         "non-usage charges, the statsforecast model (or run-rate) chosen by a rolling-origin "
-        "backtest with its error, and the monthly budget."
+        "backtest with its error, and the monthly budget. Cloud days a FOCUS export has not "
+        "delivered yet are estimated from the same weekday a week before, and said so."
     ),
 )
 def cost_forecasts(
@@ -175,16 +190,51 @@ def cost_forecasts(
     results = []
     # A range is read in chunks (one read of the history of a whole chunk), each day forecast
     # from the days up to it only; the charts are drawn for the newest day of the run.
+    max_lag = config.allocation.focus_stale_after_days
     for chunk in day_chunks(days):
-        history = _daily_totals(wh, _window(chunk[-1], HISTORY_DAYS + len(chunk) - 1))
+        history, cloud = _daily_totals(wh, _window(chunk[-1], HISTORY_DAYS + len(chunk) - 1))
+        cloud_days = sorted(set(cloud["day"]))
         for day in chunk:
             upto = history[history["day"] <= day]
-            results.append(_forecast_day(wh, config, day, upto, charts=day == days[-1]))
+            # A FOCUS export delivers a day late: the days after its newest are estimated.
+            through = max((d for d in cloud_days if d <= day), default=None)
+            upto, estimated = with_lagging_usage(
+                upto, cloud, day, through=through, max_days=max_lag
+            )
+            lag = _cloud_lag(day, through, estimated, max_lag)
+            results.append(_forecast_day(wh, config, day, upto, lag, charts=day == days[-1]))
     return merge_days(days, results)
 
 
+def _cloud_lag(
+    day: date, through: date | None, estimated: pd.DataFrame, max_lag: int
+) -> dict[str, object]:
+    """Forecast metadata on cloud rows that had not landed for `day`: what was estimated."""
+    if through is None or through >= day:
+        return {}
+    behind = (day - through).days
+    if behind > max_lag:
+        text = (
+            f"FOCUS rows end on {through}, {behind} days before: not estimated (more than "
+            f"{max_lag} days; see the focus_data_fresh check on cloud_costs)"
+        )
+    else:
+        text = (
+            f"FOCUS rows end on {through}: the cloud usage of the {behind} day(s) after is "
+            f"estimated from the same weekday a week before (${estimated['cost_usd'].sum():,.2f}) "
+            "until the export delivers them and the late-data sensor forecasts the day again"
+        )
+    return {"cloud_rows_through": str(through), "cloud_not_yet_delivered": text}
+
+
 def _forecast_day(
-    wh: Warehouse, config: CostConfig, day: date, history: pd.DataFrame, *, charts: bool
+    wh: Warehouse,
+    config: CostConfig,
+    day: date,
+    history: pd.DataFrame,
+    lag: dict[str, object],
+    *,
+    charts: bool,
 ) -> dg.MaterializeResult:
     forecasts = forecast_month_end(
         history, day, tenants=[t.id for t in config.tenants], budgets=_budgets(config)
@@ -202,6 +252,7 @@ def _forecast_day(
         "company_spend_to_date_usd": round(float(company["spend_to_date_usd"]), 2),
         "models": dg.MetadataValue.json(forecasts["model"].value_counts().to_dict()),
         "forecast_vs_budget": dg.MetadataValue.md(markdown_table(shown[cols], max_rows=15)),
+        **lag,
     }
     if charts:
         window = history[history["day"] > day - timedelta(days=HISTORY_DAYS)]
