@@ -828,7 +828,8 @@ def with_lagging_usage(
     max_days: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(`history` with estimated rows added, the estimated rows) for a source whose rows end on
-    `through`, a few days before `as_of` — a FOCUS export delivers a day a day or two late.
+    `through`, a few days before `as_of` — a FOCUS export delivers a day a day or two late,
+    Kubecost may not have answered for the newest day yet.
 
     Counted as $0, the missing days would lower the spend to date, and the models would
     extrapolate the gap (a seasonal model repeats a missing weekday every week): measured on the

@@ -92,15 +92,16 @@ def test_empty_warehouse_gives_zero_forecasts_and_no_anomalies(tmp_path: Path) -
     assert (scores["severity"] == "none").all()
 
 
-def _cloud_rows(tenant: str, days: list[date]) -> pd.DataFrame:
-    """A cloud-only tenant's summary rows, the same every week ($100 x a weekday shape)."""
+def _infra_rows(tenant: str, days: list[date], category: str) -> pd.DataFrame:
+    """A cloud- or Kubernetes-only tenant's summary rows, the same every week ($100 x a weekday
+    shape)."""
     shape = [1.2, 1.2, 1.1, 1.1, 1.0, 0.6, 0.5]
     return pd.DataFrame(
         {
             "day": days,
             "tenant_id": tenant,
-            "cost_category": "cloud",
-            "provider": "AWS",
+            "cost_category": category,
+            "provider": "AWS" if category == "cloud" else "Kubernetes",
             "model_or_service": "Compute",
             "agent_id": None,
             "requests": 0,
@@ -112,7 +113,7 @@ def _cloud_rows(tenant: str, days: list[date]) -> pd.DataFrame:
     )
 
 
-def _cloud_forecast(url: str, tenant: str) -> tuple[float, dict]:
+def _tenant_forecast(url: str, tenant: str) -> tuple[float, dict]:
     result = _run(url)
     assert result.success
     row = Warehouse(url).read(COST_FORECASTS, days=[AS_OF]).set_index("tenant_id").loc[tenant]
@@ -120,40 +121,41 @@ def _cloud_forecast(url: str, tenant: str) -> tuple[float, dict]:
     return float(row["forecast_usd"]), {k: v.value for k, v in meta.items()}
 
 
-def test_cloud_days_the_export_has_not_delivered_are_estimated_not_zero(
-    url: str, demo_config: CostConfig
+@pytest.mark.parametrize("source", ["cloud", "k8s"])
+def test_days_a_source_has_not_delivered_are_estimated_not_zero(
+    url: str, demo_config: CostConfig, source: str
 ) -> None:
     tenant = demo_config.tenants[-1].id  # no LLM spend in the fixture
     days = [AS_OF - timedelta(days=i) for i in range(119, -1, -1)]
     wh = Warehouse(url)
     summary = wh.read(DAILY_COST_SUMMARY, days=days)
     wh.replace_partition(
-        DAILY_COST_SUMMARY, days, pd.concat([summary, _cloud_rows(tenant, days)], ignore_index=True)
+        DAILY_COST_SUMMARY,
+        days,
+        pd.concat([summary, _infra_rows(tenant, days, source)], ignore_index=True),
     )
-    delivered, meta = _cloud_forecast(url, tenant)
-    assert "cloud_not_yet_delivered" not in meta
+    delivered, meta = _tenant_forecast(url, tenant)
+    assert f"{source}_not_yet_delivered" not in meta
 
-    # The export has delivered up to two days before the as-of day (a Tuesday: the missing
+    # The source has delivered up to two days before the as-of day (a Tuesday: the missing
     # Monday and Tuesday are $120 each).
     late = [AS_OF - timedelta(days=1), AS_OF]
     kept = summary[summary["day"].isin(late)]
     wh.replace_partition(DAILY_COST_SUMMARY, late, kept)
-    estimated, meta = _cloud_forecast(url, tenant)
+    estimated, meta = _tenant_forecast(url, tenant)
     # The missing days are what the same weekdays cost a week before: the forecast is the one
     # the delivered rows give, not lowered by two $0 days (and their repetition by the models).
     assert estimated == pytest.approx(delivered, rel=1e-9)
-    assert meta["cloud_rows_through"] == str(AS_OF - timedelta(days=2))
-    assert (
-        "estimated from the same weekday a week before ($240.00)"
-        in (meta["cloud_not_yet_delivered"])
-    )
+    assert meta[f"{source}_rows_through"] == str(AS_OF - timedelta(days=2))
+    text = meta[f"{source}_not_yet_delivered"]
+    assert "estimated from the same weekday a week before ($240.00)" in text
     history = wh.read(DAILY_COST_SUMMARY, days=days)
     history["cost_usd"] = history["cost_usd"].astype(float)
     as_zero = forecast_month_end(history, AS_OF).set_index("tenant_id").loc[tenant, "forecast_usd"]
     assert as_zero < 0.98 * delivered
 
-    # An export five days behind is not papered over: the freshness check names it.
+    # A source five days behind is not papered over: its check names it.
     gone = [AS_OF - timedelta(days=i) for i in range(4, -1, -1)]
     wh.replace_partition(DAILY_COST_SUMMARY, gone, summary[summary["day"].isin(gone)])
-    _, meta = _cloud_forecast(url, tenant)
-    assert "5 days before: not estimated" in meta["cloud_not_yet_delivered"]
+    _, meta = _tenant_forecast(url, tenant)
+    assert "5 days before: not estimated" in meta[f"{source}_not_yet_delivered"]

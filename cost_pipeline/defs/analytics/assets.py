@@ -50,25 +50,36 @@ SUMMARY_READ_COLUMNS = [
 ]
 
 
+# Sources whose newest days may not have landed when a day is forecast: the summary category,
+# what delivers it, and the check that names it when it is further behind than estimated.
+LAGGING_SOURCES = {
+    "cloud": ("FOCUS rows", "the focus_data_fresh check on cloud_costs"),
+    "k8s": ("Kubernetes allocations", "the k8s_source_answered check on k8s_allocations"),
+}
+
+
 def _window(day: date, n: int) -> list[date]:
     return [day - timedelta(days=i) for i in range(n - 1, -1, -1)]
 
 
-def _daily_totals(wh: Warehouse, days: list[date]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cost per tenant and day, cloud usage per tenant and day) over `days`, summed in pandas
-    from `daily_cost_summary`. The tenants' non-usage cloud charges (credits, fees, commitments)
-    are split out of the first and labelled with their FOCUS `charge_category`, so the forecast
-    adds them as known amounts; the second is usage only (the estimate of days a FOCUS export
-    has not delivered yet)."""
+def _daily_totals(wh: Warehouse, days: list[date]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(cost per tenant and day, usage per tenant and day of each lagging source: `cloud`,
+    `k8s`) over `days`, summed in pandas from `daily_cost_summary`. The tenants' non-usage cloud
+    charges (credits, fees, commitments) are split out of the first and labelled with their
+    FOCUS `charge_category`, so the forecast adds them as known amounts; the others are usage
+    only (to estimate the days a source has not delivered yet)."""
     summary = wh.read(
         DAILY_COST_SUMMARY, days=days, columns=["day", "tenant_id", "cost_category", "cost_usd"]
     )
     summary["cost_usd"] = summary["cost_usd"].astype(float)
     keys = ["day", "tenant_id"]
     totals = summary.groupby(keys, as_index=False)["cost_usd"].sum()
-    cloud_usage = (
-        summary[summary["cost_category"] == "cloud"].groupby(keys, as_index=False)["cost_usd"].sum()
-    )
+    usage_of = {
+        source: summary[summary["cost_category"] == source]
+        .groupby(keys, as_index=False)["cost_usd"]
+        .sum()
+        for source in LAGGING_SOURCES
+    }
     cloud = wh.read(
         CLOUD_COSTS,
         days=days,
@@ -77,7 +88,7 @@ def _daily_totals(wh: Warehouse, days: list[date]) -> tuple[pd.DataFrame, pd.Dat
     cloud = cloud[cloud["tenant_id"].notna()]
     other = cloud[cloud["charge_category"].fillna("Usage").str.lower() != "usage"]
     if other.empty:
-        return totals, cloud_usage
+        return totals, usage_of
     charges = other.groupby(["day", "tenant_id", "charge_category"], as_index=False)[
         "effective_cost"
     ].sum()
@@ -86,7 +97,8 @@ def _daily_totals(wh: Warehouse, days: list[date]) -> tuple[pd.DataFrame, pd.Dat
     # The summary already holds these amounts: take them out of the usage totals.
     per_day = charges.groupby(keys, as_index=False)["cost_usd"].sum()
     usage = _less(totals, per_day).assign(charge_category="Usage")
-    return pd.concat([usage, charges], ignore_index=True), _less(cloud_usage, per_day)
+    usage_of["cloud"] = _less(usage_of["cloud"], per_day)
+    return pd.concat([usage, charges], ignore_index=True), usage_of
 
 
 def _less(frame: pd.DataFrame, charges: pd.DataFrame) -> pd.DataFrame:
@@ -175,8 +187,9 @@ def company_chart(
         "Per as-of day, tenant and the company (`__company__`): projected month-end spend with "
         "conformal 80 % and 95 % intervals, spend to date, the naive run-rate beside it, known "
         "non-usage charges, the statsforecast model (or run-rate) chosen by a rolling-origin "
-        "backtest with its error, and the monthly budget. Cloud days a FOCUS export has not "
-        "delivered yet are estimated from the same weekday a week before, and said so."
+        "backtest with its error, and the monthly budget. Cloud and Kubernetes days their "
+        "source has not delivered yet are estimated from the same weekday a week before, and "
+        "said so."
     ),
 )
 def cost_forecasts(
@@ -190,41 +203,48 @@ def cost_forecasts(
     results = []
     # A range is read in chunks (one read of the history of a whole chunk), each day forecast
     # from the days up to it only; the charts are drawn for the newest day of the run.
-    max_lag = config.allocation.focus_stale_after_days
+    max_lag = {
+        "cloud": config.allocation.focus_stale_after_days,
+        "k8s": config.allocation.k8s_settle_days,
+    }
     for chunk in day_chunks(days):
-        history, cloud = _daily_totals(wh, _window(chunk[-1], HISTORY_DAYS + len(chunk) - 1))
-        cloud_days = sorted(set(cloud["day"]))
+        history, usage_of = _daily_totals(wh, _window(chunk[-1], HISTORY_DAYS + len(chunk) - 1))
+        source_days = {source: sorted(set(u["day"])) for source, u in usage_of.items()}
         for day in chunk:
             upto = history[history["day"] <= day]
-            # A FOCUS export delivers a day late: the days after its newest are estimated.
-            through = max((d for d in cloud_days if d <= day), default=None)
-            upto, estimated = with_lagging_usage(
-                upto, cloud, day, through=through, max_days=max_lag
-            )
-            lag = _cloud_lag(day, through, estimated, max_lag)
+            lag: dict[str, object] = {}
+            # A FOCUS export delivers a day late, Kubecost may not have a day yet: the days after
+            # a source's newest are estimated, not read as $0.
+            for source, usage in usage_of.items():
+                through = max((d for d in source_days[source] if d <= day), default=None)
+                upto, estimated = with_lagging_usage(
+                    upto, usage, day, through=through, max_days=max_lag[source]
+                )
+                lag |= _source_lag(source, day, through, estimated, max_lag[source])
             results.append(_forecast_day(wh, config, day, upto, lag, charts=day == days[-1]))
     return merge_days(days, results)
 
 
-def _cloud_lag(
-    day: date, through: date | None, estimated: pd.DataFrame, max_lag: int
+def _source_lag(
+    source: str, day: date, through: date | None, estimated: pd.DataFrame, max_lag: int
 ) -> dict[str, object]:
-    """Forecast metadata on cloud rows that had not landed for `day`: what was estimated."""
+    """Forecast metadata on a source's rows that had not landed for `day`: what was estimated."""
     if through is None or through >= day:
         return {}
+    rows, check = LAGGING_SOURCES[source]
     behind = (day - through).days
     if behind > max_lag:
         text = (
-            f"FOCUS rows end on {through}, {behind} days before: not estimated (more than "
-            f"{max_lag} days; see the focus_data_fresh check on cloud_costs)"
+            f"{rows} end on {through}, {behind} days before: not estimated (more than "
+            f"{max_lag} days; see {check})"
         )
     else:
         text = (
-            f"FOCUS rows end on {through}: the cloud usage of the {behind} day(s) after is "
+            f"{rows} end on {through}: the {source} usage of the {behind} day(s) after is "
             f"estimated from the same weekday a week before (${estimated['cost_usd'].sum():,.2f}) "
-            "until the export delivers them and the late-data sensor forecasts the day again"
+            "until they land and the late-data sensor forecasts the day again"
         )
-    return {"cloud_rows_through": str(through), "cloud_not_yet_delivered": text}
+    return {f"{source}_rows_through": str(through), f"{source}_not_yet_delivered": text}
 
 
 def _forecast_day(
