@@ -836,11 +836,15 @@ def with_lagging_usage(
     demo company, a lag of two days lowered the company's month-end forecast by 2-4 %. Each
     missing day is estimated as each tenant's usage of `source` (`day`, `tenant_id`, `cost_usd`:
     usage charges only) on the same weekday a week before, until the rows land and the day is
-    forecast again. Nothing is estimated when `source` reaches `as_of`, or when it ends more
-    than `max_days` days before it (an export that stopped is named by its freshness check, not
-    papered over)."""
+    forecast again. Nothing is estimated when `source` reaches `as_of`, when it ends more than
+    `max_days` days before it (an export that stopped is named by its freshness check, not
+    papered over), or when it did not have rows on each of the 7 days up to `through` (a source
+    often silent for a day may simply have had nothing to bill)."""
     empty = history.iloc[0:0]
     if through is None or not 0 < (as_of - through).days <= max_days:
+        return history, empty
+    week = {through - timedelta(days=k) for k in range(7)}
+    if not week <= set(source.loc[source["cost_usd"] != 0, "day"]):
         return history, empty
     rows = []
     for k in range(1, (as_of - through).days + 1):

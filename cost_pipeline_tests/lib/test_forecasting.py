@@ -319,3 +319,9 @@ def test_a_lagging_sources_missing_days_are_estimated_only_within_the_lag() -> N
     for through in (as_of, None, as_of - timedelta(days=4)):
         same, none = with_lagging_usage(delivered, cloud, as_of, through=through, max_days=3)
         assert none.empty and same is delivered
+    # A source with a silent day in the week before: a missing day is no sign of a lag.
+    sparse = cloud[cloud["day"] != as_of - timedelta(days=5)]
+    same, none = with_lagging_usage(
+        delivered, sparse, as_of, through=as_of - timedelta(days=2), max_days=3
+    )
+    assert none.empty and same is delivered
