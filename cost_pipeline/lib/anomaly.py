@@ -50,10 +50,11 @@ level: a tenant whose ordinary days often fall to 0.6x must fall further; a tena
 has no dips), unless credits or refunds (negative cost rows) make at least half of the
 shortfall. A tenant with no cost at all on the day is kept at `low` with the reason that the
 day's rows may be missing: a late or failed export looks the same, and an empty stretch that
-lasts is the level-shift drop after a week. A dip mostly of the tenant's cloud rows, on a day
-for which fewer than `cloud_settle_days` later days have FOCUS rows, is kept at `low` too:
-exports keep adding and restating a day for a few days, and the daily close and the late-data
-sensor score the day again as they land. Drivers do not dip on their own (spend moving
+lasts is the level-shift drop after a week. A dip mostly of the tenant's cloud (or Kubernetes)
+rows, on a day for which fewer than `infra_settle_days` later days have FOCUS rows (Kubernetes
+allocations), is kept at `low` too: exports keep adding and restating a day for a few days,
+Kubecost may not have answered for a day yet, and the daily close and the late-data sensor
+score the day again as they land. Drivers do not dip on their own (spend moving
 between services or agents is no anomaly of the tenant); the dip's reason names the most
 specific driver behind it, and its `since_day` is the first of the days before it at or under
 1 / 1.5 of their usual value (as a spike is elevated since the days above 1.5x).
@@ -132,9 +133,10 @@ class AnomalyParams:
     # deviations from its level (a tenant whose ordinary days often fall to 0.6x must fall
     # further).
     dip_threshold: tuple[float, float] = (0.5, -3.5)
-    # FOCUS exports keep adding and restating a day's rows for a few days: a dip the tenant's
-    # cloud rows make is an alert only once this many later days have cloud rows too.
-    cloud_settle_days: int = 2
+    # FOCUS exports keep adding and restating a day's rows for a few days, and Kubecost may not
+    # have answered for a day yet: a dip the tenant's cloud (or Kubernetes) rows make is an
+    # alert only once this many later days have rows of that source too.
+    infra_settle_days: int = 2
 
 
 def impact_threshold(month_usd: np.ndarray | float, params: AnomalyParams) -> np.ndarray:
@@ -373,29 +375,38 @@ def _credits(daily: pd.DataFrame, tenant_of: pd.Index, target_days: list[date]) 
     return -_tenant_days(neg, list(tenant_of), target_days)
 
 
-def _cloud_unsettled(
-    daily: pd.DataFrame, target_days: list[date], through: date | None, settle_days: int
+# The sources whose rows arrive late (summary category -> what delivers them, for reasons).
+LATE_SOURCES = {"cloud": "FOCUS rows", "k8s": "Kubernetes allocations"}
+
+
+def _unsettled(
+    daily: pd.DataFrame,
+    target_days: list[date],
+    source: str,
+    through: date | None,
+    settle_days: int,
 ) -> np.ndarray:
-    """Per target day: fewer than `settle_days` later days have FOCUS cloud rows (`through`,
-    else the newest cloud day of `daily`), so the day's own rows may still be arriving."""
+    """Per target day: fewer than `settle_days` later days have rows of `source` (`through`,
+    the newest day of the source in the warehouse, else the newest in `daily`), so the day's own
+    rows of it may still be arriving."""
     if through is None:
-        cloud = daily[daily["cost_category"] == "cloud"] if "cost_category" in daily else daily[:0]
-        through = max(cloud["day"]) if len(cloud) else None
+        rows = daily[daily["cost_category"] == source] if "cost_category" in daily else daily[:0]
+        through = max(rows["day"]) if len(rows) else None
     if through is None:
         return np.zeros(len(target_days), dtype=bool)
     return np.array([(through - d).days < settle_days for d in target_days])
 
 
-def _cloud_excess(
-    daily: pd.DataFrame, days: list[date], targets: np.ndarray, tenant_of: pd.Index
+def _source_excess(
+    daily: pd.DataFrame, days: list[date], targets: np.ndarray, tenant_of: pd.Index, source: str
 ) -> np.ndarray:
-    """(series x targets) the tenant's cloud cost on each target day minus its usual (the same
-    baseline as every series), on every row of the tenant."""
+    """(series x targets) the tenant's cost of `source` (a summary category) on each target day
+    minus its usual (the same baseline as every series), on every row of the tenant."""
     if daily.empty or "cost_category" not in daily:
         return np.zeros((len(tenant_of), len(targets)))
     tenants = sorted(set(tenant_of))
-    cloud = daily[daily["cost_category"] == "cloud"]
-    values = _started(_tenant_days(cloud, tenants, days))
+    rows = daily[daily["cost_category"] == source]
+    values = _started(_tenant_days(rows, tenants, days))
     base = robust_baseline(values, targets)
     excess = np.nan_to_num(values[:, targets]) - np.nan_to_num(base["expected"])
     row = {t: i for i, t in enumerate(tenants)}
@@ -435,15 +446,16 @@ def score_days(
     params: AnomalyParams = AnomalyParams(),
     detail: pd.DataFrame | None = None,
     budgets: dict[str, float | None] | None = None,
-    cloud_through: date | None = None,
+    infra_through: dict[str, date] | None = None,
 ) -> pd.DataFrame:
     """`anomaly_scores` rows for each day in `score_on`, from `daily_cost_summary` rows that
     cover at least `WINDOW_DAYS` before the first of them.
 
     `detail`: extra driver rows from `infra_detail` (cloud service, sub-account, region, k8s
     namespace); `budgets`: monthly budget per tenant id, for the impact threshold;
-    `cloud_through`: the newest day with FOCUS cloud rows in the warehouse (by default the
-    newest in `daily`), which says whether a day's cloud rows may still be arriving.
+    `infra_through`: per late source (`cloud`, `k8s`), the newest day with its rows in the
+    warehouse (by default the newest in `daily`), which says whether a day's rows of it may
+    still be arriving.
     """
     days = list(pd.date_range(min(score_on) - timedelta(days=WINDOW_DAYS), max(score_on)).date)
     if daily.empty:
@@ -597,14 +609,19 @@ def score_days(
     # failed export) than all its spend stopped. Kept at `low`, with that reason; an empty
     # stretch that lasts is the level-shift test's drop after a week.
     empty = dip & (actual == 0)
-    # A dip mostly of cloud rows on a day the exports may still be filling in: kept at `low`
-    # until `cloud_settle_days` later days have cloud rows (the daily close and the late-data
-    # sensor score the day again as they land).
-    unsettled = _cloud_unsettled(daily, target_days, cloud_through, params.cloud_settle_days)
-    cloud_short = -_cloud_excess(daily, days, targets, tenant_of)
-    arriving = dip & unsettled[None, :] & (cloud_short >= 0.5 * (expected - actual))
+    # A dip mostly of cloud (or Kubernetes) rows on a day the source may still be filling in:
+    # kept at `low` until `infra_settle_days` later days have its rows (the daily close and the
+    # late-data sensor score the day again as they land). `arriving` names the source.
+    arriving = np.full(code.shape, "", dtype=object)
+    for source in LATE_SOURCES:
+        through = (infra_through or {}).get(source)
+        unsettled = _unsettled(daily, target_days, source, through, params.infra_settle_days)
+        short = -_source_excess(daily, days, targets, tenant_of, source)
+        late = dip & unsettled[None, :] & (short >= 0.5 * (expected - actual))
+        arriving = np.where(late & (arriving == ""), source, arriving)
+    held = arriving != ""
     kind = np.where(dip, "drop", kind)
-    code = np.where(dip, np.where(empty | arriving, RANK["low"], RANK["high"]), code)
+    code = np.where(dip, np.where(empty | held, RANK["low"], RANK["high"]), code)
     # Low since: the days before at or under 1 / the lowest spike ratio (1.5x) of their usual
     # value, as a spike is elevated since the days above 1.5x.
     since = np.where(dip, _since(values, base, targets, 1 / params.thresholds[0][0]), since)
@@ -758,9 +775,9 @@ def _reasons(out: pd.DataFrame, params: AnomalyParams) -> list[str]:
         elif row.arriving_:
             text = (
                 f"{row.driver} cost ${row.actual_usd:,.2f} fell to {row.ratio:.2f}x its usual "
-                f"${row.expected_usd:,.2f} for a {weekday}, mostly in its cloud rows, which may "
-                f"still be arriving (fewer than {params.cloud_settle_days} later days of FOCUS "
-                "rows): not alerted until they settle"
+                f"${row.expected_usd:,.2f} for a {weekday}, mostly in its {row.arriving_} rows, "
+                f"which may still be arriving (fewer than {params.infra_settle_days} later days "
+                f"of {LATE_SOURCES[row.arriving_]}): not alerted until they settle"
             )
         elif row.dip_:
             text = (

@@ -109,7 +109,7 @@ def test_a_range_with_dips_scores_each_day_as_it_would_alone() -> None:
             daily[daily["day"] <= day],
             [day],
             detail=detail[detail["day"] <= day],
-            cloud_through=days[-1],
+            infra_through={"cloud": days[-1]},
         ).set_index(["day", "driver"])
         pd.testing.assert_frame_equal(ranged.loc[[day]], alone.sort_index(), check_like=True)
 
@@ -135,12 +135,41 @@ def test_a_dip_of_cloud_rows_still_arriving_waits_for_the_later_days() -> None:
     row = score_days(daily, [days[97]], detail=detail).set_index("driver").loc["tenant"]
     assert row["severity"] == "low" and row["kind"] == "drop"
     assert "may still be arriving" in row["reason"]
-    # One later day is not enough; the warehouse's newest cloud day (cloud_through) counts
+    # One later day is not enough; the warehouse's newest cloud day (infra_through) counts
     # when the scorer reads only the days up to the scored one.
-    row = score_days(daily, [days[97]], detail=detail, cloud_through=days[97] + timedelta(days=1))
+    later = {"cloud": days[97] + timedelta(days=1)}
+    row = score_days(daily, [days[97]], detail=detail, infra_through=later)
     assert row.set_index("driver").loc["tenant", "severity"] == "low"
-    row = score_days(daily, [days[97]], detail=detail, cloud_through=days[97] + timedelta(days=2))
+    later = {"cloud": days[97] + timedelta(days=2)}
+    row = score_days(daily, [days[97]], detail=detail, infra_through=later)
     assert row.set_index("driver").loc["tenant", "severity"] == "high"
     daily, detail, days = _cloud_tenant(total)
     row = score_days(daily, [days[97]], detail=detail).set_index("driver").loc["tenant"]
     assert row["severity"] == "high" and "fell to 0.3" in row["reason"]
+
+
+def test_a_dip_of_kubernetes_rows_not_yet_answered_waits_as_cloud_rows_do() -> None:
+    """Kubecost had not answered for the newest day: the tenant's LLM spend is there, its
+    Kubernetes spend is not. The fall is held at low, naming the source, until two later days
+    have Kubernetes rows."""
+    rng = np.random.default_rng(11)
+    n = 98
+    days = [START + timedelta(days=i) for i in range(n)]
+    rows = []
+    for i, day in enumerate(days):
+        llm = 40 * rng.lognormal(0, 0.05)
+        rows.append(("llm", "openai", "gpt-4o", int(400 * llm / 40), llm, day))
+        if i < n - 1:  # the newest day has no Kubernetes rows yet
+            rows.append(("k8s", "Kubernetes", "prod-1", 0, 100 * rng.lognormal(0, 0.05), day))
+    daily = pd.DataFrame(
+        rows,
+        columns=["cost_category", "provider", "model_or_service", "requests", "cost_usd", "day"],
+    ).assign(tenant_id="t1", agent_id=None, input_tokens=0, output_tokens=0)
+    row = score_days(daily, [days[-1]]).set_index("driver").loc["tenant"]
+    assert row["severity"] == "low" and row["kind"] == "drop"
+    assert "mostly in its k8s rows" in row["reason"]
+    assert "Kubernetes allocations" in row["reason"]
+    # Two later days with Kubernetes rows in the warehouse, and it still fell: an alert.
+    later = {"k8s": days[-1] + timedelta(days=2)}
+    row = score_days(daily, [days[-1]], infra_through=later).set_index("driver").loc["tenant"]
+    assert row["severity"] == "high" and "fell to 0.2" in row["reason"]

@@ -321,19 +321,23 @@ def anomaly_scores(
             tenants=[t.id for t in config.tenants],
             detail=_infra_detail(wh, window),
             budgets=_budgets(config),
-            cloud_through=_cloud_through(wh, chunk[-1]),
+            infra_through=_infra_through(wh, chunk[-1]),
         )
         for day in chunk:
             results.append(_scores_day(wh, day, scores[scores["day"] == day]))
     return merge_days(days, results)
 
 
-def _cloud_through(wh: Warehouse, day: date) -> date:
-    """The newest day with FOCUS cloud rows among `day` and the days the scorer waits for after
-    it (`cloud_settle_days`): whether a dip of cloud rows on `day` may still be filling in."""
-    after = [day + timedelta(days=i) for i in range(AnomalyParams().cloud_settle_days + 1)]
-    cloud = wh.read(CLOUD_COSTS, days=after, columns=["day"])
-    return max(cloud["day"]) if len(cloud) else day - timedelta(days=1)
+def _infra_through(wh: Warehouse, day: date) -> dict[str, date]:
+    """Per late source (`cloud`, `k8s`): the newest day with its rows among `day` and the days
+    the scorer waits for after it (`infra_settle_days`), the day before `day` without any —
+    whether a dip of its rows on `day` may still be filling in."""
+    after = [day + timedelta(days=i) for i in range(AnomalyParams().infra_settle_days + 1)]
+    out = {}
+    for source, table in (("cloud", CLOUD_COSTS), ("k8s", K8S_ALLOCATIONS)):
+        rows = wh.read(table, days=after, columns=["day"])
+        out[source] = max(rows["day"]) if len(rows) else day - timedelta(days=1)
+    return out
 
 
 def _scores_day(wh: Warehouse, day: date, scores: pd.DataFrame) -> dg.MaterializeResult:
