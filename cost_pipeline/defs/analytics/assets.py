@@ -19,6 +19,7 @@ from cost_pipeline.defs.partitions import (
 )
 from cost_pipeline.lib.anomaly import (
     ANOMALY_SCORES,
+    LATE_SOURCES,
     RANK,
     WINDOW_DAYS,
     AnomalyParams,
@@ -50,11 +51,12 @@ SUMMARY_READ_COLUMNS = [
 ]
 
 
-# Sources whose newest days may not have landed when a day is forecast: the summary category,
-# what delivers it, and the check that names it when it is further behind than estimated.
-LAGGING_SOURCES = {
-    "cloud": ("FOCUS rows", "the focus_data_fresh check on cloud_costs"),
-    "k8s": ("Kubernetes allocations", "the k8s_source_answered check on k8s_allocations"),
+# Per late source (`anomaly.LATE_SOURCES`: a summary category whose newest days may not have
+# landed when a day is forecast), the check that names it when it is further behind than the
+# forecast estimates.
+SOURCE_CHECKS = {
+    "cloud": "the focus_data_fresh check on cloud_costs",
+    "k8s": "the k8s_source_answered check on k8s_allocations",
 }
 
 
@@ -78,7 +80,7 @@ def _daily_totals(wh: Warehouse, days: list[date]) -> tuple[pd.DataFrame, dict[s
         source: summary[summary["cost_category"] == source]
         .groupby(keys, as_index=False)["cost_usd"]
         .sum()
-        for source in LAGGING_SOURCES
+        for source in LATE_SOURCES
     }
     cloud = wh.read(
         CLOUD_COSTS,
@@ -231,7 +233,7 @@ def _source_lag(
     """Forecast metadata on a source's rows that had not landed for `day`: what was estimated."""
     if through is None or through >= day:
         return {}
-    rows, check = LAGGING_SOURCES[source]
+    rows, check = LATE_SOURCES[source], SOURCE_CHECKS[source]
     behind = (day - through).days
     if behind > max_lag:
         text = (
