@@ -616,6 +616,8 @@ def score_days(
     for source in LATE_SOURCES:
         through = (infra_through or {}).get(source)
         unsettled = _unsettled(daily, target_days, source, through, params.infra_settle_days)
+        if not (dip & unsettled[None, :]).any():
+            continue  # no dip on a day the source may still be filling in: nothing to weigh
         short = -_source_excess(daily, days, targets, tenant_of, source)
         late = dip & unsettled[None, :] & (short >= 0.5 * (expected - actual))
         arriving = np.where(late & (arriving == ""), source, arriving)
